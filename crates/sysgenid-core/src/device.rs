@@ -1,0 +1,524 @@
+//! The device state machine: the counter, the open files, and the requests waiting on them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use sysgenid_abi::{Errno, GENERATION_SIZE, Ioctl, POLL_OUTDATED, decode_generation};
+
+use crate::io::{Action, Event, Reply};
+use crate::status::{BumpFailure, BumpRecord, FileStatus, Status};
+use crate::types::{BumpSource, Caller, FileId, PollHandle, RequestId, Time};
+
+/// One open file: a watcher.
+#[derive(Debug)]
+struct OpenFile {
+    /// The generation this file has acknowledged; outdated while it differs from the current one.
+    acked: u32,
+    tracked: bool,
+    /// Kept for the file's whole life, so that every bump wakes it (see [`Device::commit_bump`]).
+    poll_handle: Option<PollHandle>,
+    pid: u32,
+}
+
+/// A request that has not been answered yet.
+#[derive(Debug)]
+enum Pending {
+    /// A blocking read of an up-to-date file.
+    Read { file: FileId },
+    /// `WAIT_WATCHERS` from an up-to-date file while some tracked watcher is outdated.
+    Wait { file: FileId, deadline: Option<Time> },
+    /// A trigger whose bump is queued or being persisted.
+    Trigger { file: FileId },
+}
+
+impl Pending {
+    fn file(&self) -> FileId {
+        match *self {
+            Pending::Read { file } | Pending::Wait { file, .. } | Pending::Trigger { file } => file,
+        }
+    }
+}
+
+/// A bump waiting its turn. Its target is computed when it starts, from the generation then.
+#[derive(Debug)]
+struct BumpRequest {
+    min: u32,
+    source: BumpSource,
+    trigger: Option<RequestId>,
+}
+
+/// A bump whose new value is being persisted.
+#[derive(Debug)]
+struct InFlight {
+    target: u32,
+    request: BumpRequest,
+}
+
+/// The System Generation ID device, with no IO.
+///
+/// Feed it [`Event`]s with [`Device::handle`], then drain [`Action`]s with
+/// [`Device::poll_action`] and carry them out in order.
+///
+/// Invariants, checked by the property test against an independent model:
+/// - the generation never decreases and never wraps;
+/// - the outdated count is the number of tracked files whose acknowledged value is not current;
+/// - every pending request is answered exactly once;
+/// - a pending read or wait always belongs to an up-to-date file;
+/// - no wait completes with 0 while a tracked file is outdated.
+#[derive(Debug)]
+pub struct Device {
+    generation: u32,
+    files: HashMap<FileId, OpenFile>,
+    next_file: u64,
+    tracked: usize,
+    outdated_tracked: usize,
+    pending: BTreeMap<RequestId, Pending>,
+    in_flight: Option<InFlight>,
+    queued_bumps: VecDeque<BumpRequest>,
+    last_bump: Option<BumpRecord>,
+    failed_bumps: u64,
+    last_failure: Option<BumpFailure>,
+    degraded: bool,
+    actions: VecDeque<Action>,
+}
+
+impl Device {
+    /// A device whose counter starts at `generation` (0 on a fresh boot, the persisted value after
+    /// a daemon restart).
+    pub fn new(generation: u32) -> Device {
+        Device {
+            generation,
+            files: HashMap::new(),
+            next_file: 1,
+            tracked: 0,
+            outdated_tracked: 0,
+            pending: BTreeMap::new(),
+            in_flight: None,
+            queued_bumps: VecDeque::new(),
+            last_bump: None,
+            failed_bumps: 0,
+            last_failure: None,
+            degraded: false,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The next action to carry out, oldest first.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Acts on one event, queueing the actions it causes.
+    pub fn handle(&mut self, event: Event<'_>) {
+        match event {
+            Event::Open { request, pid } => self.open(request, pid),
+            Event::Read {
+                request,
+                file,
+                len,
+                nonblocking,
+            } => self.read(request, file, len, nonblocking),
+            Event::Write {
+                request,
+                file,
+                data,
+            } => self.write(request, file, data),
+            Event::Poll {
+                request,
+                file,
+                handle,
+            } => self.poll(request, file, handle),
+            Event::Ioctl {
+                request,
+                file,
+                cmd,
+                arg,
+                caller,
+                now,
+            } => self.ioctl(request, file, cmd, arg, caller, now),
+            Event::Release { file } => self.release(file),
+            Event::Interrupt { request } => self.interrupt(request),
+            Event::TimerExpired { request, now } => self.timer_expired(request, now),
+            Event::HardwareBump { backend } => self.enqueue_bump(BumpRequest {
+                min: 0,
+                source: BumpSource::Backend(backend.to_owned()),
+                trigger: None,
+            }),
+            Event::PersistDone { result } => self.persist_done(result),
+        }
+    }
+
+    fn reply(&mut self, request: RequestId, reply: Reply) {
+        self.actions.push_back(Action::Reply { request, reply });
+    }
+
+    fn is_outdated(&self, file: &OpenFile) -> bool {
+        file.acked != self.generation
+    }
+
+    /// The open file, or `None` after answering `EBADF`.
+    fn file_or_ebadf(&mut self, request: RequestId, file: FileId) -> Option<&mut OpenFile> {
+        if !self.files.contains_key(&file) {
+            self.reply(request, Reply::Error(Errno::BadF));
+        }
+        self.files.get_mut(&file)
+    }
+
+    fn open(&mut self, request: RequestId, pid: u32) {
+        let id = FileId(self.next_file);
+        self.next_file += 1;
+        let file = OpenFile {
+            acked: self.generation,
+            tracked: false,
+            poll_handle: None,
+            pid,
+        };
+        self.files.insert(id, file);
+        self.reply(request, Reply::Opened(id));
+    }
+
+    fn read(&mut self, request: RequestId, file: FileId, len: usize, nonblocking: bool) {
+        let generation = self.generation;
+        let Some(open) = self.file_or_ebadf(request, file) else {
+            return;
+        };
+        let outdated = open.acked != generation;
+        let reply = match () {
+            _ if len == 0 => Reply::Empty,
+            _ if len < GENERATION_SIZE => Reply::Error(Errno::Inval),
+            _ if outdated => Reply::Generation(generation),
+            _ if nonblocking => Reply::Error(Errno::Again),
+            _ => {
+                self.add_pending(request, Pending::Read { file });
+                return;
+            }
+        };
+        self.reply(request, reply);
+    }
+
+    fn write(&mut self, request: RequestId, file: FileId, data: &[u8]) {
+        let generation = self.generation;
+        let Some(open) = self.file_or_ebadf(request, file) else {
+            return;
+        };
+        if data.len() != GENERATION_SIZE {
+            self.reply(request, Reply::Error(Errno::NoBufs));
+            return;
+        }
+        if decode_generation(data) != Some(generation) {
+            self.reply(request, Reply::Error(Errno::Inval));
+            return;
+        }
+        let was_outdated_and_tracked = open.acked != generation && open.tracked;
+        open.acked = generation;
+        self.reply(request, Reply::Written(GENERATION_SIZE));
+        if was_outdated_and_tracked {
+            self.outdated_tracked -= 1;
+            self.complete_waits_if_settled();
+        }
+    }
+
+    fn poll(&mut self, request: RequestId, file: FileId, handle: Option<PollHandle>) {
+        let generation = self.generation;
+        let Some(open) = self.file_or_ebadf(request, file) else {
+            return;
+        };
+        // Register before answering, even when already outdated: a later bump after an ack must
+        // still wake this handle (edge-triggered epoll relies on it).
+        if handle.is_some() {
+            open.poll_handle = handle;
+        }
+        let mask = if open.acked != generation {
+            POLL_OUTDATED
+        } else {
+            0
+        };
+        self.reply(request, Reply::Poll(mask));
+    }
+
+    fn ioctl(
+        &mut self,
+        request: RequestId,
+        file: FileId,
+        cmd: u32,
+        arg: u64,
+        caller: Caller,
+        now: Time,
+    ) {
+        if self.file_or_ebadf(request, file).is_none() {
+            return;
+        }
+        match Ioctl::from_cmd(cmd) {
+            Some(Ioctl::SetWatcherTracking) => {
+                self.set_tracking(file, arg != 0);
+                self.reply(request, Reply::Done);
+            }
+            Some(Ioctl::WaitWatchers) => self.wait_watchers(request, file, arg, now),
+            Some(Ioctl::TriggerGenUpdate) => self.trigger(request, file, arg, caller),
+            None => self.reply(request, Reply::Error(Errno::Inval)),
+        }
+    }
+
+    fn set_tracking(&mut self, file: FileId, on: bool) {
+        let generation = self.generation;
+        let Some(open) = self.files.get_mut(&file) else {
+            return;
+        };
+        if open.tracked == on {
+            return;
+        }
+        open.tracked = on;
+        let outdated = open.acked != generation;
+        if on {
+            self.tracked += 1;
+            self.outdated_tracked += usize::from(outdated);
+        } else {
+            self.tracked -= 1;
+            if outdated {
+                self.outdated_tracked -= 1;
+                self.complete_waits_if_settled();
+            }
+        }
+    }
+
+    fn wait_watchers(&mut self, request: RequestId, file: FileId, timeout_ms: u64, now: Time) {
+        let caller_outdated = self.files.get(&file).is_some_and(|f| self.is_outdated(f));
+        if caller_outdated {
+            self.reply(request, Reply::Error(Errno::Intr));
+            return;
+        }
+        if self.outdated_tracked == 0 {
+            self.reply(request, Reply::Done);
+            return;
+        }
+        // 0 means no timeout; a timeout past the clock's range never fires, which still waits
+        // "at least that long".
+        let deadline = match timeout_ms {
+            0 => None,
+            ms => now.checked_add_millis(ms),
+        };
+        if let Some(deadline) = deadline {
+            self.actions.push_back(Action::ArmTimer { request, deadline });
+        }
+        self.add_pending(request, Pending::Wait { file, deadline });
+    }
+
+    fn trigger(&mut self, request: RequestId, file: FileId, arg: u64, caller: Caller) {
+        if !caller.privileged {
+            self.reply(request, Reply::Error(Errno::Acces));
+            return;
+        }
+        let Ok(min) = u32::try_from(arg) else {
+            self.reply(request, Reply::Error(Errno::Inval));
+            return;
+        };
+        self.add_pending(request, Pending::Trigger { file });
+        self.enqueue_bump(BumpRequest {
+            min,
+            source: BumpSource::Trigger { pid: caller.pid },
+            trigger: Some(request),
+        });
+    }
+
+    fn release(&mut self, file: FileId) {
+        self.set_tracking(file, false);
+        let Some(_) = self.files.remove(&file) else {
+            return;
+        };
+        // Over FUSE a file is never released while a call on it is in progress; answer any
+        // leftover read or wait so that every request still completes exactly once.
+        let orphans: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.file() == file && !matches!(p, Pending::Trigger { .. }))
+            .map(|(&r, _)| r)
+            .collect();
+        for request in orphans {
+            self.finish(request, Reply::Error(Errno::BadF));
+        }
+    }
+
+    fn interrupt(&mut self, request: RequestId) {
+        // A trigger is not interruptible: its bump is already under way and ends promptly.
+        if matches!(
+            self.pending.get(&request),
+            Some(Pending::Read { .. } | Pending::Wait { .. })
+        ) {
+            self.finish(request, Reply::Error(Errno::Intr));
+        }
+    }
+
+    fn timer_expired(&mut self, request: RequestId, now: Time) {
+        let Some(&Pending::Wait {
+            deadline: Some(deadline),
+            ..
+        }) = self.pending.get(&request)
+        else {
+            return;
+        };
+        if now >= deadline {
+            self.finish(request, Reply::Error(Errno::Time));
+        } else {
+            self.actions.push_back(Action::ArmTimer { request, deadline });
+        }
+    }
+
+    fn add_pending(&mut self, request: RequestId, pending: Pending) {
+        let previous = self.pending.insert(request, pending);
+        debug_assert!(previous.is_none(), "request id {request:?} reused while pending");
+    }
+
+    /// Removes a pending request and answers it, cancelling its timer if it had one.
+    fn finish(&mut self, request: RequestId, reply: Reply) {
+        if let Some(Pending::Wait {
+            deadline: Some(_), ..
+        }) = self.pending.remove(&request)
+        {
+            self.actions.push_back(Action::CancelTimer { request });
+        }
+        self.reply(request, reply);
+    }
+
+    /// Ends every pending wait with 0 once no tracked watcher is outdated.
+    fn complete_waits_if_settled(&mut self) {
+        if self.outdated_tracked != 0 {
+            return;
+        }
+        let waits: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Wait { .. }))
+            .map(|(&r, _)| r)
+            .collect();
+        for request in waits {
+            self.finish(request, Reply::Done);
+        }
+    }
+
+    fn enqueue_bump(&mut self, bump: BumpRequest) {
+        self.queued_bumps.push_back(bump);
+        self.start_next_bump();
+    }
+
+    /// Starts the oldest queued bump unless one is being persisted.
+    fn start_next_bump(&mut self) {
+        while self.in_flight.is_none() {
+            let Some(request) = self.queued_bumps.pop_front() else {
+                return;
+            };
+            let Some(next) = self.generation.checked_add(1) else {
+                self.fail_bump(request, Errno::Overflow, None);
+                continue;
+            };
+            let target = next.max(request.min);
+            self.actions.push_back(Action::Persist(target));
+            self.in_flight = Some(InFlight { target, request });
+        }
+    }
+
+    fn persist_done(&mut self, result: Result<(), String>) {
+        let Some(InFlight { target, request }) = self.in_flight.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.degraded = false;
+                self.commit_bump(target, request);
+            }
+            Err(detail) => {
+                self.degraded = true;
+                self.fail_bump(request, Errno::Io, Some(detail));
+            }
+        }
+        self.start_next_bump();
+    }
+
+    fn fail_bump(&mut self, request: BumpRequest, error: Errno, detail: Option<String>) {
+        self.failed_bumps += 1;
+        self.last_failure = Some(BumpFailure {
+            source: request.source.clone(),
+            error,
+            detail: detail.clone(),
+        });
+        self.actions.push_back(Action::BumpFailed {
+            source: request.source,
+            error,
+            detail,
+        });
+        if let Some(trigger) = request.trigger {
+            self.finish(trigger, Reply::Error(error));
+        }
+    }
+
+    /// Applies a persisted bump: publish first, then wake and answer.
+    fn commit_bump(&mut self, target: u32, request: BumpRequest) {
+        debug_assert!(target > self.generation);
+        self.generation = target;
+        self.outdated_tracked = self.tracked;
+        self.last_bump = Some(BumpRecord {
+            generation: target,
+            source: request.source.clone(),
+        });
+        self.actions.push_back(Action::Publish {
+            generation: target,
+            source: request.source,
+        });
+        // Like the driver, wake every registration on every bump, not only those that just
+        // became ready: edge-triggered epoll reports each bump.
+        let mut handles: Vec<PollHandle> =
+            self.files.values().filter_map(|f| f.poll_handle).collect();
+        handles.sort_unstable();
+        self.actions
+            .extend(handles.into_iter().map(Action::WakePoll));
+        // Every open file is now outdated: reads get the value, waits get EINTR.
+        let blocked: Vec<(RequestId, Reply)> = self
+            .pending
+            .iter()
+            .filter_map(|(&r, p)| match p {
+                Pending::Read { .. } => Some((r, Reply::Generation(target))),
+                Pending::Wait { .. } => Some((r, Reply::Error(Errno::Intr))),
+                Pending::Trigger { .. } => None,
+            })
+            .collect();
+        for (request, reply) in blocked {
+            self.finish(request, reply);
+        }
+        if let Some(trigger) = request.trigger {
+            self.finish(trigger, Reply::Done);
+        }
+    }
+
+    /// A snapshot of everything the device knows, for the status channel.
+    pub fn status(&self) -> Status {
+        let mut files: Vec<FileStatus> = self
+            .files
+            .iter()
+            .map(|(&id, f)| FileStatus {
+                file: id,
+                pid: f.pid,
+                tracked: f.tracked,
+                outdated: self.is_outdated(f),
+            })
+            .collect();
+        files.sort_unstable_by_key(|f| f.file);
+        let count = |want: fn(&Pending) -> bool| self.pending.values().filter(|p| want(p)).count();
+        Status {
+            generation: self.generation,
+            open_files: self.files.len(),
+            tracked: self.tracked,
+            outdated: self.outdated_tracked,
+            files,
+            pending_reads: count(|p| matches!(p, Pending::Read { .. })),
+            pending_waits: count(|p| matches!(p, Pending::Wait { .. })),
+            bump_in_progress: self.in_flight.is_some() || !self.queued_bumps.is_empty(),
+            last_bump: self.last_bump.clone(),
+            failed_bumps: self.failed_bumps,
+            last_failure: self.last_failure.clone(),
+            degraded: self.degraded,
+        }
+    }
+}

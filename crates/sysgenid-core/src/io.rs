@@ -1,0 +1,153 @@
+//! The events that go into the core and the actions that come out of it.
+
+use sysgenid_abi::Errno;
+
+use crate::types::{BumpSource, Caller, FileId, PollHandle, RequestId, Time};
+
+/// Something that happened, for the core to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// `open(2)`. Replies [`Reply::Opened`].
+    Open {
+        /// The request to answer.
+        request: RequestId,
+        /// The opening process, remembered for status.
+        pid: u32,
+    },
+    /// `read(2)`. Replies at once or stays pending until the file is outdated.
+    Read {
+        /// The request to answer.
+        request: RequestId,
+        /// The open file read from.
+        file: FileId,
+        /// The caller's buffer length.
+        len: usize,
+        /// Whether the file is in `O_NONBLOCK` mode.
+        nonblocking: bool,
+    },
+    /// `write(2)`: an acknowledgement.
+    Write {
+        /// The request to answer.
+        request: RequestId,
+        /// The open file written to.
+        file: FileId,
+        /// The bytes written.
+        data: &'a [u8],
+    },
+    /// `poll(2)` and friends. Replies with the ready mask at once.
+    Poll {
+        /// The request to answer.
+        request: RequestId,
+        /// The open file polled.
+        file: FileId,
+        /// A handle to wake on every later bump, if the caller asks for notification.
+        handle: Option<PollHandle>,
+    },
+    /// `ioctl(2)`.
+    Ioctl {
+        /// The request to answer.
+        request: RequestId,
+        /// The open file the ioctl was made on.
+        file: FileId,
+        /// The request number.
+        cmd: u32,
+        /// The integer argument (an `unsigned long`).
+        arg: u64,
+        /// Who made the call.
+        caller: Caller,
+        /// The transport's clock now, for timeouts.
+        now: Time,
+    },
+    /// The last close of an open file. Needs no reply.
+    Release {
+        /// The open file that is gone.
+        file: FileId,
+    },
+    /// The caller of a pending request got a signal.
+    Interrupt {
+        /// The request to end.
+        request: RequestId,
+    },
+    /// A timer armed with [`Action::ArmTimer`] fired.
+    TimerExpired {
+        /// The request the timer belongs to.
+        request: RequestId,
+        /// The transport's clock now.
+        now: Time,
+    },
+    /// A hardware backend saw a restore: a bump with no minimum.
+    HardwareBump {
+        /// The backend's name.
+        backend: &'a str,
+    },
+    /// The outcome of the last [`Action::Persist`].
+    PersistDone {
+        /// `Ok` once the value is durable, or the reason it is not.
+        result: Result<(), String>,
+    },
+}
+
+/// Something the transport must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Answer a request.
+    Reply {
+        /// The request answered.
+        request: RequestId,
+        /// The answer.
+        reply: Reply,
+    },
+    /// Wake a poll registration.
+    WakePoll(PollHandle),
+    /// Make this generation durable, then send [`Event::PersistDone`]. Nothing is published and
+    /// no one is woken before that.
+    Persist(u32),
+    /// Show this generation to every probe (page file, device page). Always comes before the
+    /// wakes and replies of the same bump.
+    Publish {
+        /// The new generation.
+        generation: u32,
+        /// Who caused it.
+        source: BumpSource,
+    },
+    /// A bump could not be applied; log it and report it.
+    BumpFailed {
+        /// Who asked for it.
+        source: BumpSource,
+        /// Why: [`Errno::Overflow`] or [`Errno::Io`].
+        error: Errno,
+        /// For [`Errno::Io`], what the persist step said.
+        detail: Option<String>,
+    },
+    /// Send [`Event::TimerExpired`] for this request at or after `deadline`.
+    ArmTimer {
+        /// The request the timer belongs to.
+        request: RequestId,
+        /// When it fires.
+        deadline: Time,
+    },
+    /// Forget the timer of this request.
+    CancelTimer {
+        /// The request the timer belongs to.
+        request: RequestId,
+    },
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The open succeeded; this is the new file.
+    Opened(FileId),
+    /// A read returns the four bytes of this generation, native-endian.
+    Generation(u32),
+    /// A read returns zero bytes.
+    Empty,
+    /// A write took this many bytes.
+    Written(usize),
+    /// A poll's ready mask ([`sysgenid_abi::POLL_OUTDATED`] or 0).
+    Poll(u32),
+    /// An ioctl returned 0.
+    Done,
+    /// The call failed with this errno.
+    Error(Errno),
+}
