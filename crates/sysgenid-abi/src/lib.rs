@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn generation_is_native_endian_and_short_input_is_refused() {
         assert_eq!(encode_generation(0x0102_0304), 0x0102_0304u32.to_ne_bytes());
-        assert_eq!(decode_generation(&[1, 0, 0, 0, 9, 9]), Some(u32::from_ne_bytes([1, 0, 0, 0])));
+        assert_eq!(
+            decode_generation(&[1, 0, 0, 0, 9, 9]),
+            Some(u32::from_ne_bytes([1, 0, 0, 0]))
+        );
         assert_eq!(decode_generation(&[1, 2, 3]), None);
         assert_eq!(decode_generation(&[0u8; PAGE_SIZE]), Some(0));
     }

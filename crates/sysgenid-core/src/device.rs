@@ -25,7 +25,10 @@ enum Pending {
     /// A blocking read of an up-to-date file.
     Read { file: FileId },
     /// `WAIT_WATCHERS` from an up-to-date file while some tracked watcher is outdated.
-    Wait { file: FileId, deadline: Option<Time> },
+    Wait {
+        file: FileId,
+        deadline: Option<Time>,
+    },
     /// A trigger whose bump is queued or being persisted.
     Trigger { file: FileId },
 }
@@ -302,7 +305,8 @@ impl Device {
             ms => now.checked_add_millis(ms),
         };
         if let Some(deadline) = deadline {
-            self.actions.push_back(Action::ArmTimer { request, deadline });
+            self.actions
+                .push_back(Action::ArmTimer { request, deadline });
         }
         self.add_pending(request, Pending::Wait { file, deadline });
     }
@@ -361,15 +365,20 @@ impl Device {
             return;
         };
         if now >= deadline {
-            self.finish(request, Reply::Error(Errno::Time));
+            self.pending.remove(&request);
+            self.reply(request, Reply::Error(Errno::Time));
         } else {
-            self.actions.push_back(Action::ArmTimer { request, deadline });
+            self.actions
+                .push_back(Action::ArmTimer { request, deadline });
         }
     }
 
     fn add_pending(&mut self, request: RequestId, pending: Pending) {
         let previous = self.pending.insert(request, pending);
-        debug_assert!(previous.is_none(), "request id {request:?} reused while pending");
+        debug_assert!(
+            previous.is_none(),
+            "request id {request:?} reused while pending"
+        );
     }
 
     /// Removes a pending request and answers it, cancelling its timer if it had one.

@@ -1,0 +1,807 @@
+//! One test per rule of the device, and one per errno it can return.
+
+mod common;
+
+use common::*;
+use sysgenid_abi::{Errno, POLL_OUTDATED, SYSGENID_TRIGGER_GEN_UPDATE, SYSGENID_WAIT_WATCHERS};
+use sysgenid_core::{Action, BumpSource, Device, Event, PollHandle, Reply, RequestId, Time};
+
+#[test]
+fn generation_starts_at_the_given_value() {
+    assert_eq!(Device::new(0).generation(), 0);
+    assert_eq!(Device::new(77).generation(), 77);
+}
+
+#[test]
+fn trigger_sets_max_of_min_and_current_plus_one() {
+    let mut h = Harness::new(5);
+    let f = h.open();
+    assert_eq!(h.trigger(f, 8), Some(Reply::Done));
+    assert_eq!(h.dev.generation(), 8);
+    let mut h = Harness::new(9);
+    let f = h.open();
+    assert_eq!(
+        h.trigger(f, 8),
+        Some(Reply::Done),
+        "what if it's 9? it becomes 10"
+    );
+    assert_eq!(h.dev.generation(), 10);
+    assert_eq!(h.trigger(f, 0), Some(Reply::Done));
+    assert_eq!(h.dev.generation(), 11);
+    assert_eq!(h.trigger(f, 11), Some(Reply::Done));
+    assert_eq!(h.dev.generation(), 12);
+}
+
+#[test]
+fn counter_is_a_true_u32_above_0x80000000() {
+    let mut h = Harness::new(5);
+    let f = h.open();
+    assert_eq!(h.trigger(f, 0x8000_0000), Some(Reply::Done));
+    assert_eq!(h.dev.generation(), 0x8000_0000);
+    assert_eq!(h.trigger(f, 0), Some(Reply::Done));
+    assert_eq!(h.dev.generation(), 0x8000_0001);
+    assert_eq!(h.trigger(f, 0xFFFF_FFFE), Some(Reply::Done));
+    assert_eq!(h.dev.generation(), 0xFFFF_FFFE);
+    assert_eq!(h.read(f, 4, true), Some(Reply::Generation(0xFFFF_FFFE)));
+    assert_eq!(h.ack(f), Reply::Written(4));
+}
+
+#[test]
+fn trigger_min_above_u32_max_is_einval_and_changes_nothing() {
+    let mut h = Harness::new(5);
+    let f = h.open();
+    for min in [1u64 << 32, u64::MAX, 0x1_0000_0005] {
+        assert_eq!(h.trigger(f, min), err(Errno::Inval), "{min:#x}");
+    }
+    assert_eq!(h.dev.generation(), 5);
+    assert!(!h.log.iter().any(|a| matches!(a, Action::Persist(_))));
+    assert_eq!(h.read(f, 4, true), err(Errno::Again));
+}
+
+#[test]
+fn trigger_at_u32_max_is_eoverflow_and_changes_nothing() {
+    let mut h = Harness::new(u32::MAX - 1);
+    let f = h.open();
+    assert_eq!(h.trigger(f, u64::from(u32::MAX)), Some(Reply::Done));
+    assert_eq!(h.ack(f), Reply::Written(4));
+    assert_eq!(h.trigger(f, 0), err(Errno::Overflow));
+    assert_eq!(h.trigger(f, u64::from(u32::MAX)), err(Errno::Overflow));
+    assert_eq!(h.dev.generation(), u32::MAX, "never wraps to 0");
+    assert_eq!(h.read(f, 4, true), err(Errno::Again), "no bump happened");
+    assert_eq!(h.dev.status().failed_bumps, 2);
+}
+
+#[test]
+fn hardware_bump_is_bump_with_no_minimum() {
+    let mut h = Harness::new(3);
+    let actions = h.hardware_bump();
+    assert_eq!(h.dev.generation(), 4);
+    assert!(actions.contains(&Action::Publish {
+        generation: 4,
+        source: BumpSource::Backend("test-hw".into())
+    }));
+    let last = h.dev.status().last_bump.expect("recorded");
+    assert_eq!(last.source, BumpSource::Backend("test-hw".into()));
+}
+
+#[test]
+fn hardware_bump_at_u32_max_is_reported_not_dropped() {
+    let mut h = Harness::new(u32::MAX);
+    let actions = h.hardware_bump();
+    assert_eq!(
+        actions,
+        vec![Action::BumpFailed {
+            source: BumpSource::Backend("test-hw".into()),
+            error: Errno::Overflow,
+            detail: None
+        }]
+    );
+    let status = h.dev.status();
+    assert_eq!(status.generation, u32::MAX);
+    assert_eq!(status.failed_bumps, 1);
+    assert_eq!(
+        status.last_failure.expect("recorded").error,
+        Errno::Overflow
+    );
+}
+
+#[test]
+fn open_acknowledges_the_current_generation_and_each_open_is_its_own_watcher() {
+    let mut h = Harness::new(0);
+    let a = h.open();
+    h.hardware_bump();
+    let b = h.open();
+    assert_ne!(a, b);
+    assert_eq!(h.read(a, 4, true), Some(Reply::Generation(1)));
+    assert_eq!(h.read(b, 4, true), err(Errno::Again));
+    assert_eq!(h.dev.status().open_files, 2);
+}
+
+#[test]
+fn read_of_zero_bytes_gives_zero_bytes_even_when_outdated() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    assert_eq!(h.read(f, 0, true), Some(Reply::Empty));
+    assert_eq!(h.read(f, 0, false), Some(Reply::Empty), "does not block");
+    h.hardware_bump();
+    assert_eq!(h.read(f, 0, true), Some(Reply::Empty));
+}
+
+#[test]
+fn read_shorter_than_four_bytes_is_einval() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.hardware_bump();
+    for len in 1..4 {
+        assert_eq!(h.read(f, len, true), err(Errno::Inval), "len {len}");
+        assert_eq!(h.read(f, len, false), err(Errno::Inval), "len {len}");
+    }
+}
+
+#[test]
+fn nonblocking_read_of_up_to_date_file_is_eagain() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    assert_eq!(h.read(f, 4, true), err(Errno::Again));
+}
+
+#[test]
+fn blocking_read_waits_for_the_next_bump() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let r = h.start_read(f);
+    assert_eq!(h.dev.status().pending_reads, 1);
+    let actions = h.hardware_bump();
+    assert_eq!(
+        reply_for(&replies_of(&actions), r),
+        Some(Reply::Generation(1))
+    );
+    assert_eq!(h.dev.status().pending_reads, 0);
+}
+
+#[test]
+fn outdated_read_returns_current_value_until_acknowledged() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.hardware_bump();
+    h.hardware_bump();
+    for _ in 0..3 {
+        assert_eq!(h.read(f, 4, false), Some(Reply::Generation(2)));
+    }
+    assert_eq!(
+        h.read(f, 4096, true),
+        Some(Reply::Generation(2)),
+        "long buffer, 4 bytes"
+    );
+    assert_eq!(h.ack(f), Reply::Written(4));
+    assert_eq!(h.read(f, 4, true), err(Errno::Again));
+}
+
+#[test]
+fn write_of_other_than_four_bytes_is_enobufs() {
+    let mut h = Harness::new(1);
+    let f = h.open();
+    h.hardware_bump();
+    for len in [0, 1, 3, 5, 8, 4096] {
+        let data = vec![0u8; len];
+        assert_eq!(h.write(f, &data), Reply::Error(Errno::NoBufs), "len {len}");
+    }
+    assert_eq!(
+        h.read(f, 4, true),
+        Some(Reply::Generation(2)),
+        "still outdated"
+    );
+}
+
+#[test]
+fn write_of_a_value_other_than_current_is_einval() {
+    let mut h = Harness::new(1);
+    let f = h.open();
+    h.hardware_bump();
+    for value in [0u32, 1, 3, u32::MAX] {
+        assert_eq!(
+            h.write(f, &value.to_ne_bytes()),
+            Reply::Error(Errno::Inval),
+            "value {value}"
+        );
+    }
+    assert_eq!(
+        h.read(f, 4, true),
+        Some(Reply::Generation(2)),
+        "still outdated"
+    );
+}
+
+#[test]
+fn write_of_current_value_acknowledges() {
+    let mut h = Harness::new(1);
+    let f = h.open();
+    assert_eq!(
+        h.ack(f),
+        Reply::Written(4),
+        "up to date: accepted, no change"
+    );
+    h.track(f, true);
+    h.hardware_bump();
+    assert_eq!(h.dev.status().outdated, 1);
+    assert_eq!(h.ack(f), Reply::Written(4));
+    assert_eq!(h.dev.status().outdated, 0, "tracked file stops counting");
+    assert_eq!(h.ack(f), Reply::Written(4), "a second ack changes nothing");
+    assert_eq!(h.dev.status().outdated, 0);
+}
+
+#[test]
+fn poll_is_readable_exactly_while_outdated() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    assert_eq!(h.poll(f, None), Reply::Poll(0));
+    h.hardware_bump();
+    assert_eq!(h.poll(f, None), Reply::Poll(POLL_OUTDATED));
+    h.ack(f);
+    assert_eq!(h.poll(f, None), Reply::Poll(0));
+}
+
+#[test]
+fn registered_poll_handle_is_woken_by_a_bump() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let g = h.open();
+    h.poll(f, Some(7));
+    h.poll(g, None);
+    let actions = h.hardware_bump();
+    let wakes: Vec<_> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::WakePoll(_)))
+        .collect();
+    assert_eq!(wakes, vec![&Action::WakePoll(PollHandle(7))]);
+}
+
+#[test]
+fn poll_registered_while_outdated_is_still_woken_after_ack_and_bump() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.hardware_bump();
+    assert_eq!(h.poll(f, Some(9)), Reply::Poll(POLL_OUTDATED));
+    h.ack(f);
+    let actions = h.hardware_bump();
+    assert!(actions.contains(&Action::WakePoll(PollHandle(9))));
+}
+
+#[test]
+fn every_bump_wakes_every_registration_even_if_already_outdated() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.poll(f, Some(3));
+    assert!(h.hardware_bump().contains(&Action::WakePoll(PollHandle(3))));
+    assert!(h.hardware_bump().contains(&Action::WakePoll(PollHandle(3))));
+}
+
+#[test]
+fn tracking_on_and_off_are_idempotent() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    assert_eq!(h.track(f, true), Some(Reply::Done));
+    assert_eq!(h.track(f, true), Some(Reply::Done));
+    assert_eq!(h.dev.status().tracked, 1);
+    h.hardware_bump();
+    assert_eq!(h.dev.status().outdated, 1);
+    assert_eq!(h.track(f, true), Some(Reply::Done));
+    assert_eq!(h.dev.status().outdated, 1, "not counted twice");
+    assert_eq!(h.track(f, false), Some(Reply::Done));
+    assert_eq!(h.track(f, false), Some(Reply::Done));
+    let s = h.dev.status();
+    assert_eq!((s.tracked, s.outdated), (0, 0));
+}
+
+#[test]
+fn any_nonzero_argument_turns_tracking_on() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.ioctl(
+        f,
+        sysgenid_abi::SYSGENID_SET_WATCHER_TRACKING,
+        1 << 40,
+        ROOT,
+    );
+    assert_eq!(h.dev.status().tracked, 1);
+}
+
+#[test]
+fn tracking_an_outdated_file_counts_it_outdated() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.hardware_bump();
+    assert_eq!(h.dev.status().outdated, 0, "untracked files never count");
+    h.track(f, true);
+    assert_eq!(h.dev.status().outdated, 1);
+}
+
+#[test]
+fn untracking_an_outdated_file_completes_waits() {
+    let mut h = Harness::new(0);
+    let lagger = h.open();
+    let waiter = h.open();
+    h.track(lagger, true);
+    h.hardware_bump();
+    h.ack(waiter);
+    let (w, now) = h.wait(waiter, 0);
+    assert_eq!(now, None, "blocks while the lagger is outdated");
+    let replies = h.replies(Event::Ioctl {
+        request: RequestId(999),
+        file: lagger,
+        cmd: sysgenid_abi::SYSGENID_SET_WATCHER_TRACKING,
+        arg: 0,
+        caller: ROOT,
+        now: Time(0),
+    });
+    assert_eq!(reply_for(&replies, w), Some(Reply::Done));
+    assert_eq!(h.dev.status().outdated, 0);
+}
+
+#[test]
+fn closing_an_outdated_tracked_file_completes_waits() {
+    let mut h = Harness::new(0);
+    let lagger = h.open();
+    let waiter = h.open();
+    h.track(lagger, true);
+    h.hardware_bump();
+    h.ack(waiter);
+    let (w, now) = h.wait(waiter, 0);
+    assert_eq!(now, None);
+    let actions = h.release(lagger);
+    assert_eq!(reply_for(&replies_of(&actions), w), Some(Reply::Done));
+    let s = h.dev.status();
+    assert_eq!((s.open_files, s.tracked, s.outdated), (1, 0, 0));
+}
+
+#[test]
+fn wait_with_no_outdated_watcher_returns_at_once() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    assert_eq!(h.wait(f, 0).1, Some(Reply::Done));
+    h.track(f, true);
+    assert_eq!(h.wait(f, 10).1, Some(Reply::Done));
+}
+
+#[test]
+fn wait_by_an_outdated_caller_is_eintr_at_once() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.hardware_bump();
+    assert_eq!(
+        h.wait(f, 0).1,
+        err(Errno::Intr),
+        "no tracked watchers at all"
+    );
+    h.track(f, true);
+    assert_eq!(h.wait(f, 5).1, err(Errno::Intr));
+}
+
+#[test]
+fn wait_completes_when_the_last_tracked_watcher_acks() {
+    let mut h = Harness::new(0);
+    let a = h.open();
+    let b = h.open();
+    let waiter = h.open();
+    h.track(a, true);
+    h.track(b, true);
+    h.hardware_bump();
+    h.ack(waiter);
+    let (w, now) = h.wait(waiter, 0);
+    assert_eq!(now, None);
+    let replies = h.replies(Event::Write {
+        request: RequestId(500),
+        file: a,
+        data: &1u32.to_ne_bytes(),
+    });
+    assert_eq!(reply_for(&replies, w), None, "b is still outdated");
+    let replies = h.replies(Event::Write {
+        request: RequestId(501),
+        file: b,
+        data: &1u32.to_ne_bytes(),
+    });
+    assert_eq!(reply_for(&replies, w), Some(Reply::Done));
+}
+
+#[test]
+fn wait_is_eintr_when_a_bump_makes_the_caller_outdated() {
+    let mut h = Harness::new(0);
+    let a = h.open();
+    let waiter = h.open();
+    h.track(a, true);
+    h.hardware_bump();
+    h.ack(waiter);
+    let (w, _) = h.wait(waiter, 0);
+    let actions = h.hardware_bump();
+    assert_eq!(reply_for(&replies_of(&actions), w), err(Errno::Intr));
+}
+
+#[test]
+fn wait_timeout_arms_a_timer_and_expires_with_etime() {
+    let mut h = Harness::new(0);
+    let a = h.open();
+    let waiter = h.open();
+    h.track(a, true);
+    h.hardware_bump();
+    h.ack(waiter);
+    h.now = Time(5_000);
+    let (request, event) = h.ioctl_event(waiter, SYSGENID_WAIT_WATCHERS, 250, ROOT);
+    let actions = h.run(event);
+    assert_eq!(
+        actions,
+        vec![Action::ArmTimer {
+            request,
+            deadline: Time(5_000 + 250_000_000)
+        }]
+    );
+    let early = h.run(Event::TimerExpired {
+        request,
+        now: Time(5_000 + 249_999_999),
+    });
+    assert_eq!(
+        early,
+        vec![Action::ArmTimer {
+            request,
+            deadline: Time(250_005_000)
+        }],
+        "an early timer is re-armed, not obeyed"
+    );
+    let late = h.run(Event::TimerExpired {
+        request,
+        now: Time(250_005_000),
+    });
+    assert_eq!(
+        late,
+        vec![Action::Reply {
+            request,
+            reply: Reply::Error(Errno::Time)
+        }]
+    );
+    assert_eq!(h.dev.status().pending_waits, 0);
+}
+
+#[test]
+fn wait_that_completes_otherwise_cancels_its_timer() {
+    let mut h = Harness::new(0);
+    let a = h.open();
+    let waiter = h.open();
+    h.track(a, true);
+    h.hardware_bump();
+    h.ack(waiter);
+    let (w, _) = h.wait(waiter, 1000);
+    let actions = h.ack_actions(a);
+    assert!(actions.contains(&Action::CancelTimer { request: w }));
+    assert_eq!(reply_for(&replies_of(&actions), w), Some(Reply::Done));
+    let stale = h.run(Event::TimerExpired {
+        request: w,
+        now: Time(u64::MAX),
+    });
+    assert!(stale.is_empty(), "a stale timer does nothing");
+}
+
+#[test]
+fn huge_wait_timeouts_never_mean_return_at_once() {
+    for ms in [
+        u64::MAX,
+        u64::MAX / 1_000_000,
+        1 << 63,
+        18_446_744_073_709,
+        1 << 40,
+    ] {
+        let mut h = Harness::new(0);
+        let a = h.open();
+        let waiter = h.open();
+        h.track(a, true);
+        h.hardware_bump();
+        h.ack(waiter);
+        h.now = Time(1_000_000_000);
+        let (request, event) = h.ioctl_event(waiter, SYSGENID_WAIT_WATCHERS, ms, ROOT);
+        let actions = h.run(event);
+        let wanted = u128::from(h.now.0) + u128::from(ms) * 1_000_000;
+        let expected = match u64::try_from(wanted) {
+            Ok(deadline) => vec![Action::ArmTimer {
+                request,
+                deadline: Time(deadline),
+            }],
+            // Past the clock's range: no timer, so it waits at least that long.
+            Err(_) => vec![],
+        };
+        assert_eq!(actions, expected, "{ms} ms");
+        assert_eq!(h.dev.status().pending_waits, 1, "{ms}: still waiting");
+    }
+}
+
+#[test]
+fn trigger_without_capability_is_eacces() {
+    let mut h = Harness::new(4);
+    let f = h.open();
+    assert_eq!(
+        h.ioctl(f, SYSGENID_TRIGGER_GEN_UPDATE, 0, NOBODY),
+        err(Errno::Acces)
+    );
+    assert_eq!(
+        h.ioctl(f, SYSGENID_TRIGGER_GEN_UPDATE, 1 << 40, NOBODY),
+        err(Errno::Acces),
+        "permission is judged before the argument"
+    );
+    assert_eq!(h.dev.generation(), 4);
+}
+
+#[test]
+fn unknown_ioctl_is_einval() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    for cmd in [0, 0xE400, 0xE404, 0x541B /* FIONREAD */, 0x4004_E401] {
+        assert_eq!(h.ioctl(f, cmd, 0, ROOT), err(Errno::Inval), "{cmd:#x}");
+    }
+}
+
+#[test]
+fn interrupt_ends_a_pending_read_with_eintr() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let r = h.start_read(f);
+    assert_eq!(
+        h.replies(Event::Interrupt { request: r }),
+        vec![(r, Reply::Error(Errno::Intr))]
+    );
+    assert_eq!(h.dev.status().pending_reads, 0);
+    assert!(
+        h.replies(Event::Interrupt { request: r }).is_empty(),
+        "once"
+    );
+}
+
+#[test]
+fn interrupt_ends_a_pending_wait_with_eintr_and_cancels_its_timer() {
+    let mut h = Harness::new(0);
+    let a = h.open();
+    let waiter = h.open();
+    h.track(a, true);
+    h.hardware_bump();
+    h.ack(waiter);
+    let (w, _) = h.wait(waiter, 60_000);
+    let actions = h.run(Event::Interrupt { request: w });
+    assert_eq!(
+        actions,
+        vec![
+            Action::CancelTimer { request: w },
+            Action::Reply {
+                request: w,
+                reply: Reply::Error(Errno::Intr)
+            }
+        ]
+    );
+}
+
+#[test]
+fn interrupt_of_an_unknown_request_does_nothing() {
+    let mut h = Harness::new(0);
+    assert!(
+        h.run(Event::Interrupt {
+            request: RequestId(12345)
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn release_removes_the_file_its_tracking_and_its_requests() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    h.track(f, true);
+    let r = h.start_read(f);
+    let actions = h.release(f);
+    assert_eq!(replies_of(&actions), vec![(r, Reply::Error(Errno::BadF))]);
+    let s = h.dev.status();
+    assert_eq!((s.open_files, s.tracked, s.pending_reads), (0, 0, 0));
+    assert_eq!(h.read(f, 4, true), err(Errno::BadF), "the file is gone");
+    assert!(h.release(f).is_empty(), "a second release is harmless");
+}
+
+#[test]
+fn requests_on_an_unknown_file_are_ebadf() {
+    let mut h = Harness::new(0);
+    let ghost = sysgenid_core::FileId(404);
+    assert_eq!(h.read(ghost, 4, false), err(Errno::BadF));
+    assert_eq!(
+        h.write(ghost, &0u32.to_ne_bytes()),
+        Reply::Error(Errno::BadF)
+    );
+    assert_eq!(h.poll(ghost, Some(1)), Reply::Error(Errno::BadF));
+    assert_eq!(h.trigger(ghost, 0), err(Errno::BadF));
+    assert_eq!(h.dev.generation(), 0);
+}
+
+#[test]
+fn bump_persists_then_publishes_before_any_wake_or_reply() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let reader = h.open();
+    h.poll(f, Some(1));
+    let r = h.start_read(reader);
+    let (t, event) = h.ioctl_event(f, SYSGENID_TRIGGER_GEN_UPDATE, 0, ROOT);
+    let actions = h.run(event);
+    assert_eq!(actions[0], Action::Persist(1));
+    assert_eq!(
+        actions[1],
+        Action::Publish {
+            generation: 1,
+            source: BumpSource::Trigger { pid: ROOT.pid }
+        }
+    );
+    let rest = &actions[2..];
+    assert!(rest.contains(&Action::WakePoll(PollHandle(1))));
+    assert_eq!(reply_for(&replies_of(rest), r), Some(Reply::Generation(1)));
+    assert_eq!(reply_for(&replies_of(rest), t), Some(Reply::Done));
+    assert_eq!(rest.len(), 3);
+}
+
+#[test]
+fn nothing_happens_until_the_persist_is_done() {
+    let mut dev = Device::new(0);
+    dev.handle(Event::Open {
+        request: RequestId(1),
+        pid: 1,
+    });
+    let Some(Action::Reply {
+        reply: Reply::Opened(f),
+        ..
+    }) = dev.poll_action()
+    else {
+        panic!("open")
+    };
+    dev.handle(Event::Read {
+        request: RequestId(2),
+        file: f,
+        len: 4,
+        nonblocking: false,
+    });
+    dev.handle(Event::HardwareBump { backend: "hw" });
+    assert_eq!(dev.poll_action(), Some(Action::Persist(1)));
+    assert_eq!(dev.poll_action(), None, "no publish, no wake, no reply yet");
+    assert_eq!(dev.generation(), 0, "the old value holds until durable");
+    // A second bump queues behind the first and is computed from the new value.
+    dev.handle(Event::HardwareBump { backend: "hw2" });
+    assert_eq!(dev.poll_action(), None);
+    assert!(dev.status().bump_in_progress);
+    dev.handle(Event::PersistDone { result: Ok(()) });
+    let mut actions = Vec::new();
+    while let Some(a) = dev.poll_action() {
+        actions.push(a);
+    }
+    assert_eq!(
+        actions,
+        vec![
+            Action::Publish {
+                generation: 1,
+                source: BumpSource::Backend("hw".into())
+            },
+            Action::Reply {
+                request: RequestId(2),
+                reply: Reply::Generation(1)
+            },
+            Action::Persist(2),
+        ]
+    );
+}
+
+#[test]
+fn failed_persist_fails_the_bump_with_eio_and_marks_degraded() {
+    let mut h = Harness::new(7);
+    let f = h.open();
+    let reader = h.open();
+    h.poll(f, Some(1));
+    let r = h.start_read(reader);
+    h.fail_persist = true;
+    let (t, event) = h.ioctl_event(f, SYSGENID_TRIGGER_GEN_UPDATE, 0, ROOT);
+    let actions = h.run(event);
+    assert_eq!(
+        actions,
+        vec![
+            Action::Persist(8),
+            Action::BumpFailed {
+                source: BumpSource::Trigger { pid: ROOT.pid },
+                error: Errno::Io,
+                detail: Some("disk on fire".into())
+            },
+            Action::Reply {
+                request: t,
+                reply: Reply::Error(Errno::Io)
+            },
+        ],
+        "nothing published, no one woken"
+    );
+    let s = h.dev.status();
+    assert_eq!(s.generation, 7);
+    assert!(s.degraded);
+    assert_eq!(s.pending_reads, 1, "the reader still waits");
+    h.fail_persist = false;
+    let actions = h.hardware_bump();
+    assert_eq!(
+        reply_for(&replies_of(&actions), r),
+        Some(Reply::Generation(8))
+    );
+    assert!(!h.dev.status().degraded, "a good persist clears it");
+}
+
+#[test]
+fn failed_persist_of_a_hardware_bump_is_reported() {
+    let mut h = Harness::new(7);
+    h.fail_persist = true;
+    let actions = h.hardware_bump();
+    assert!(actions.contains(&Action::BumpFailed {
+        source: BumpSource::Backend("test-hw".into()),
+        error: Errno::Io,
+        detail: Some("disk on fire".into())
+    }));
+    assert_eq!(h.dev.status().failed_bumps, 1);
+}
+
+#[test]
+fn a_trigger_is_not_interruptible() {
+    let mut dev = Device::new(0);
+    dev.handle(Event::Open {
+        request: RequestId(1),
+        pid: 1,
+    });
+    let Some(Action::Reply {
+        reply: Reply::Opened(f),
+        ..
+    }) = dev.poll_action()
+    else {
+        panic!("open")
+    };
+    dev.handle(Event::Ioctl {
+        request: RequestId(2),
+        file: f,
+        cmd: SYSGENID_TRIGGER_GEN_UPDATE,
+        arg: 0,
+        caller: ROOT,
+        now: Time(0),
+    });
+    assert_eq!(dev.poll_action(), Some(Action::Persist(1)));
+    dev.handle(Event::Interrupt {
+        request: RequestId(2),
+    });
+    assert_eq!(dev.poll_action(), None);
+    dev.handle(Event::PersistDone { result: Ok(()) });
+    let last = std::iter::from_fn(|| dev.poll_action()).last();
+    assert_eq!(
+        last,
+        Some(Action::Reply {
+            request: RequestId(2),
+            reply: Reply::Done
+        })
+    );
+}
+
+#[test]
+fn status_lists_outdated_files_with_their_opener() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let g = h.open();
+    h.track(f, true);
+    h.hardware_bump();
+    h.ack(g);
+    let s = h.dev.status();
+    assert_eq!(s.files.len(), 2);
+    let ff = s.files.iter().find(|x| x.file == f).expect("listed");
+    assert!(ff.tracked && ff.outdated);
+    assert_eq!(ff.pid, 42);
+    let gg = s.files.iter().find(|x| x.file == g).expect("listed");
+    assert!(!gg.tracked && !gg.outdated);
+}
+
+impl Harness {
+    fn ack_actions(&mut self, file: sysgenid_core::FileId) -> Vec<Action> {
+        let request = self.request();
+        let generation = self.dev.generation();
+        let data = generation.to_ne_bytes();
+        self.run(Event::Write {
+            request,
+            file,
+            data: &data,
+        })
+    }
+}
