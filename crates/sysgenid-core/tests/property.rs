@@ -1,22 +1,33 @@
 //! Random event sequences against a small reference model that recomputes every fact from scratch.
 //!
-//! The model shares no code with the core. It keeps only the generation, each file's
-//! acknowledged value and tracking flag, and the requests left unanswered; after every step it
-//! decides afresh which unanswered requests are now due. The test checks, after every step,
-//! that the core answered exactly those, with exactly the model's replies, and that every fact
-//! the core reports matches the model.
+//! The model shares no code with the core. It keeps the generation, each file's acknowledged
+//! value and tracking flag, the requests left unanswered and the bumps not yet applied; after
+//! every step it decides afresh which unanswered requests are now due. The test checks, after
+//! every step, that the core answered exactly those, with exactly the model's replies, and that
+//! every fact the core reports matches the model.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use sysgenid_abi::{
     Errno, POLL_OUTDATED, SYSGENID_SET_WATCHER_TRACKING, SYSGENID_TRIGGER_GEN_UPDATE,
     SYSGENID_WAIT_WATCHERS,
 };
-use sysgenid_core::{Action, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time};
+use sysgenid_core::{
+    Action, BumpSource, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+};
+
+/// How the driver answers the persist of a bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    Ok,
+    Fail,
+    /// Left outstanding until a later [`Op::FinishPersist`].
+    Defer,
+}
 
 /// One step of a scenario. Indices pick among files or requests seen so far.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 enum Op {
     Open,
     Read {
@@ -51,10 +62,13 @@ enum Op {
         file: usize,
         min: u64,
         privileged: bool,
-        persist_ok: bool,
+        persist: Persist,
     },
     HardwareBump {
-        persist_ok: bool,
+        persist: Persist,
+    },
+    FinishPersist {
+        ok: bool,
     },
     UnknownIoctl {
         file: usize,
@@ -71,11 +85,24 @@ enum Op {
     },
 }
 
+fn persist() -> impl Strategy<Value = Persist> {
+    prop_oneof![7 => Just(Persist::Ok), 1 => Just(Persist::Fail), 2 => Just(Persist::Defer)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let file = 0usize..8;
+    let read_len = prop_oneof![Just(0usize), 1usize..4, Just(4), Just(4096)];
+    let timeout = prop_oneof![Just(0u64), 1u64..50, Just(u64::MAX), Just(1u64 << 44)];
+    let min = prop_oneof![
+        0u64..12,
+        Just(u64::from(u32::MAX)),
+        Just(0x8000_0000u64),
+        Just(1u64 << 32),
+        Just(u64::MAX)
+    ];
     prop_oneof![
         3 => Just(Op::Open),
-        3 => (file.clone(), prop_oneof![Just(0usize), 1usize..4, Just(4), Just(4096)], any::<bool>())
+        3 => (file.clone(), read_len, any::<bool>())
             .prop_map(|(file, len, nonblocking)| Op::Read { file, len, nonblocking }),
         4 => file.clone().prop_map(|file| Op::AckCurrent { file }),
         1 => (file.clone(), prop_oneof![0u32..4, Just(u32::MAX)])
@@ -84,30 +111,15 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(file, len)| Op::WriteLen { file, len }),
         2 => (file.clone(), any::<bool>()).prop_map(|(file, register)| Op::Poll { file, register }),
         3 => (file.clone(), any::<bool>()).prop_map(|(file, on)| Op::Track { file, on }),
-        3 => (file.clone(), prop_oneof![Just(0u64), 1u64..50, Just(u64::MAX), Just(1u64 << 44)])
-            .prop_map(|(file, timeout_ms)| Op::Wait { file, timeout_ms }),
-        3 => (
-            file.clone(),
-            prop_oneof![
-                0u64..12,
-                Just(u64::from(u32::MAX)),
-                Just(0x8000_0000u64),
-                Just(1u64 << 32),
-                Just(u64::MAX)
-            ],
-            prop::bool::weighted(0.85),
-            prop::bool::weighted(0.85)
-        )
-            .prop_map(|(file, min, privileged, persist_ok)| Op::Trigger {
-                file,
-                min,
-                privileged,
-                persist_ok
-            }),
-        3 => prop::bool::weighted(0.85).prop_map(|persist_ok| Op::HardwareBump { persist_ok }),
+        3 => (file.clone(), timeout).prop_map(|(file, timeout_ms)| Op::Wait { file, timeout_ms }),
+        3 => (file.clone(), min, prop::bool::weighted(0.85), persist()).prop_map(
+            |(file, min, privileged, persist)| Op::Trigger { file, min, privileged, persist }
+        ),
+        3 => persist().prop_map(|persist| Op::HardwareBump { persist }),
+        2 => prop::bool::weighted(0.8).prop_map(|ok| Op::FinishPersist { ok }),
         1 => (file.clone(), prop_oneof![Just(0u32), Just(0xE404), Just(0x541B)])
             .prop_map(|(file, cmd)| Op::UnknownIoctl { file, cmd }),
-        2 => file.clone().prop_map(|file| Op::Close { file }),
+        2 => file.prop_map(|file| Op::Close { file }),
         2 => (0usize..64).prop_map(|request| Op::Interrupt { request }),
         2 => prop_oneof![1u64..30, Just(100)].prop_map(|ms| Op::AdvanceMs { ms }),
     ]
@@ -117,10 +129,14 @@ fn start_generation() -> impl Strategy<Value = u32> {
     prop_oneof![Just(0u32), 1u32..1000, (u32::MAX - 3)..=u32::MAX]
 }
 
+const TRIGGER_PID: u32 = 10;
+const BACKEND: &str = "hw";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
     Read,
     Wait { deadline_ns: Option<u128> },
+    Trigger,
 }
 
 #[derive(Debug)]
@@ -130,12 +146,34 @@ struct ModelFile {
     handle: Option<u64>,
 }
 
+#[derive(Debug)]
+struct ModelBump {
+    min: u32,
+    trigger: Option<RequestId>,
+}
+
+/// What one step of the model decided about bumps.
+#[derive(Debug, Default)]
+struct BumpOutcome {
+    /// Values the driver is asked to persist, in order.
+    persists: Vec<u32>,
+    /// The bump applied in this step, with its source.
+    published: Option<(u32, BumpSource)>,
+    /// Triggers answered by bumps that ended in this step.
+    replies: BTreeMap<RequestId, Reply>,
+}
+
 /// The reference model: the rules of the spec, written as plainly as possible.
 #[derive(Debug)]
 struct Model {
     generation: u32,
     files: BTreeMap<FileId, ModelFile>,
     waiting: BTreeMap<RequestId, (FileId, Waiting)>,
+    /// Bumps in arrival order; the first one is being persisted when `persisting`.
+    bumps: VecDeque<ModelBump>,
+    persisting: bool,
+    failed_bumps: u64,
+    degraded: bool,
     now_ns: u128,
 }
 
@@ -151,11 +189,12 @@ impl Model {
             .count()
     }
 
-    /// Which waiting requests are due now, and with what, decided from scratch.
+    /// Which waiting reads and waits are due now, and with what, decided from scratch.
     fn settle(&mut self) -> BTreeMap<RequestId, Reply> {
         let mut due = BTreeMap::new();
         for (&request, &(file, waiting)) in &self.waiting {
             let reply = match waiting {
+                Waiting::Trigger => None,
                 Waiting::Read if self.outdated(file) => Some(Reply::Generation(self.generation)),
                 Waiting::Read => None,
                 Waiting::Wait { .. } if self.outdated(file) => Some(Reply::Error(Errno::Intr)),
@@ -175,47 +214,89 @@ impl Model {
         due
     }
 
-    /// Applies a bump as the spec says; `Err` is the errno of a failed bump.
-    fn bump(&mut self, min: u32, persist_ok: bool) -> Result<(), Errno> {
-        if self.generation == u32::MAX {
-            return Err(Errno::Overflow);
+    fn source(bump: &ModelBump) -> BumpSource {
+        match bump.trigger {
+            Some(_) => BumpSource::Trigger { pid: TRIGGER_PID },
+            None => BumpSource::Backend(BACKEND.into()),
         }
-        if !persist_ok {
-            return Err(Errno::Io);
+    }
+
+    /// Ends the first bump: applied if `ok`, failed with `EIO` if not.
+    fn end_first_bump(&mut self, ok: bool, out: &mut BumpOutcome) {
+        let bump = self.bumps.pop_front().expect("a bump is waiting");
+        self.persisting = false;
+        let reply = if ok {
+            self.generation = std::cmp::max(bump.min, self.generation + 1);
+            self.degraded = false;
+            out.published = Some((self.generation, Model::source(&bump)));
+            Reply::Done
+        } else {
+            self.failed_bumps += 1;
+            self.degraded = true;
+            Reply::Error(Errno::Io)
+        };
+        if let Some(trigger) = bump.trigger {
+            self.waiting.remove(&trigger);
+            out.replies.insert(trigger, reply);
         }
-        self.generation = std::cmp::max(min, self.generation + 1);
-        Ok(())
+    }
+
+    /// Starts waiting bumps one at a time: one at `u32::MAX` fails at once with `EOVERFLOW`;
+    /// otherwise its persist is requested and answered as `persist` says.
+    fn start_bumps(&mut self, persist: Persist, out: &mut BumpOutcome) {
+        while !self.persisting && !self.bumps.is_empty() {
+            if self.generation == u32::MAX {
+                let bump = self.bumps.pop_front().expect("not empty");
+                self.failed_bumps += 1;
+                if let Some(trigger) = bump.trigger {
+                    self.waiting.remove(&trigger);
+                    out.replies.insert(trigger, Reply::Error(Errno::Overflow));
+                }
+                continue;
+            }
+            let min = self.bumps[0].min;
+            out.persists.push(std::cmp::max(min, self.generation + 1));
+            self.persisting = true;
+            match persist {
+                Persist::Ok => self.end_first_bump(true, out),
+                Persist::Fail => self.end_first_bump(false, out),
+                Persist::Defer => {}
+            }
+            // Bumps queued behind this one start only when a later step finishes it.
+            break;
+        }
     }
 }
 
-/// Runs the core with real timers kept in a map, and answers each persist as told.
+/// Runs the core, keeps its timers, and answers persists as the step says.
 struct Driver {
     dev: Device,
     timers: BTreeMap<RequestId, Time>,
     now: Time,
+    outstanding_persist: Option<u32>,
 }
 
 impl Driver {
-    fn run(&mut self, event: Event<'_>, persist_ok: bool) -> Vec<Action> {
+    fn run(&mut self, event: Event<'_>, persist: Persist) -> Vec<Action> {
         self.dev.handle(event);
         let mut actions = Vec::new();
         while let Some(action) = self.dev.poll_action() {
-            match &action {
-                Action::Persist(_) => {
-                    let result = if persist_ok {
-                        Ok(())
-                    } else {
-                        Err("injected".to_owned())
+            match action {
+                Action::Persist(value) if persist != Persist::Defer => {
+                    let result = match persist {
+                        Persist::Ok => Ok(()),
+                        _ => Err("injected".to_owned()),
                     };
-                    actions.push(action);
                     self.dev.handle(Event::PersistDone { result });
+                    actions.push(Action::Persist(value));
                     continue;
                 }
+                Action::Persist(value) => self.outstanding_persist = Some(value),
                 Action::ArmTimer { request, deadline } => {
-                    self.timers.insert(*request, *deadline);
+                    self.timers.insert(request, deadline);
                 }
                 Action::CancelTimer { request } => {
-                    self.timers.remove(request);
+                    self.timers.remove(&request);
                 }
                 _ => {}
             }
@@ -225,310 +306,369 @@ impl Driver {
     }
 }
 
-fn run_scenario(start: u32, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut driver = Driver {
-        dev: Device::new(start),
-        timers: BTreeMap::new(),
-        now: Time(1_000_000),
-    };
-    let mut model = Model {
-        generation: start,
-        files: BTreeMap::new(),
-        waiting: BTreeMap::new(),
-        now_ns: 1_000_000,
-    };
-    let mut opened: Vec<FileId> = Vec::new();
-    let mut issued: Vec<RequestId> = Vec::new();
-    let mut answered: BTreeSet<RequestId> = BTreeSet::new();
-    let root = |privileged| Caller {
-        pid: 10,
-        privileged,
-    };
+struct Scenario {
+    driver: Driver,
+    model: Model,
+    opened: Vec<FileId>,
+    issued: Vec<RequestId>,
+    /// The requests that were `WAIT_WATCHERS` calls.
+    waits: BTreeSet<RequestId>,
+    answered: BTreeSet<RequestId>,
+}
 
-    for (step, op) in ops.iter().enumerate() {
-        let request = RequestId(step as u64 + 1);
-        let previous_generation = model.generation;
-        let pick = |i: usize| opened.get(i % opened.len().max(1)).copied();
-        // What the model says this step answers at once, and whether a bump is published.
+/// What the model expects a step to do.
+#[derive(Default)]
+struct Expect {
+    replies: BTreeMap<RequestId, Reply>,
+    /// The persist this step finished, asked for by an earlier step.
+    finished_persist: Option<u32>,
+    bumps: BumpOutcome,
+}
+
+impl Scenario {
+    fn new(start: u32) -> Scenario {
+        Scenario {
+            driver: Driver {
+                dev: Device::new(start),
+                timers: BTreeMap::new(),
+                now: Time(1_000_000),
+                outstanding_persist: None,
+            },
+            model: Model {
+                generation: start,
+                files: BTreeMap::new(),
+                waiting: BTreeMap::new(),
+                bumps: VecDeque::new(),
+                persisting: false,
+                failed_bumps: 0,
+                degraded: false,
+                now_ns: 1_000_000,
+            },
+            opened: Vec::new(),
+            issued: Vec::new(),
+            waits: BTreeSet::new(),
+            answered: BTreeSet::new(),
+        }
+    }
+
+    /// Runs one operation through both the core and the model; returns the core's actions and
+    /// the model's expectations.
+    fn apply(&mut self, op: &Op, request: RequestId) -> (Vec<Action>, Expect) {
+        let op = if self.opened.is_empty() {
+            &Op::Open
+        } else {
+            op
+        };
+        let issues_request = !matches!(
+            op,
+            Op::HardwareBump { .. }
+                | Op::FinishPersist { .. }
+                | Op::Close { .. }
+                | Op::Interrupt { .. }
+                | Op::AdvanceMs { .. }
+        );
+        if issues_request {
+            self.issued.push(request);
+        }
+        let Scenario {
+            driver,
+            model,
+            opened,
+            issued,
+            waits,
+            ..
+        } = self;
+        let mut expect = Expect::default();
+        // The reply the model expects for this step's own request, if it answers at once.
         let mut immediate: Option<Reply> = None;
-        let mut published = false;
-        let mut issued_request = true;
-        let actions = match (op, pick(0)) {
+        let now = driver.now;
+        let pick = |i: usize| opened.get(i % opened.len().max(1)).copied();
+        let actions = match (*op, pick(0)) {
             (Op::Open, _) | (_, None) => {
-                let actions = driver.run(Event::Open { request, pid: 1 }, true);
-                let Some(Action::Reply {
+                let actions = driver.run(Event::Open { request, pid: 1 }, Persist::Ok);
+                if let Some(Action::Reply {
                     reply: Reply::Opened(file),
                     ..
                 }) = actions.first()
-                else {
-                    return Err(TestCaseError::fail(format!("open gave {actions:?}")));
-                };
-                prop_assert!(!model.files.contains_key(file), "file id reused");
-                model.files.insert(
-                    *file,
-                    ModelFile {
-                        acked: model.generation,
+                {
+                    let acked = model.generation;
+                    let file_state = ModelFile {
+                        acked,
                         tracked: false,
                         handle: None,
-                    },
-                );
-                opened.push(*file);
-                immediate = Some(Reply::Opened(*file));
+                    };
+                    assert!(
+                        model.files.insert(*file, file_state).is_none(),
+                        "file id reused"
+                    );
+                    opened.push(*file);
+                    immediate = Some(Reply::Opened(*file));
+                }
                 actions
             }
-            (op, Some(_)) => {
-                let file_of = |i: usize| pick(i).expect("some file was opened");
-                match *op {
-                    Op::Open => unreachable!(),
-                    Op::Read {
+            (
+                Op::Read {
+                    file,
+                    len,
+                    nonblocking,
+                },
+                Some(_),
+            ) => {
+                let file = pick(file).expect("opened");
+                immediate = match model.files.get(&file) {
+                    None => Some(Reply::Error(Errno::BadF)),
+                    Some(_) if len == 0 => Some(Reply::Empty),
+                    Some(_) if len < 4 => Some(Reply::Error(Errno::Inval)),
+                    Some(_) if model.outdated(file) => Some(Reply::Generation(model.generation)),
+                    Some(_) if nonblocking => Some(Reply::Error(Errno::Again)),
+                    Some(_) => {
+                        model.waiting.insert(request, (file, Waiting::Read));
+                        None
+                    }
+                };
+                driver.run(
+                    Event::Read {
+                        request,
                         file,
                         len,
                         nonblocking,
-                    } => {
-                        let file = file_of(file);
-                        immediate = match model.files.get(&file) {
-                            None => Some(Reply::Error(Errno::BadF)),
-                            Some(_) if len == 0 => Some(Reply::Empty),
-                            Some(_) if len < 4 => Some(Reply::Error(Errno::Inval)),
-                            Some(_) if model.outdated(file) => {
-                                Some(Reply::Generation(model.generation))
-                            }
-                            Some(_) if nonblocking => Some(Reply::Error(Errno::Again)),
-                            Some(_) => {
-                                model.waiting.insert(request, (file, Waiting::Read));
-                                None
-                            }
-                        };
-                        let event = Event::Read {
-                            request,
-                            file,
-                            len,
-                            nonblocking,
-                        };
-                        driver.run(event, true)
+                    },
+                    Persist::Ok,
+                )
+            }
+            (
+                Op::AckCurrent { file } | Op::WriteValue { file, .. } | Op::WriteLen { file, .. },
+                Some(_),
+            ) => {
+                let file = pick(file).expect("opened");
+                let data: Vec<u8> = match *op {
+                    Op::WriteValue { value, .. } => value.to_ne_bytes().to_vec(),
+                    Op::WriteLen { len, .. } => vec![0; len],
+                    _ => model.generation.to_ne_bytes().to_vec(),
+                };
+                let generation = model.generation;
+                immediate = Some(match model.files.get_mut(&file) {
+                    None => Reply::Error(Errno::BadF),
+                    Some(_) if data.len() != 4 => Reply::Error(Errno::NoBufs),
+                    Some(_) if data[..] != generation.to_ne_bytes() => Reply::Error(Errno::Inval),
+                    Some(f) => {
+                        f.acked = generation;
+                        Reply::Written(4)
                     }
-                    Op::AckCurrent { file }
-                    | Op::WriteValue { file, .. }
-                    | Op::WriteLen { file, .. } => {
-                        let file = file_of(file);
-                        let data: Vec<u8> = match *op {
-                            Op::AckCurrent { .. } => model.generation.to_ne_bytes().to_vec(),
-                            Op::WriteValue { value, .. } => value.to_ne_bytes().to_vec(),
-                            Op::WriteLen { len, .. } => vec![0; len],
-                            _ => unreachable!(),
-                        };
-                        let generation = model.generation;
-                        immediate = Some(match model.files.get_mut(&file) {
-                            None => Reply::Error(Errno::BadF),
-                            Some(_) if data.len() != 4 => Reply::Error(Errno::NoBufs),
-                            Some(_) if data[..] != generation.to_ne_bytes() => {
-                                Reply::Error(Errno::Inval)
-                            }
-                            Some(f) => {
-                                f.acked = generation;
-                                Reply::Written(4)
-                            }
-                        });
-                        let event = Event::Write {
-                            request,
-                            file,
-                            data: &data,
-                        };
-                        driver.run(event, true)
-                    }
-                    Op::Poll { file, register } => {
-                        let file = file_of(file);
-                        let handle = register.then_some(file.0 + 1000);
-                        immediate = Some(match model.files.get_mut(&file) {
-                            None => Reply::Error(Errno::BadF),
-                            Some(f) => {
-                                if handle.is_some() {
-                                    f.handle = handle;
-                                }
-                                let outdated = f.acked != model.generation;
-                                Reply::Poll(if outdated { POLL_OUTDATED } else { 0 })
-                            }
-                        });
-                        let event = Event::Poll {
-                            request,
-                            file,
-                            handle: handle.map(PollHandle),
-                        };
-                        driver.run(event, true)
-                    }
-                    Op::Track { file, on } => {
-                        let file = file_of(file);
-                        immediate = Some(match model.files.get_mut(&file) {
-                            None => Reply::Error(Errno::BadF),
-                            Some(f) => {
-                                f.tracked = on;
-                                Reply::Done
-                            }
-                        });
-                        let event = ioctl(
-                            request,
-                            file,
-                            SYSGENID_SET_WATCHER_TRACKING,
-                            u64::from(on),
-                            root(true),
-                            driver.now,
-                        );
-                        driver.run(event, true)
-                    }
-                    Op::Wait { file, timeout_ms } => {
-                        let file = file_of(file);
-                        if model.files.contains_key(&file) {
-                            let deadline_ns = (timeout_ms != 0)
-                                .then(|| model.now_ns + u128::from(timeout_ms) * 1_000_000);
-                            model
-                                .waiting
-                                .insert(request, (file, Waiting::Wait { deadline_ns }));
-                        } else {
-                            immediate = Some(Reply::Error(Errno::BadF));
-                        }
-                        let event = ioctl(
-                            request,
-                            file,
-                            SYSGENID_WAIT_WATCHERS,
-                            timeout_ms,
-                            root(true),
-                            driver.now,
-                        );
-                        driver.run(event, true)
-                    }
-                    Op::Trigger {
+                });
+                driver.run(
+                    Event::Write {
+                        request,
                         file,
-                        min,
-                        privileged,
-                        persist_ok,
-                    } => {
-                        let file = file_of(file);
-                        immediate = Some(if !model.files.contains_key(&file) {
-                            Reply::Error(Errno::BadF)
-                        } else if !privileged {
-                            Reply::Error(Errno::Acces)
-                        } else if min > u64::from(u32::MAX) {
-                            Reply::Error(Errno::Inval)
-                        } else {
-                            match model.bump(min as u32, persist_ok) {
-                                Ok(()) => {
-                                    published = true;
-                                    Reply::Done
-                                }
-                                Err(e) => Reply::Error(e),
-                            }
-                        });
-                        let event = ioctl(
-                            request,
-                            file,
-                            SYSGENID_TRIGGER_GEN_UPDATE,
-                            min,
-                            root(privileged),
-                            driver.now,
-                        );
-                        driver.run(event, persist_ok)
-                    }
-                    Op::HardwareBump { persist_ok } => {
-                        issued_request = false;
-                        published = model.bump(0, persist_ok).is_ok();
-                        driver.run(Event::HardwareBump { backend: "hw" }, persist_ok)
-                    }
-                    Op::UnknownIoctl { file, cmd } => {
-                        let file = file_of(file);
-                        immediate = Some(if model.files.contains_key(&file) {
-                            Reply::Error(Errno::Inval)
-                        } else {
-                            Reply::Error(Errno::BadF)
-                        });
-                        driver.run(ioctl(request, file, cmd, 1, root(true), driver.now), true)
-                    }
-                    Op::Close { file } => {
-                        issued_request = false;
-                        let file = file_of(file);
-                        model.files.remove(&file);
-                        driver.run(Event::Release { file }, true)
-                    }
-                    Op::Interrupt { request: i } => {
-                        issued_request = false;
-                        let target = issued
-                            .get(i % issued.len().max(1))
-                            .copied()
-                            .unwrap_or(request);
-                        driver.run(Event::Interrupt { request: target }, true)
-                    }
-                    Op::AdvanceMs { ms } => {
-                        issued_request = false;
-                        model.now_ns += u128::from(ms) * 1_000_000;
-                        driver.now = Time(driver.now.0 + ms * 1_000_000);
-                        let now = driver.now;
-                        let due: Vec<RequestId> = driver
-                            .timers
-                            .iter()
-                            .filter(|(_, d)| **d <= now)
-                            .map(|(r, _)| *r)
-                            .collect();
-                        let mut actions = Vec::new();
-                        for r in due {
-                            driver.timers.remove(&r);
-                            actions
-                                .extend(driver.run(Event::TimerExpired { request: r, now }, true));
+                        data: &data,
+                    },
+                    Persist::Ok,
+                )
+            }
+            (Op::Poll { file, register }, Some(_)) => {
+                let file = pick(file).expect("opened");
+                let handle = register.then_some(file.0 + 1000);
+                let generation = model.generation;
+                immediate = Some(match model.files.get_mut(&file) {
+                    None => Reply::Error(Errno::BadF),
+                    Some(f) => {
+                        if handle.is_some() {
+                            f.handle = handle;
                         }
-                        actions
+                        Reply::Poll(if f.acked != generation {
+                            POLL_OUTDATED
+                        } else {
+                            0
+                        })
                     }
+                });
+                let event = Event::Poll {
+                    request,
+                    file,
+                    handle: handle.map(PollHandle),
+                };
+                driver.run(event, Persist::Ok)
+            }
+            (Op::Track { file, on }, Some(_)) => {
+                let file = pick(file).expect("opened");
+                immediate = Some(match model.files.get_mut(&file) {
+                    None => Reply::Error(Errno::BadF),
+                    Some(f) => {
+                        f.tracked = on;
+                        Reply::Done
+                    }
+                });
+                let cmd = SYSGENID_SET_WATCHER_TRACKING;
+                driver.run(
+                    ioctl_event(now, request, file, cmd, u64::from(on), true),
+                    Persist::Ok,
+                )
+            }
+            (Op::Wait { file, timeout_ms }, Some(_)) => {
+                waits.insert(request);
+                let file = pick(file).expect("opened");
+                if model.files.contains_key(&file) {
+                    let deadline_ns = (timeout_ms != 0)
+                        .then(|| model.now_ns + u128::from(timeout_ms) * 1_000_000);
+                    model
+                        .waiting
+                        .insert(request, (file, Waiting::Wait { deadline_ns }));
+                } else {
+                    immediate = Some(Reply::Error(Errno::BadF));
+                }
+                let cmd = SYSGENID_WAIT_WATCHERS;
+                driver.run(
+                    ioctl_event(now, request, file, cmd, timeout_ms, true),
+                    Persist::Ok,
+                )
+            }
+            (
+                Op::Trigger {
+                    file,
+                    min,
+                    privileged,
+                    persist,
+                },
+                Some(_),
+            ) => {
+                let file = pick(file).expect("opened");
+                if !model.files.contains_key(&file) {
+                    immediate = Some(Reply::Error(Errno::BadF));
+                } else if !privileged {
+                    immediate = Some(Reply::Error(Errno::Acces));
+                } else if let Ok(min) = u32::try_from(min) {
+                    model.waiting.insert(request, (file, Waiting::Trigger));
+                    model.bumps.push_back(ModelBump {
+                        min,
+                        trigger: Some(request),
+                    });
+                    model.start_bumps(persist, &mut expect.bumps);
+                } else {
+                    immediate = Some(Reply::Error(Errno::Inval));
+                }
+                let cmd = SYSGENID_TRIGGER_GEN_UPDATE;
+                driver.run(
+                    ioctl_event(now, request, file, cmd, min, privileged),
+                    persist,
+                )
+            }
+            (Op::HardwareBump { persist }, Some(_)) => {
+                model.bumps.push_back(ModelBump {
+                    min: 0,
+                    trigger: None,
+                });
+                model.start_bumps(persist, &mut expect.bumps);
+                driver.run(Event::HardwareBump { backend: BACKEND }, persist)
+            }
+            (Op::FinishPersist { ok }, Some(_)) => {
+                if let Some(value) = driver.outstanding_persist.take() {
+                    expect.finished_persist = Some(value);
+                    model.end_first_bump(ok, &mut expect.bumps);
+                    model.start_bumps(Persist::Defer, &mut expect.bumps);
+                    let result = if ok {
+                        Ok(())
+                    } else {
+                        Err("injected".to_owned())
+                    };
+                    driver.run(Event::PersistDone { result }, Persist::Defer)
+                } else {
+                    assert!(
+                        !model.persisting,
+                        "the model awaits a persist the core never asked for"
+                    );
+                    Vec::new()
                 }
             }
-        };
-        if issued_request {
-            issued.push(request);
-        }
-
-        // What the model expects this step to answer: the immediate reply, plus whatever is due.
-        let mut expected: BTreeMap<RequestId, Reply> = BTreeMap::new();
-        match op {
-            Op::Interrupt { request: i } => {
-                let target = issued.get(i % issued.len().max(1)).copied();
-                if let Some(target) = target
-                    && model.waiting.remove(&target).is_some()
-                {
-                    expected.insert(target, Reply::Error(Errno::Intr));
-                }
+            (Op::UnknownIoctl { file, cmd }, Some(_)) => {
+                let file = pick(file).expect("opened");
+                let errno = if model.files.contains_key(&file) {
+                    Errno::Inval
+                } else {
+                    Errno::BadF
+                };
+                immediate = Some(Reply::Error(errno));
+                driver.run(ioctl_event(now, request, file, cmd, 1, true), Persist::Ok)
             }
-            Op::Close { .. } => {
-                let gone: Vec<RequestId> = model
+            (Op::Close { file }, Some(_)) => {
+                let file = pick(file).expect("opened");
+                model.files.remove(&file);
+                let orphans: Vec<RequestId> = model
                     .waiting
                     .iter()
-                    .filter(|(_, (f, _))| !model.files.contains_key(f))
+                    .filter(|(_, (f, w))| *f == file && *w != Waiting::Trigger)
                     .map(|(r, _)| *r)
                     .collect();
-                for r in gone {
+                for r in orphans {
                     model.waiting.remove(&r);
-                    expected.insert(r, Reply::Error(Errno::BadF));
+                    expect.replies.insert(r, Reply::Error(Errno::BadF));
                 }
+                driver.run(Event::Release { file }, Persist::Ok)
             }
-            _ => {}
-        }
+            (Op::Interrupt { request: i }, Some(_)) => {
+                let target = issued
+                    .get(i % issued.len().max(1))
+                    .copied()
+                    .unwrap_or(request);
+                if let Some((_, Waiting::Read | Waiting::Wait { .. })) = model.waiting.get(&target)
+                {
+                    model.waiting.remove(&target);
+                    expect.replies.insert(target, Reply::Error(Errno::Intr));
+                }
+                driver.run(Event::Interrupt { request: target }, Persist::Ok)
+            }
+            (Op::AdvanceMs { ms }, Some(_)) => {
+                model.now_ns += u128::from(ms) * 1_000_000;
+                driver.now = Time(driver.now.0 + ms * 1_000_000);
+                let now = driver.now;
+                let due: Vec<RequestId> = driver
+                    .timers
+                    .iter()
+                    .filter(|(_, d)| **d <= now)
+                    .map(|(r, _)| *r)
+                    .collect();
+                let mut actions = Vec::new();
+                for request in due {
+                    driver.timers.remove(&request);
+                    actions.extend(driver.run(Event::TimerExpired { request, now }, Persist::Ok));
+                }
+                actions
+            }
+        };
         if let Some(reply) = immediate {
-            expected.insert(request, reply);
+            expect.replies.insert(request, reply);
         }
-        expected.extend(model.settle());
+        let bump_replies = std::mem::take(&mut expect.bumps.replies);
+        expect.replies.extend(bump_replies);
+        expect.replies.extend(model.settle());
+        (actions, expect)
+    }
 
+    fn check_step(
+        &mut self,
+        step: usize,
+        op: &Op,
+        previous_generation: u32,
+        actions: &[Action],
+        expect: &Expect,
+    ) -> Result<(), TestCaseError> {
+        let model = &self.model;
         // The core answered exactly what the model expected, each request once ever.
         let mut got: BTreeMap<RequestId, Reply> = BTreeMap::new();
-        for action in &actions {
+        for action in actions {
             if let Action::Reply { request, reply } = action {
                 prop_assert!(
-                    answered.insert(*request),
+                    self.answered.insert(*request),
                     "step {step} {op:?}: {request:?} answered twice"
                 );
                 got.insert(*request, reply.clone());
             }
         }
-        prop_assert_eq!(&got, &expected, "step {} {:?}", step, op);
+        prop_assert_eq!(&got, &expect.replies, "step {} {:?}", step, op);
 
         // Facts recomputed from scratch.
         prop_assert!(model.generation >= previous_generation);
-        prop_assert_eq!(driver.dev.generation(), model.generation);
-        let status = driver.dev.status();
+        prop_assert_eq!(self.driver.dev.generation(), model.generation);
+        let status = self.driver.dev.status();
         prop_assert_eq!(
             status.generation,
             model.generation,
@@ -553,49 +693,74 @@ fn run_scenario(start: u32, ops: &[Op]) -> Result<(), TestCaseError> {
             prop_assert_eq!(f.tracked, m.tracked);
             prop_assert_eq!(f.outdated, m.acked != model.generation);
         }
-        let model_reads = model
-            .waiting
-            .values()
-            .filter(|(_, w)| *w == Waiting::Read)
-            .count();
-        prop_assert_eq!(status.pending_reads, model_reads);
-        prop_assert_eq!(status.pending_waits, model.waiting.len() - model_reads);
-        if got.values().any(|r| *r == Reply::Done) && model.outdated_tracked() > 0 {
-            for (r, reply) in &got {
-                if *reply == Reply::Done {
-                    prop_assert!(
-                        !model.waiting.contains_key(r),
-                        "a wait completed with 0 while a tracked file is outdated"
-                    );
-                }
+        let count =
+            |kind: fn(&Waiting) -> bool| model.waiting.values().filter(|(_, w)| kind(w)).count();
+        prop_assert_eq!(status.pending_reads, count(|w| *w == Waiting::Read));
+        prop_assert_eq!(
+            status.pending_waits,
+            count(|w| matches!(w, Waiting::Wait { .. }))
+        );
+        prop_assert_eq!(status.bump_in_progress, !model.bumps.is_empty());
+        prop_assert_eq!(status.failed_bumps, model.failed_bumps);
+        prop_assert_eq!(status.degraded, model.degraded);
+        for (request, reply) in &got {
+            if *reply == Reply::Done && self.waits.contains(request) {
+                prop_assert_eq!(
+                    model.outdated_tracked(),
+                    0,
+                    "step {} {:?}: a wait returned 0 while a tracked file is outdated",
+                    step,
+                    op
+                );
             }
         }
 
-        // A bump publishes once, after its persist and before every wake and reply.
-        let publish_at = actions
+        // Persists asked for, in order; a bump publishes once, right after its persist and
+        // before every wake and reply.
+        let persists: Vec<u32> = actions
             .iter()
-            .position(|a| matches!(a, Action::Publish { .. }));
-        prop_assert_eq!(publish_at.is_some(), published, "step {} {:?}", step, op);
-        if let Some(at) = publish_at {
-            prop_assert_eq!(
-                actions.get(at),
-                Some(&Action::Publish {
-                    generation: model.generation,
-                    source: match op {
-                        Op::HardwareBump { .. } => sysgenid_core::BumpSource::Backend("hw".into()),
-                        _ => sysgenid_core::BumpSource::Trigger { pid: 10 },
-                    }
-                })
-            );
-            prop_assert!(
-                matches!(actions.get(at.wrapping_sub(1)), Some(Action::Persist(g)) if *g == model.generation)
-            );
-            prop_assert!(
-                !actions[..at]
-                    .iter()
-                    .any(|a| matches!(a, Action::Reply { .. } | Action::WakePoll(_))),
-                "a wake or reply came before the publish"
-            );
+            .filter_map(|a| match a {
+                Action::Persist(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(&persists, &expect.bumps.persists, "step {} {:?}", step, op);
+        let publishes: Vec<(usize, &Action)> = actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a, Action::Publish { .. }))
+            .collect();
+        match (&expect.bumps.published, publishes.as_slice()) {
+            (None, []) => {}
+            (Some((generation, source)), [(at, action)]) => {
+                let want = Action::Publish {
+                    generation: *generation,
+                    source: source.clone(),
+                };
+                prop_assert_eq!(*action, &want, "step {} {:?}", step, op);
+                let persisted_first = matches!(
+                    actions[..*at].iter().rev().find(|a| matches!(a, Action::Persist(_))),
+                    Some(Action::Persist(v)) if v == generation
+                ) || expect.finished_persist == Some(*generation);
+                prop_assert!(
+                    persisted_first,
+                    "step {step} {op:?}: publish without its persist"
+                );
+                prop_assert!(
+                    !actions[..*at]
+                        .iter()
+                        .any(|a| matches!(a, Action::WakePoll(_))),
+                    "step {step} {op:?}: a wake came before the publish"
+                );
+                let early_reply = actions[..*at].iter().any(|a| {
+                    matches!(a, Action::Reply { request, .. } if !matches!(expect.replies.get(request), Some(Reply::Error(_))))
+                });
+                prop_assert!(
+                    !early_reply,
+                    "step {step} {op:?}: a bump's reply came before the publish"
+                );
+            }
+            (want, got) => prop_assert!(false, "step {step} {op:?}: publish {want:?}, got {got:?}"),
         }
         let woken: BTreeSet<u64> = actions
             .iter()
@@ -604,40 +769,59 @@ fn run_scenario(start: u32, ops: &[Op]) -> Result<(), TestCaseError> {
                 _ => None,
             })
             .collect();
-        let want_woken: BTreeSet<u64> = if published {
-            model.files.values().filter_map(|f| f.handle).collect()
-        } else {
-            BTreeSet::new()
+        let want_woken: BTreeSet<u64> = match expect.bumps.published {
+            Some(_) => model.files.values().filter_map(|f| f.handle).collect(),
+            None => BTreeSet::new(),
         };
         prop_assert_eq!(woken, want_woken, "step {} {:?}", step, op);
+        Ok(())
     }
 
-    // Closing everything answers every request that was left waiting.
-    for file in opened {
-        if model.files.remove(&file).is_some() {
-            for action in driver.run(Event::Release { file }, true) {
-                if let Action::Reply { request, .. } = action {
-                    prop_assert!(answered.insert(request), "{request:?} answered twice");
-                }
+    /// Finishes outstanding persists, closes every file, and checks that every request was
+    /// answered exactly once.
+    fn finish(mut self) -> Result<(), TestCaseError> {
+        let mut extra = Vec::new();
+        while self.driver.outstanding_persist.take().is_some() {
+            extra.extend(
+                self.driver
+                    .run(Event::PersistDone { result: Ok(()) }, Persist::Defer),
+            );
+        }
+        for file in self.opened.clone() {
+            if self.model.files.remove(&file).is_some() {
+                extra.extend(self.driver.run(Event::Release { file }, Persist::Ok));
             }
         }
+        for action in extra {
+            if let Action::Reply { request, .. } = action {
+                prop_assert!(self.answered.insert(request), "{request:?} answered twice");
+            }
+        }
+        for request in &self.issued {
+            prop_assert!(
+                self.answered.contains(request),
+                "{request:?} never answered"
+            );
+        }
+        let status = self.driver.dev.status();
+        prop_assert_eq!((status.pending_reads, status.pending_waits), (0, 0));
+        prop_assert!(!status.bump_in_progress);
+        Ok(())
     }
-    for request in &issued {
-        prop_assert!(answered.contains(request), "{request:?} never answered");
-    }
-    let status = driver.dev.status();
-    prop_assert_eq!((status.pending_reads, status.pending_waits), (0, 0));
-    Ok(())
 }
 
-fn ioctl(
+fn ioctl_event(
+    now: Time,
     request: RequestId,
     file: FileId,
     cmd: u32,
     arg: u64,
-    caller: Caller,
-    now: Time,
+    privileged: bool,
 ) -> Event<'static> {
+    let caller = Caller {
+        pid: TRIGGER_PID,
+        privileged,
+    };
     Event::Ioctl {
         request,
         file,
@@ -646,6 +830,17 @@ fn ioctl(
         caller,
         now,
     }
+}
+
+fn run_scenario(start: u32, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut scenario = Scenario::new(start);
+    for (step, op) in ops.iter().enumerate() {
+        let request = RequestId(step as u64 + 1);
+        let previous_generation = scenario.model.generation;
+        let (actions, expect) = scenario.apply(op, request);
+        scenario.check_step(step, op, previous_generation, &actions, &expect)?;
+    }
+    scenario.finish()
 }
 
 fn cases() -> u32 {
