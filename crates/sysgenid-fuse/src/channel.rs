@@ -40,6 +40,10 @@ impl RequestBuffer {
     pub fn capacity(&self) -> usize {
         self.bytes.len()
     }
+
+    fn message(&self, len: usize) -> Received<'_> {
+        Received::Message(self.bytes.get(..len).unwrap_or_default())
+    }
 }
 
 impl Default for RequestBuffer {
@@ -47,6 +51,13 @@ impl Default for RequestBuffer {
     fn default() -> Self {
         Self::new(4096)
     }
+}
+
+/// What one `read(2)` of the device gave.
+enum ReadOutcome {
+    Len(usize),
+    Nothing,
+    Unmounted,
 }
 
 /// What [`Channel::receive`] got.
@@ -172,21 +183,54 @@ impl Channel {
     /// and on `EAGAIN` (after waiting for the descriptor to become readable, so a
     /// non-blocking descriptor also works). Reports `ENODEV` as [`Received::Unmounted`].
     pub fn receive<'b>(&self, buf: &'b mut RequestBuffer) -> Result<Received<'b>, ChannelError> {
-        let n = loop {
-            match rustix::io::read(&self.fd, &mut buf.bytes[..]) {
-                Ok(n) => break n,
-                Err(Errno::INTR | Errno::NOENT) => continue,
-                Err(Errno::AGAIN) => self.wait_readable()?,
-                Err(Errno::NODEV | Errno::CONNABORTED) => return Ok(Received::Unmounted),
-                Err(e) => {
-                    return Err(ChannelError::Read {
-                        buffer_len: buf.bytes.len(),
-                        source: e.into(),
-                    });
-                }
+        loop {
+            match self.read_once(buf)? {
+                ReadOutcome::Len(n) => return Ok(buf.message(n)),
+                ReadOutcome::Nothing => self.wait_readable()?,
+                ReadOutcome::Unmounted => return Ok(Received::Unmounted),
             }
-        };
-        Ok(Received::Message(buf.bytes.get(..n).unwrap_or_default()))
+        }
+    }
+
+    /// Reads the next request if one is queued, without waiting: `Ok(None)` when there is none.
+    ///
+    /// For an event loop: make the descriptor non-blocking with [`Channel::set_nonblocking`]
+    /// and call this when `poll(2)` says it is readable. A request the kernel withdrew between
+    /// the poll and the read (its caller was killed) simply leaves nothing to read.
+    pub fn try_receive<'b>(
+        &self,
+        buf: &'b mut RequestBuffer,
+    ) -> Result<Option<Received<'b>>, ChannelError> {
+        Ok(match self.read_once(buf)? {
+            ReadOutcome::Len(n) => Some(buf.message(n)),
+            ReadOutcome::Nothing => None,
+            ReadOutcome::Unmounted => Some(Received::Unmounted),
+        })
+    }
+
+    /// One `read(2)`, retried on `EINTR` and `ENOENT`.
+    fn read_once(&self, buf: &mut RequestBuffer) -> Result<ReadOutcome, ChannelError> {
+        loop {
+            return match rustix::io::read(&self.fd, &mut buf.bytes[..]) {
+                Ok(n) => Ok(ReadOutcome::Len(n)),
+                Err(Errno::INTR | Errno::NOENT) => continue,
+                Err(Errno::AGAIN) => Ok(ReadOutcome::Nothing),
+                Err(Errno::NODEV | Errno::CONNABORTED) => Ok(ReadOutcome::Unmounted),
+                Err(e) => Err(ChannelError::Read {
+                    buffer_len: buf.bytes.len(),
+                    source: e.into(),
+                }),
+            };
+        }
+    }
+
+    /// Sets or clears `O_NONBLOCK` on the descriptor (shared by every clone of it).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        use rustix::fs::OFlags;
+        let mut flags = rustix::fs::fcntl_getfl(&self.fd)?;
+        flags.set(OFlags::NONBLOCK, nonblocking);
+        rustix::fs::fcntl_setfl(&self.fd, flags)?;
+        Ok(())
     }
 
     fn wait_readable(&self) -> Result<(), ChannelError> {

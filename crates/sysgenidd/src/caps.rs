@@ -1,0 +1,185 @@
+//! Whether the calling thread of a request may trigger a bump.
+//!
+//! The rule: `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN` in the caller's effective set, and the
+//! caller's user namespace is the daemon's own or one of its ancestors. A process that made its
+//! own user namespace (`unshare -Ur`) holds every capability there, but that namespace is a
+//! descendant of the daemon's, so it is refused.
+//!
+//! Pid reuse: FUSE gives the calling thread's id. A caller blocked in a FUSE request that the
+//! daemon has read cannot finish exiting until the daemon answers (the kernel waits for the
+//! answer even after SIGKILL), so its thread id cannot be reused while the check runs. Where
+//! the kernel has thread pidfds (Linux 6.9+), the check also pins the thread with a pidfd and
+//! confirms afterwards that it is still alive; on older kernels it relies on the first argument.
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
+
+/// `CAP_SYS_ADMIN`.
+pub const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_CHECKPOINT_RESTORE`.
+pub const CAP_CHECKPOINT_RESTORE: u32 = 40;
+
+/// A user namespace, by the device and inode of its `/proc/*/ns/user` link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserNs {
+    dev: u64,
+    ino: u64,
+}
+
+impl UserNs {
+    fn of(path: &str) -> io::Result<UserNs> {
+        let meta = fs::metadata(path)?;
+        Ok(UserNs {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// Judges trigger callers against the daemon's user namespace and its ancestors.
+#[derive(Debug)]
+pub struct TriggerPolicy {
+    /// The daemon's own user namespace first, then each parent up to the one it can see last.
+    trusted: Vec<UserNs>,
+}
+
+impl TriggerPolicy {
+    /// The policy for the running daemon.
+    pub fn for_this_process() -> io::Result<TriggerPolicy> {
+        let own = UserNs::of("/proc/self/ns/user")?;
+        let mut trusted = vec![own];
+        trusted.extend(ancestors_of_own_user_ns());
+        Ok(TriggerPolicy { trusted })
+    }
+
+    /// Whether thread `tid` may trigger a bump. Any error reading its state means no.
+    pub fn may_trigger(&self, tid: u32) -> bool {
+        match self.check(tid) {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                tracing::debug!(tid, error = %e, "cannot judge trigger caller; refusing");
+                false
+            }
+        }
+    }
+
+    fn check(&self, tid: u32) -> io::Result<bool> {
+        let pidfd = pin_thread(tid)?;
+        let ns = UserNs::of(&format!("/proc/{tid}/ns/user"))?;
+        let status = fs::read_to_string(format!("/proc/{tid}/status"))?;
+        let cap_eff = parse_cap_eff(&status).ok_or_else(|| io::Error::other("no CapEff"))?;
+        if let Some(pidfd) = pidfd
+            && thread_has_exited(&pidfd)?
+        {
+            return Ok(false);
+        }
+        Ok(self.trusted.contains(&ns) && has_trigger_capability(cap_eff))
+    }
+}
+
+/// A pidfd for the thread, or `None` where the kernel has no thread pidfds.
+fn pin_thread(tid: u32) -> io::Result<Option<OwnedFd>> {
+    let pid = Pid::from_raw(tid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+    // PIDFD_THREAD (Linux 6.9+) has the value of O_EXCL; rustix has no name for it.
+    let thread = PidfdFlags::from_bits_retain(libc::O_EXCL as u32);
+    match pidfd_open(pid, thread) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the pinned thread is gone: a pidfd turns readable when its thread exits.
+fn thread_has_exited(pidfd: &OwnedFd) -> io::Result<bool> {
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let ready = rustix::event::poll(&mut fds, Some(&Timespec::default()))?;
+    Ok(ready > 0)
+}
+
+/// Whether an effective capability mask holds a capability that allows a trigger.
+pub fn has_trigger_capability(cap_eff: u64) -> bool {
+    cap_eff & (1 << CAP_SYS_ADMIN) != 0 || cap_eff & (1 << CAP_CHECKPOINT_RESTORE) != 0
+}
+
+/// The `CapEff:` mask of a `/proc/*/status` text.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The parents of the daemon's user namespace, nearest first, as far as it can see.
+fn ancestors_of_own_user_ns() -> Vec<UserNs> {
+    let mut out = Vec::new();
+    let Ok(file) = fs::File::open("/proc/self/ns/user") else {
+        return out;
+    };
+    let mut current = OwnedFd::from(file);
+    while let Some(parent) = ns_get_parent(&current) {
+        let Ok(st) = rustix::fs::fstat(&parent) else {
+            break;
+        };
+        out.push(UserNs {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
+        current = parent;
+    }
+    out
+}
+
+/// `ioctl(NS_GET_PARENT)`: the parent namespace, or `None` at the top of what we may see.
+fn ns_get_parent(ns: &OwnedFd) -> Option<OwnedFd> {
+    const NS_GET_PARENT: libc::c_ulong = 0xB702;
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new fd or -1; `ns` is a valid fd.
+    let fd = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(ns), NS_GET_PARENT) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the ioctl returned a new file descriptor that nothing else owns.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_eff_is_parsed_from_proc_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
+    }
+
+    #[test]
+    fn either_capability_allows_a_trigger() {
+        assert!(has_trigger_capability(1 << CAP_SYS_ADMIN));
+        assert!(has_trigger_capability(1 << CAP_CHECKPOINT_RESTORE));
+        assert!(!has_trigger_capability(0));
+        assert!(!has_trigger_capability(
+            !(1 << CAP_SYS_ADMIN | 1 << CAP_CHECKPOINT_RESTORE)
+        ));
+    }
+
+    #[test]
+    fn this_thread_as_root_may_trigger() {
+        let policy = TriggerPolicy::for_this_process().unwrap();
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let cap_eff = parse_cap_eff(&fs::read_to_string("/proc/thread-self/status").unwrap());
+        assert_eq!(
+            policy.may_trigger(tid),
+            has_trigger_capability(cap_eff.unwrap())
+        );
+    }
+
+    #[test]
+    fn a_missing_thread_may_not() {
+        let policy = TriggerPolicy::for_this_process().unwrap();
+        assert!(!policy.may_trigger(i32::MAX as u32));
+    }
+}

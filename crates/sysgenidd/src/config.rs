@@ -1,0 +1,209 @@
+//! Command-line options and the defaults that make a config file unnecessary.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use sysgenid_abi::{DEFAULT_DEVICE, DEFAULT_STATE_DIR, WRITER_GROUP};
+
+/// Serve the System Generation ID device, /dev/sysgenid, from userspace.
+///
+/// sysgenidd mounts a one-file FUSE file system on the device path and answers open, read,
+/// write, poll, ioctl and mmap with the semantics of the proposed Linux sysgenid driver. The
+/// counter is also published in a read-only page file, <state-dir>/generation, for libraries
+/// that probe it inline, and the control socket <state-dir>/control.sock answers `status` with
+/// one JSON line.
+///
+/// Run as root with no options to serve /dev/sysgenid. Bump the generation with the
+/// TRIGGER_GEN_UPDATE ioctl (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN); hardware backends
+/// bump it when the machine is restored from a snapshot.
+#[derive(Debug, Parser)]
+#[command(name = "sysgenidd", version, verbatim_doc_comment)]
+pub struct Args {
+    /// The device file to serve (created as an empty mode-0000 file if missing).
+    /// Defaults to /dev/sysgenid as root, $XDG_RUNTIME_DIR/sysgenid/device otherwise.
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+
+    /// Where the persisted counter, the page file and the control socket live.
+    /// Defaults to /run/sysgenid as root, $XDG_RUNTIME_DIR/sysgenid otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Hardware backends that bump the generation on a VM restore: `none`, `auto` (every
+    /// backend this machine supports), or a comma-separated list of names.
+    #[arg(long, value_name = "none|auto|LIST", default_value = "auto")]
+    pub backends: String,
+
+    /// Whether clients may mmap the device itself (needs Linux 6.6+). With `off`, mmap of the
+    /// device fails with ENODEV and only the page file serves probes.
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub device_mmap: Toggle,
+
+    /// Group allowed to open the device for writing (ack and track). Defaults to `sysgenid`
+    /// when that group exists; without a group the device is 0644 and only root may write.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
+    /// Log filter, in `tracing` syntax (`info`, `debug`, `sysgenidd=trace`). RUST_LOG also works.
+    #[arg(
+        long,
+        value_name = "FILTER",
+        default_value = "info",
+        env = "SYSGENIDD_LOG"
+    )]
+    pub log: String,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Which hardware backends to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// None at all: only triggers bump the generation.
+    None,
+    /// Every backend that this machine supports.
+    Auto,
+    /// Exactly these.
+    List(Vec<String>),
+}
+
+impl BackendChoice {
+    /// Parses `none`, `auto` or a comma-separated list.
+    pub fn parse(text: &str) -> Result<BackendChoice, String> {
+        match text.trim() {
+            "none" => Ok(BackendChoice::None),
+            "auto" => Ok(BackendChoice::Auto),
+            "" => Err("--backends needs none, auto, or a list of names".to_owned()),
+            list => Ok(BackendChoice::List(
+                list.split(',').map(|s| s.trim().to_owned()).collect(),
+            )),
+        }
+    }
+}
+
+/// Everything the daemon needs to start, with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The device file to serve.
+    pub device: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Which backends to run.
+    pub backends: BackendChoice,
+    /// Whether to serve mmap of the device.
+    pub device_mmap: bool,
+    /// Mode bits of the device file.
+    pub mode: u32,
+    /// Owner of the device file.
+    pub uid: u32,
+    /// Group of the device file.
+    pub gid: u32,
+}
+
+/// A problem with the options.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The options do not make sense.
+    #[error("{0}")]
+    Invalid(String),
+    /// A group was named that does not exist.
+    #[error("group {0:?} does not exist (create it with `groupadd {0}`, or leave --group out)")]
+    NoSuchGroup(String),
+}
+
+impl Config {
+    /// Fills in the defaults for the running user.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        let uid = rustix::process::geteuid().as_raw();
+        let user_dir = || -> Result<PathBuf, ConfigError> {
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|d| PathBuf::from(d).join("sysgenid"))
+                .ok_or_else(|| {
+                    ConfigError::Invalid(
+                        "not root and XDG_RUNTIME_DIR is unset: pass --device and --state-dir"
+                            .to_owned(),
+                    )
+                })
+        };
+        let device = match (&args.device, uid) {
+            (Some(path), _) => path.clone(),
+            (None, 0) => PathBuf::from(DEFAULT_DEVICE),
+            (None, _) => user_dir()?.join("device"),
+        };
+        let state_dir = match (&args.state_dir, uid) {
+            (Some(path), _) => path.clone(),
+            (None, 0) => PathBuf::from(DEFAULT_STATE_DIR),
+            (None, _) => user_dir()?,
+        };
+        let backends = BackendChoice::parse(&args.backends).map_err(ConfigError::Invalid)?;
+        let writer_gid = match &args.group {
+            Some(name) => {
+                Some(group_id(name)?.ok_or_else(|| ConfigError::NoSuchGroup(name.clone()))?)
+            }
+            None => group_id(WRITER_GROUP)?,
+        };
+        let (mode, gid) = match writer_gid {
+            Some(gid) => (0o664, gid),
+            None => (0o644, rustix::process::getegid().as_raw()),
+        };
+        Ok(Config {
+            device,
+            state_dir,
+            backends,
+            device_mmap: args.device_mmap == Toggle::On,
+            mode,
+            uid,
+            gid,
+        })
+    }
+}
+
+/// The id of a group in `/etc/group`, or `None` if there is no such group.
+pub fn group_id(name: &str) -> Result<Option<u32>, ConfigError> {
+    let text = match std::fs::read_to_string("/etc/group") {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConfigError::Invalid(format!("cannot read /etc/group: {e}"))),
+    };
+    Ok(parse_group(&text, name))
+}
+
+fn parse_group(text: &str, name: &str) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse() {
+        assert_eq!(BackendChoice::parse("none"), Ok(BackendChoice::None));
+        assert_eq!(BackendChoice::parse("auto"), Ok(BackendChoice::Auto));
+        assert_eq!(
+            BackendChoice::parse("a, b"),
+            Ok(BackendChoice::List(vec!["a".into(), "b".into()]))
+        );
+        assert!(BackendChoice::parse("").is_err());
+    }
+
+    #[test]
+    fn groups_are_found_by_name() {
+        let text = "root:x:0:\nsysgenid:x:997:alice,bob\nbad line\n";
+        assert_eq!(parse_group(text, "sysgenid"), Some(997));
+        assert_eq!(parse_group(text, "root"), Some(0));
+        assert_eq!(parse_group(text, "nope"), None);
+        assert_eq!(parse_group(text, "bad line"), None);
+    }
+}

@@ -1,0 +1,273 @@
+//! The control socket: read-only status as one JSON line, for any local user.
+//!
+//! Protocol: connect to `<state-dir>/control.sock`, send one line (`status`), read one JSON
+//! line, done. The socket thread never touches the device state: it asks the event loop for a
+//! snapshot through the inbox, then adds each outdated process's command line itself.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sysgenid_core::{BumpSource, Status};
+
+use crate::inbox::{Inbox, Message};
+
+/// At most this many control connections are served at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// A client gets this long to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest request line accepted.
+const MAX_REQUEST: u64 = 256;
+
+/// Daemon facts that the core does not hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonFacts {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The device path served.
+    pub device: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Whether `mmap` of the device is served.
+    pub device_mmap: bool,
+    /// Whether the device is being served (mounted and answering).
+    pub serving: bool,
+    /// Each hardware backend and whether it is active.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One hardware backend's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    /// Its name.
+    pub name: String,
+    /// Whether it is running.
+    pub active: bool,
+    /// Why not, if it is not.
+    pub reason: Option<String>,
+}
+
+/// What the event loop answers to a status query.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The device state.
+    pub status: Status,
+    /// The daemon state.
+    pub facts: DaemonFacts,
+}
+
+/// The JSON document of the `status` request.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// The current generation.
+    pub generation: u32,
+    /// Whether the device is being served.
+    pub serving: bool,
+    /// Whether the last persist failed.
+    pub degraded: bool,
+    /// Open files (watchers).
+    pub open_files: usize,
+    /// Tracked watchers.
+    pub tracked: usize,
+    /// Tracked watchers that have not acknowledged the current generation.
+    pub outdated: usize,
+    /// Every open file that has not acknowledged the current generation.
+    pub outdated_files: Vec<OutdatedFile>,
+    /// Blocked reads.
+    pub pending_reads: usize,
+    /// Blocked `WAIT_WATCHERS` calls.
+    pub pending_waits: usize,
+    /// The last bump applied.
+    pub last_bump: Option<BumpReport>,
+    /// Bumps that could not be applied since start.
+    pub failed_bumps: u64,
+    /// The last bump that could not be applied.
+    pub last_failure: Option<FailureReport>,
+    /// Daemon facts.
+    pub daemon: DaemonFacts,
+}
+
+/// An outdated open file, with the process that opened it.
+#[derive(Debug, Serialize)]
+pub struct OutdatedFile {
+    /// The opening process.
+    pub pid: u32,
+    /// Its command line, if it can still be read.
+    pub command: Option<String>,
+    /// Whether the file is a tracked watcher.
+    pub tracked: bool,
+}
+
+/// A bump that was applied.
+#[derive(Debug, Serialize)]
+pub struct BumpReport {
+    /// The generation it set.
+    pub generation: u32,
+    /// `"trigger"` or `"backend"`.
+    pub source: &'static str,
+    /// For a trigger, the calling thread.
+    pub pid: Option<u32>,
+    /// For a backend, its name.
+    pub backend: Option<String>,
+}
+
+/// A bump that failed.
+#[derive(Debug, Serialize)]
+pub struct FailureReport {
+    /// `"trigger"` or `"backend"`.
+    pub source: &'static str,
+    /// For a backend, its name.
+    pub backend: Option<String>,
+    /// The errno name, such as `"EIO"`.
+    pub error: &'static str,
+    /// More detail, if any.
+    pub detail: Option<String>,
+}
+
+fn source_fields(source: &BumpSource) -> (&'static str, Option<u32>, Option<String>) {
+    match source {
+        BumpSource::Trigger { pid } => ("trigger", Some(*pid), None),
+        BumpSource::Backend(name) => ("backend", None, Some(name.clone())),
+    }
+}
+
+impl StatusReport {
+    /// Builds the report, reading each outdated process's command line.
+    pub fn new(snapshot: Snapshot) -> StatusReport {
+        let Snapshot { status, facts } = snapshot;
+        let outdated_files = status
+            .files
+            .iter()
+            .filter(|f| f.outdated)
+            .map(|f| OutdatedFile {
+                pid: f.pid,
+                command: command_line(f.pid),
+                tracked: f.tracked,
+            })
+            .collect();
+        let last_bump = status.last_bump.as_ref().map(|b| {
+            let (source, pid, backend) = source_fields(&b.source);
+            BumpReport {
+                generation: b.generation,
+                source,
+                pid,
+                backend,
+            }
+        });
+        let last_failure = status.last_failure.as_ref().map(|f| {
+            let (source, _, backend) = source_fields(&f.source);
+            FailureReport {
+                source,
+                backend,
+                error: f.error.name(),
+                detail: f.detail.clone(),
+            }
+        });
+        StatusReport {
+            generation: status.generation,
+            serving: facts.serving,
+            degraded: status.degraded,
+            open_files: status.open_files,
+            tracked: status.tracked,
+            outdated: status.outdated,
+            outdated_files,
+            pending_reads: status.pending_reads,
+            pending_waits: status.pending_waits,
+            last_bump,
+            failed_bumps: status.failed_bumps,
+            last_failure,
+            daemon: facts,
+        }
+    }
+}
+
+/// A process's command line with arguments joined by spaces, or its name, or `None` if gone.
+pub fn command_line(pid: u32) -> Option<String> {
+    if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline"))
+        && !raw.is_empty()
+    {
+        let args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        return Some(args.join(" "));
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(format!("[{}]", comm.trim_end()))
+}
+
+/// Binds the control socket, replacing a stale one, readable and writable by everyone.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serves the control socket on the current thread until the listener fails.
+pub fn serve(listener: UnixListener, inbox: Inbox) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                continue;
+            }
+        };
+        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            busy.fetch_sub(1, Ordering::AcqRel);
+            let _ = answer_error(&stream, "too many control connections; try again");
+            continue;
+        }
+        let inbox = inbox.clone();
+        let busy = Arc::clone(&busy);
+        std::thread::spawn(move || {
+            if let Err(e) = handle(&stream, &inbox) {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+            busy.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+fn answer_error(mut stream: &UnixStream, message: &str) -> io::Result<()> {
+    let line = serde_json::json!({ "error": message });
+    writeln!(stream, "{line}")
+}
+
+fn handle(stream: &UnixStream, inbox: &Inbox) -> io::Result<()> {
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new(io::Read::take(stream, MAX_REQUEST)).read_line(&mut line)?;
+    match line.trim() {
+        "" | "status" => {
+            let (tx, rx) = mpsc::sync_channel(1);
+            inbox.send(Message::Status(tx));
+            let snapshot = rx
+                .recv_timeout(REQUEST_TIMEOUT)
+                .map_err(|_| io::Error::other("the event loop did not answer"))?;
+            let report = StatusReport::new(snapshot);
+            let mut out = serde_json::to_vec(&report).map_err(io::Error::other)?;
+            out.push(b'\n');
+            let mut stream = stream;
+            stream.write_all(&out)
+        }
+        other => answer_error(
+            stream,
+            &format!("unknown request {other:?}; the only request is \"status\""),
+        ),
+    }
+}

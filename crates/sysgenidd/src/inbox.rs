@@ -1,0 +1,79 @@
+//! Messages from other threads to the event loop, with an eventfd that wakes its poll.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rustix::event::{EventfdFlags, eventfd};
+
+use crate::control::Snapshot;
+
+/// Something for the event loop to do.
+#[derive(Debug)]
+pub enum Message {
+    /// Send a status snapshot back.
+    Status(mpsc::SyncSender<Snapshot>),
+    /// A hardware backend saw a restore.
+    HardwareBump {
+        /// The backend's name.
+        backend: String,
+    },
+    /// The device answered its first stat: the daemon is serving.
+    Serving,
+    /// Stop serving: unmount and exit.
+    Shutdown {
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+/// The sending side, cheap to clone into any thread.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Message>,
+    wake: Arc<OwnedFd>,
+}
+
+/// The receiving side, owned by the event loop.
+#[derive(Debug)]
+pub struct InboxReceiver {
+    rx: mpsc::Receiver<Message>,
+    wake: Arc<OwnedFd>,
+}
+
+/// A connected inbox.
+pub fn inbox() -> std::io::Result<(Inbox, InboxReceiver)> {
+    let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+    let (tx, rx) = mpsc::channel();
+    Ok((
+        Inbox {
+            tx,
+            wake: Arc::clone(&wake),
+        },
+        InboxReceiver { rx, wake },
+    ))
+}
+
+impl Inbox {
+    /// Queues a message and wakes the loop. A message for a loop that is gone is dropped.
+    pub fn send(&self, message: Message) {
+        if self.tx.send(message).is_ok() {
+            let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+impl InboxReceiver {
+    /// Every queued message, clearing the wake signal first so none is missed.
+    pub fn drain(&self) -> Vec<Message> {
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(&*self.wake, &mut counter);
+        self.rx.try_iter().collect()
+    }
+}
+
+impl AsFd for InboxReceiver {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+}

@@ -1,0 +1,206 @@
+//! The sysgenid daemon as a library: configuration, the event loop and its adapters.
+//!
+//! `main.rs` only parses arguments, sets up logging and calls [`run`].
+#![deny(missing_docs)]
+
+pub mod backends;
+pub mod caps;
+pub mod config;
+pub mod control;
+pub mod inbox;
+pub mod page;
+pub mod server;
+pub mod state;
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use sysgenid_abi::{CONTROL_SOCKET_NAME, PAGE_FILE_NAME};
+
+use crate::config::Config;
+use crate::control::DaemonFacts;
+use crate::inbox::Message;
+use crate::server::{Server, Stopped};
+use crate::state::{Loaded, StateFile};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The options are wrong.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The state directory cannot be used.
+    #[error("state directory {}: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The persisted counter cannot be used.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// The page file cannot be used.
+    #[error("page file {}: {source}", path.display())]
+    Page {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A backend cannot start.
+    #[error("{0}")]
+    Backends(String),
+    /// The device path is not usable.
+    #[error(transparent)]
+    Prepare(#[from] server::PrepareError),
+    /// Mounting failed.
+    #[error(transparent)]
+    Mount(#[from] sysgenid_fuse::MountError),
+    /// The control socket cannot be bound.
+    #[error("control socket {}: {source}", path.display())]
+    Control {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The event loop failed.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    /// The kernel ended the FUSE connection while serving.
+    #[error("the device was unmounted or its connection aborted from outside")]
+    Unmounted,
+    /// Another setup step failed.
+    #[error("{what}: {source}")]
+    Setup {
+        /// The step.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Setup { what, source }
+}
+
+/// Starts serving with `config` and returns when told to stop.
+pub fn run(config: &Config) -> Result<(), DaemonError> {
+    let state_dir = &config.state_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(state_dir)
+        .map_err(|source| DaemonError::StateDir {
+            path: state_dir.clone(),
+            source,
+        })?;
+    let state = StateFile::new(state_dir).map_err(setup("reading the boot id"))?;
+    let loaded = state.load()?;
+    match &loaded {
+        Loaded::Fresh => tracing::info!("no persisted counter: fresh start at generation 0"),
+        Loaded::OtherBoot { boot_id } => {
+            tracing::info!(previous_boot = %boot_id, "persisted counter is from another boot: fresh start at generation 0")
+        }
+        Loaded::Continued(g) => tracing::info!(
+            generation = g,
+            "continuing the persisted counter of this boot"
+        ),
+    }
+    let generation = loaded.generation();
+    state.persist(generation)?;
+    let page_path = state_dir.join(PAGE_FILE_NAME);
+    let page = page::PageFile::open_or_create(&page_path, generation).map_err(|source| {
+        DaemonError::Page {
+            path: page_path.clone(),
+            source,
+        }
+    })?;
+    let policy =
+        caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?;
+    let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
+    let backends = backends::start(&config.backends, &inbox).map_err(DaemonError::Backends)?;
+
+    server::prepare_device_path(&config.device)?;
+    let (mount, channel) = server::mount_device(&config.device)?;
+    tracing::info!(device = %config.device.display(), method = ?mount.method(), "mounted");
+
+    let control_path = state_dir.join(CONTROL_SOCKET_NAME);
+    let listener = control::bind(&control_path).map_err(|source| DaemonError::Control {
+        path: control_path.clone(),
+        source,
+    });
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = mount.unmount(true);
+            return Err(e);
+        }
+    };
+    spawn("control", {
+        let inbox = inbox.clone();
+        move || control::serve(listener, inbox)
+    });
+    spawn_signal_watcher(inbox.clone()).map_err(setup("installing signal handlers"))?;
+    spawn("readiness", {
+        let inbox = inbox.clone();
+        let device = config.device.clone();
+        // The first stat makes the kernel learn the file's size; until then a mapping of a
+        // freshly mounted file would fault with SIGBUS.
+        move || match std::fs::metadata(&device) {
+            Ok(_) => inbox.send(Message::Serving),
+            Err(e) => tracing::error!(error = %e, "the new mount does not answer stat"),
+        }
+    });
+
+    let facts = DaemonFacts {
+        pid: std::process::id(),
+        device: config.device.clone(),
+        state_dir: state_dir.clone(),
+        device_mmap: false,
+        serving: false,
+        backends,
+    };
+    let mut server = Server::new(
+        config, channel, state, page, generation, policy, receiver, facts,
+    );
+    let stopped = server.run();
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&control_path);
+    match stopped? {
+        Stopped::Shutdown(reason) => {
+            tracing::info!(%reason, "unmounting and exiting");
+            if let Err(e) = mount.unmount(true) {
+                tracing::warn!(error = %e, "unmount failed");
+            }
+            Ok(())
+        }
+        Stopped::Unmounted => Err(DaemonError::Unmounted),
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("spawning a thread");
+}
+
+fn spawn_signal_watcher(inbox: inbox::Inbox) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    spawn("signals", move || {
+        for signal in signals.forever() {
+            let name = if signal == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            inbox.send(Message::Shutdown {
+                reason: format!("got {name}"),
+            });
+        }
+    });
+    Ok(())
+}
