@@ -23,7 +23,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-log "unit, property and integration tests"
+log "building the binaries the end-to-end tests run"
+cargo build --workspace --bins
+
+log "unit, property, conformance and end-to-end tests"
 cargo nextest run --workspace --all-targets --no-fail-fast
 log "doc tests"
 cargo test --workspace --doc

@@ -1,0 +1,196 @@
+//! `sysgenid-probe`: a scripted client process for end-to-end tests.
+//!
+//! Arguments are steps, run in order; each prints one line, `<step> ok <value>` or
+//! `<step> err <ERRNO>`, and the probe goes on. Privilege changes are made from outside with
+//! `setpriv` or `unshare`, so the probe itself never changes credentials.
+//!
+//! Steps: `open PATH ro|rw|ro-nonblock|rw-nonblock`, `read N`, `ack` (writes the last value
+//! read), `write-u32 V`, `write-len N`, `ioctl CMD ARG`, `track 0|1`, `wait MS`,
+//! `trigger MIN`, `thread-trigger MIN`, `poll MS`, `mmap`, `load`, `sleep MS`, `ready`,
+//! `wait-stdin`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::fs::OFlags;
+use sysgenid_abi::{
+    SYSGENID_SET_WATCHER_TRACKING, SYSGENID_TRIGGER_GEN_UPDATE, SYSGENID_WAIT_WATCHERS,
+};
+use sysgenid_e2e::{DevFile, Errno};
+
+fn errno_name(e: Errno) -> String {
+    match sysgenid_abi::Errno::from_raw(e.raw_os_error()) {
+        Some(known) => known.name().to_owned(),
+        None => match e {
+            Errno::NOTCONN => "ENOTCONN".to_owned(),
+            Errno::NODEV => "ENODEV".to_owned(),
+            Errno::PERM => "EPERM".to_owned(),
+            Errno::NOENT => "ENOENT".to_owned(),
+            Errno::NOSYS => "ENOSYS".to_owned(),
+            other => format!("E{}", other.raw_os_error()),
+        },
+    }
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn report<T: std::fmt::Display>(step: &str, result: Result<T, Errno>) {
+    match result {
+        Ok(v) => say(format!("{step} ok {v}")),
+        Err(e) => say(format!("{step} err {}", errno_name(e))),
+    }
+}
+
+struct Mapping {
+    ptr: *mut std::ffi::c_void,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    let mut file: Option<DevFile> = None;
+    let mut last: u32 = 0;
+    let mut mapping: Option<Mapping> = None;
+    while let Some(step) = it.next() {
+        let mut arg = || it.next().expect("missing step argument").clone();
+        match step.as_str() {
+            "open" => {
+                let path = arg();
+                let flags = match arg().as_str() {
+                    "ro" => OFlags::RDONLY,
+                    "rw" => OFlags::RDWR,
+                    "ro-nonblock" => OFlags::RDONLY | OFlags::NONBLOCK,
+                    "rw-nonblock" => OFlags::RDWR | OFlags::NONBLOCK,
+                    other => panic!("unknown open mode {other}"),
+                };
+                match DevFile::open(Path::new(&path), flags) {
+                    Ok(f) => {
+                        file = Some(f);
+                        say("open ok".to_owned());
+                    }
+                    Err(e) => say(format!("open err {}", errno_name(e))),
+                }
+            }
+            "read" => {
+                let n: usize = arg().parse().expect("length");
+                let result = need(&file).read_len(n).map(|bytes| {
+                    if let Some(g) = sysgenid_abi::decode_generation(&bytes) {
+                        last = g;
+                        g.to_string()
+                    } else {
+                        format!("{}bytes", bytes.len())
+                    }
+                });
+                report("read", result);
+            }
+            "ack" => report("ack", need(&file).ack(last)),
+            "write-u32" => {
+                let v: u32 = arg().parse().expect("value");
+                report("write-u32", need(&file).ack(v));
+            }
+            "write-len" => {
+                let n: usize = arg().parse().expect("length");
+                report("write-len", need(&file).write_bytes(&vec![0u8; n]));
+            }
+            "ioctl" => {
+                let cmd = parse_u64(&arg()) as u32;
+                let a = parse_u64(&arg());
+                report("ioctl", need(&file).ioctl(cmd, a));
+            }
+            "track" => {
+                let on: u64 = arg().parse().expect("0 or 1");
+                report(
+                    "track",
+                    need(&file).ioctl(SYSGENID_SET_WATCHER_TRACKING, on),
+                );
+            }
+            "wait" => {
+                let ms: u64 = arg().parse().expect("ms");
+                report("wait", need(&file).ioctl(SYSGENID_WAIT_WATCHERS, ms));
+            }
+            "trigger" => {
+                let min = parse_u64(&arg());
+                report(
+                    "trigger",
+                    need(&file).ioctl(SYSGENID_TRIGGER_GEN_UPDATE, min),
+                );
+            }
+            "thread-trigger" => {
+                let min = parse_u64(&arg());
+                let f = need(&file);
+                let result = std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+                        let main = rustix::process::getpid().as_raw_nonzero().get();
+                        assert_ne!(tid, main, "runs on another thread");
+                        f.ioctl(SYSGENID_TRIGGER_GEN_UPDATE, min)
+                    })
+                    .join()
+                    .expect("thread")
+                });
+                report("thread-trigger", result);
+            }
+            "poll" => {
+                let ms: u64 = arg().parse().expect("ms");
+                let result = need(&file).poll(Duration::from_millis(ms));
+                report("poll", result.map(|flags| flags.bits()));
+            }
+            "mmap" => {
+                let f = need(&file);
+                // SAFETY: a fresh read-only shared mapping of one page of an open file, at an
+                // address the kernel picks; it is only read through volatile loads.
+                let result = unsafe {
+                    rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        sysgenid_abi::PAGE_SIZE,
+                        rustix::mm::ProtFlags::READ,
+                        rustix::mm::MapFlags::SHARED,
+                        f,
+                        0,
+                    )
+                };
+                match result {
+                    Ok(ptr) => {
+                        mapping = Some(Mapping { ptr });
+                        say("mmap ok".to_owned());
+                    }
+                    Err(e) => say(format!("mmap err {}", errno_name(e))),
+                }
+            }
+            "load" => {
+                let m = mapping.as_ref().expect("mmap first");
+                // SAFETY: offset 0 of a live, page-aligned, readable mapping.
+                let v = unsafe { std::ptr::read_volatile(m.ptr.cast::<u32>()) };
+                say(format!("load ok {v}"));
+            }
+            "sleep" => {
+                let ms: u64 = arg().parse().expect("ms");
+                std::thread::sleep(Duration::from_millis(ms));
+                say("sleep ok".to_owned());
+            }
+            "ready" => say("ready ok".to_owned()),
+            "wait-stdin" => {
+                let mut line = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut line);
+                say("wait-stdin ok".to_owned());
+            }
+            other => panic!("unknown step {other}"),
+        }
+    }
+}
+
+fn need(file: &Option<DevFile>) -> &DevFile {
+    file.as_ref().expect("open a file first")
+}
+
+fn parse_u64(text: &str) -> u64 {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).expect("hex number"),
+        None => text.parse().expect("number"),
+    }
+}

@@ -1,0 +1,326 @@
+//! Test harness: start a real `sysgenidd` on a temporary device, talk to it with real syscalls.
+//!
+//! Tests run as root. Each [`Daemon`] gets its own device path and state directory under a
+//! temporary directory, runs with hardware backends off, and is stopped and unmounted when
+//! dropped.
+#![deny(missing_docs)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
+pub use rustix::io::Errno;
+
+/// How long a daemon gets to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A built binary of the workspace, next to the test executable's `deps` directory.
+///
+/// `scripts/test.sh` builds every binary before running the tests; `SYSGENID_BIN_DIR` points
+/// elsewhere if needed.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("SYSGENID_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            let deps = exe.parent().expect("deps dir");
+            deps.parent().expect("profile dir").to_owned()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// The probe helper binary of this crate, for actions that need their own process.
+pub fn probe_binary() -> PathBuf {
+    workspace_binary("sysgenid-probe")
+}
+
+/// A running daemon on a temporary device.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// The temporary directory holding everything.
+    pub dir: PathBuf,
+    /// The device file.
+    pub device: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+/// Options for [`Daemon::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Extra arguments, such as `--device-mmap off`.
+    pub args: Vec<String>,
+    /// Reuse this directory (for restarts) instead of a new temporary one.
+    pub dir: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Starts a daemon with default options and waits until it is serving.
+    pub fn start() -> Daemon {
+        Daemon::start_with(DaemonOptions::default())
+    }
+
+    /// Starts a daemon and waits until its control socket says it is serving.
+    pub fn start_with(options: DaemonOptions) -> Daemon {
+        let (temp, dir) = match options.dir {
+            Some(dir) => (None, dir),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("sysgenid-e2e-")
+                    .tempdir()
+                    .expect("temp dir");
+                let dir = temp.path().to_owned();
+                (Some(temp), dir)
+            }
+        };
+        let device = dir.join("device");
+        let state_dir = dir.join("state");
+        let log = dir.join("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(workspace_binary("sysgenidd"))
+            .arg("--device")
+            .arg(&device)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--backends", "none", "--log", "debug"])
+            .args(&options.args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn sysgenidd");
+        let mut daemon = Daemon {
+            child: Some(child),
+            dir,
+            device,
+            state_dir,
+            _temp: temp,
+            log,
+        };
+        daemon.wait_serving();
+        daemon
+    }
+
+    fn wait_serving(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("sysgenidd exited early ({status}); log:\n{}", self.log());
+            }
+            if let Ok(status) = self.try_status()
+                && status["serving"] == true
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sysgenidd did not start serving; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The control socket path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join(sysgenid_abi::CONTROL_SOCKET_NAME)
+    }
+
+    /// The page file path.
+    pub fn page_file(&self) -> PathBuf {
+        self.state_dir.join(sysgenid_abi::PAGE_FILE_NAME)
+    }
+
+    /// One `status` request over the control socket.
+    pub fn try_status(&self) -> std::io::Result<serde_json::Value> {
+        let mut stream = UnixStream::connect(self.control_socket())?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"status\n")?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    }
+
+    /// The status document; panics if the daemon does not answer.
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status().expect("control socket answers")
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    /// Stops the daemon with SIGTERM and waits; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Kills the daemon with SIGKILL and waits, leaving its mount stale.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Keeps the directory after the daemon is gone, for a restart on the same state.
+    pub fn into_dir(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.kill();
+        let temp = self._temp.take().expect("owns a temp dir");
+        (temp, self.dir.clone())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.stop() {
+            eprintln!("sysgenidd did not exit cleanly; log:\n{}", self.log());
+        }
+        let _ = rustix::mount::unmount(&self.device, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// An open file of the device, with the raw calls of the ABI.
+#[derive(Debug)]
+pub struct DevFile {
+    fd: OwnedFd,
+}
+
+impl DevFile {
+    /// Opens `path` with `flags` (for example `OFlags::RDWR`).
+    pub fn open(path: &Path, flags: OFlags) -> Result<DevFile, Errno> {
+        let fd = rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(DevFile { fd })
+    }
+
+    /// Opens read-write.
+    pub fn rw(path: &Path) -> DevFile {
+        DevFile::open(path, OFlags::RDWR).expect("open rw")
+    }
+
+    /// Opens read-write and non-blocking.
+    pub fn rw_nonblock(path: &Path) -> DevFile {
+        DevFile::open(path, OFlags::RDWR | OFlags::NONBLOCK).expect("open rw nonblock")
+    }
+
+    /// `read(2)` of `len` bytes: the generation, or the number of bytes when it is not 4.
+    pub fn read_len(&self, len: usize) -> Result<Vec<u8>, Errno> {
+        let mut buf = vec![0u8; len];
+        let n = rustix::io::read(&self.fd, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// `read(2)` of 4 bytes as a generation.
+    pub fn read(&self) -> Result<u32, Errno> {
+        let bytes = self.read_len(4)?;
+        Ok(sysgenid_abi::decode_generation(&bytes).expect("4 bytes"))
+    }
+
+    /// `write(2)` of raw bytes.
+    pub fn write_bytes(&self, data: &[u8]) -> Result<usize, Errno> {
+        rustix::io::write(&self.fd, data)
+    }
+
+    /// Acknowledges `generation`.
+    pub fn ack(&self, generation: u32) -> Result<usize, Errno> {
+        self.write_bytes(&generation.to_ne_bytes())
+    }
+
+    /// `ioctl(2)` with an integer argument; the return value on success.
+    pub fn ioctl(&self, cmd: u32, arg: u64) -> Result<i32, Errno> {
+        // SAFETY: the device's ioctls take an integer argument, never a pointer.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                cmd as libc::c_ulong,
+                arg as libc::c_ulong,
+            )
+        };
+        if rc < 0 {
+            Err(Errno::from_raw_os_error(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ))
+        } else {
+            Ok(rc)
+        }
+    }
+
+    /// `SET_WATCHER_TRACKING`.
+    pub fn track(&self, on: bool) -> Result<i32, Errno> {
+        self.ioctl(sysgenid_abi::SYSGENID_SET_WATCHER_TRACKING, u64::from(on))
+    }
+
+    /// `WAIT_WATCHERS` with a timeout in milliseconds.
+    pub fn wait_watchers(&self, timeout_ms: u64) -> Result<i32, Errno> {
+        self.ioctl(sysgenid_abi::SYSGENID_WAIT_WATCHERS, timeout_ms)
+    }
+
+    /// `TRIGGER_GEN_UPDATE` with a minimum.
+    pub fn trigger(&self, min: u64) -> Result<i32, Errno> {
+        self.ioctl(sysgenid_abi::SYSGENID_TRIGGER_GEN_UPDATE, min)
+    }
+
+    /// `poll(2)` for `POLLIN` with a timeout; the returned events.
+    pub fn poll(&self, timeout: Duration) -> Result<rustix::event::PollFlags, Errno> {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN | PollFlags::RDNORM)];
+        let ts = Timespec::try_from(timeout).expect("timeout");
+        rustix::event::poll(&mut fds, Some(&ts))?;
+        Ok(fds[0].revents())
+    }
+}
+
+impl AsFd for DevFile {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Waits until `check` holds, polling every 10 ms, or panics with `what` after 10 seconds.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
