@@ -28,7 +28,8 @@ pub enum Errno {
     Overflow,
     /// `EIO`: the new generation could not be made durable, so the bump did not happen.
     Io,
-    /// `EBADF`: a request on an open file the device no longer knows.
+    /// `EBADF`: turning tracking on for a file not open for writing (it could never
+    /// acknowledge); a request on an open file the device no longer knows.
     BadF,
 }
 

@@ -14,6 +14,8 @@ struct OpenFile {
     /// The generation this file has acknowledged; outdated while it differs from the current one.
     acked: u32,
     tracked: bool,
+    /// Opened for writing: able to acknowledge, so allowed to be tracked.
+    writable: bool,
     /// Kept for the file's whole life, so that every bump wakes it (see [`Device::commit_bump`]).
     poll_handle: Option<PollHandle>,
     pid: u32,
@@ -118,7 +120,11 @@ impl Device {
     /// Acts on one event, queueing the actions it causes.
     pub fn handle(&mut self, event: Event<'_>) {
         match event {
-            Event::Open { request, pid } => self.open(request, pid),
+            Event::Open {
+                request,
+                pid,
+                writable,
+            } => self.open(request, pid, writable),
             Event::Read {
                 request,
                 file,
@@ -171,12 +177,13 @@ impl Device {
         self.files.get_mut(&file)
     }
 
-    fn open(&mut self, request: RequestId, pid: u32) {
+    fn open(&mut self, request: RequestId, pid: u32, writable: bool) {
         let id = FileId(self.next_file);
         self.next_file += 1;
         let file = OpenFile {
             acked: self.generation,
             tracked: false,
+            writable,
             poll_handle: None,
             pid,
         };
@@ -208,6 +215,10 @@ impl Device {
         let Some(open) = self.file_or_ebadf(request, file) else {
             return;
         };
+        if !open.writable {
+            self.reply(request, Reply::Error(Errno::BadF));
+            return;
+        }
         if data.len() != GENERATION_SIZE {
             self.reply(request, Reply::Error(Errno::NoBufs));
             return;
@@ -252,10 +263,15 @@ impl Device {
         caller: Caller,
         now: Time,
     ) {
-        if self.file_or_ebadf(request, file).is_none() {
+        let Some(open) = self.file_or_ebadf(request, file) else {
             return;
-        }
+        };
+        let writable = open.writable;
         match Ioctl::from_cmd(cmd) {
+            // A read-only file could never acknowledge, so it would hold every wait forever.
+            Some(Ioctl::SetWatcherTracking) if arg != 0 && !writable => {
+                self.reply(request, Reply::Error(Errno::BadF));
+            }
             Some(Ioctl::SetWatcherTracking) => {
                 self.set_tracking(file, arg != 0);
                 self.reply(request, Reply::Done);

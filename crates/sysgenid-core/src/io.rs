@@ -13,6 +13,9 @@ pub enum Event<'a> {
         request: RequestId,
         /// The opening process, remembered for status.
         pid: u32,
+        /// Whether the file was opened for writing. Only such a file can acknowledge, so only
+        /// such a file may become a tracked watcher.
+        writable: bool,
     },
     /// `read(2)`. Replies at once or stays pending until the file is outdated.
     Read {

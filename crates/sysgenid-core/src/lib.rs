@@ -13,7 +13,7 @@
 //! use sysgenid_abi::SYSGENID_TRIGGER_GEN_UPDATE;
 //!
 //! let mut dev = Device::new(5);
-//! dev.handle(Event::Open { request: RequestId(1), pid: 100 });
+//! dev.handle(Event::Open { request: RequestId(1), pid: 100, writable: true });
 //! let Some(Action::Reply { reply: Reply::Opened(file), .. }) = dev.poll_action() else {
 //!     unreachable!()
 //! };

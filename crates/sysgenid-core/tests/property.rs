@@ -29,7 +29,9 @@ enum Persist {
 /// One step of a scenario. Indices pick among files or requests seen so far.
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Open,
+    Open {
+        writable: bool,
+    },
     Read {
         file: usize,
         len: usize,
@@ -101,7 +103,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(u64::MAX)
     ];
     prop_oneof![
-        3 => Just(Op::Open),
+        3 => prop::bool::weighted(0.8).prop_map(|writable| Op::Open { writable }),
         3 => (file.clone(), read_len, any::<bool>())
             .prop_map(|(file, len, nonblocking)| Op::Read { file, len, nonblocking }),
         4 => file.clone().prop_map(|file| Op::AckCurrent { file }),
@@ -143,6 +145,7 @@ enum Waiting {
 struct ModelFile {
     acked: u32,
     tracked: bool,
+    writable: bool,
     handle: Option<u64>,
 }
 
@@ -355,7 +358,7 @@ impl Scenario {
     /// the model's expectations.
     fn apply(&mut self, op: &Op, request: RequestId) -> (Vec<Action>, Expect) {
         let op = if self.opened.is_empty() {
-            &Op::Open
+            &Op::Open { writable: true }
         } else {
             op
         };
@@ -384,8 +387,17 @@ impl Scenario {
         let now = driver.now;
         let pick = |i: usize| opened.get(i % opened.len().max(1)).copied();
         let actions = match (*op, pick(0)) {
-            (Op::Open, _) | (_, None) => {
-                let actions = driver.run(Event::Open { request, pid: 1 }, Persist::Ok);
+            (Op::Open { .. }, _) | (_, None) => {
+                let writable = match *op {
+                    Op::Open { writable } => writable,
+                    _ => true,
+                };
+                let event = Event::Open {
+                    request,
+                    pid: 1,
+                    writable,
+                };
+                let actions = driver.run(event, Persist::Ok);
                 if let Some(Action::Reply {
                     reply: Reply::Opened(file),
                     ..
@@ -395,6 +407,7 @@ impl Scenario {
                     let file_state = ModelFile {
                         acked,
                         tracked: false,
+                        writable,
                         handle: None,
                     };
                     assert!(
@@ -449,6 +462,7 @@ impl Scenario {
                 let generation = model.generation;
                 immediate = Some(match model.files.get_mut(&file) {
                     None => Reply::Error(Errno::BadF),
+                    Some(f) if !f.writable => Reply::Error(Errno::BadF),
                     Some(_) if data.len() != 4 => Reply::Error(Errno::NoBufs),
                     Some(_) if data[..] != generation.to_ne_bytes() => Reply::Error(Errno::Inval),
                     Some(f) => {
@@ -493,6 +507,8 @@ impl Scenario {
                 let file = pick(file).expect("opened");
                 immediate = Some(match model.files.get_mut(&file) {
                     None => Reply::Error(Errno::BadF),
+                    // A read-only file can never acknowledge, so it may not be tracked.
+                    Some(f) if on && !f.writable => Reply::Error(Errno::BadF),
                     Some(f) => {
                         f.tracked = on;
                         Reply::Done

@@ -307,6 +307,24 @@ fn any_nonzero_argument_turns_tracking_on() {
 }
 
 #[test]
+fn a_read_only_file_cannot_be_tracked_or_ack_but_may_read_poll_and_wait() {
+    let mut h = Harness::new(0);
+    let ro = h.open_read_only();
+    assert_eq!(
+        h.track(ro, true),
+        err(Errno::BadF),
+        "it could never acknowledge"
+    );
+    assert_eq!(h.track(ro, false), Some(Reply::Done), "off is harmless");
+    assert_eq!(h.dev.status().tracked, 0);
+    h.hardware_bump();
+    assert_eq!(h.read(ro, 4, true), Some(Reply::Generation(1)));
+    assert_eq!(h.poll(ro, None), Reply::Poll(POLL_OUTDATED));
+    assert_eq!(h.ack(ro), Reply::Error(Errno::BadF));
+    assert_eq!(h.wait(ro, 0).1, err(Errno::Intr), "still outdated");
+}
+
+#[test]
 fn tracking_an_outdated_file_counts_it_outdated() {
     let mut h = Harness::new(0);
     let f = h.open();
@@ -643,6 +661,7 @@ fn nothing_happens_until_the_persist_is_done() {
     dev.handle(Event::Open {
         request: RequestId(1),
         pid: 1,
+        writable: true,
     });
     let Some(Action::Reply {
         reply: Reply::Opened(f),
@@ -744,6 +763,7 @@ fn a_trigger_is_not_interruptible() {
     dev.handle(Event::Open {
         request: RequestId(1),
         pid: 1,
+        writable: true,
     });
     let Some(Action::Reply {
         reply: Reply::Opened(f),

@@ -6,10 +6,11 @@
 #![deny(missing_docs)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
@@ -57,6 +58,8 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     log: PathBuf,
+    /// Whether dropping unmounts the device (off once the caller keeps the directory).
+    unmount_on_drop: bool,
 }
 
 /// Options for [`Daemon::start_with`].
@@ -114,6 +117,7 @@ impl Daemon {
             state_dir,
             _temp: temp,
             log,
+            unmount_on_drop: true,
         };
         daemon.wait_serving();
         daemon
@@ -151,6 +155,35 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Makes the temporary directory traversable by every user (mode 0755), so that probes
+    /// running as other users can reach the device. The device's own mode still decides who
+    /// may open it.
+    pub fn allow_other_users(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the temporary directory");
+    }
+
+    /// The device path as a string, for probe arguments.
+    pub fn device_str(&self) -> &str {
+        self.device.to_str().expect("UTF-8 device path")
+    }
+
+    /// The current generation from the status document.
+    pub fn generation(&self) -> u64 {
+        self.status()["generation"]
+            .as_u64()
+            .expect("status has a generation")
+    }
+
+    /// A numeric field of the status document, such as `open_files` or `pending_reads`.
+    pub fn count(&self, field: &str) -> u64 {
+        let status = self.status();
+        status[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("status has no number {field:?}: {status}"))
     }
 
     /// The control socket path.
@@ -203,8 +236,10 @@ impl Daemon {
     }
 
     /// Keeps the directory after the daemon is gone, for a restart on the same state.
+    /// A killed daemon leaves its mount stale, and this keeps it so.
     pub fn into_dir(mut self) -> (tempfile::TempDir, PathBuf) {
         self.kill();
+        self.unmount_on_drop = false;
         let temp = self._temp.take().expect("owns a temp dir");
         (temp, self.dir.clone())
     }
@@ -215,7 +250,9 @@ impl Drop for Daemon {
         if !self.stop() {
             eprintln!("sysgenidd did not exit cleanly; log:\n{}", self.log());
         }
-        let _ = rustix::mount::unmount(&self.device, rustix::mount::UnmountFlags::DETACH);
+        if self.unmount_on_drop {
+            let _ = rustix::mount::unmount(&self.device, rustix::mount::UnmountFlags::DETACH);
+        }
     }
 }
 
@@ -268,21 +305,12 @@ impl DevFile {
 
     /// `ioctl(2)` with an integer argument; the return value on success.
     pub fn ioctl(&self, cmd: u32, arg: u64) -> Result<i32, Errno> {
-        // SAFETY: the device's ioctls take an integer argument, never a pointer.
-        let rc = unsafe {
-            libc::ioctl(
-                self.fd.as_raw_fd(),
-                cmd as libc::c_ulong,
-                arg as libc::c_ulong,
-            )
-        };
-        if rc < 0 {
-            Err(Errno::from_raw_os_error(
-                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            ))
-        } else {
-            Ok(rc)
-        }
+        raw_ioctl(self.fd.as_raw_fd(), cmd, arg)
+    }
+
+    /// The raw file descriptor, for a call made from another thread while this one closes it.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// `SET_WATCHER_TRACKING`.
@@ -314,6 +342,216 @@ impl AsFd for DevFile {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// `ioctl(2)` with an integer argument on a raw descriptor; the return value on success.
+///
+/// A stale or closed `fd` gives `EBADF`; the device's ioctls take an integer, never a pointer.
+pub fn raw_ioctl(fd: RawFd, cmd: u32, arg: u64) -> Result<i32, Errno> {
+    // SAFETY: the device's ioctls take an integer argument, never a pointer, so the kernel
+    // dereferences nothing of ours; an invalid descriptor only yields EBADF.
+    let rc = unsafe { libc::ioctl(fd, cmd as libc::c_ulong, arg as libc::c_ulong) };
+    if rc < 0 {
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The kernel function a task (process or thread id) sleeps in, from `/proc/<id>/wchan`:
+/// for example `request_wait_answer` while a FUSE request is unanswered, or
+/// `poll_schedule_timeout...` while it sleeps in `poll(2)` after registering.
+pub fn wchan(task: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{task}/wchan")).unwrap_or_default()
+}
+
+/// Who a probe process runs as. Credentials change only through `setpriv` or `unshare`, in
+/// the probe's own process, never in the test process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// The test's own credentials: root with its capabilities.
+    Root,
+    /// `nobody` (65534:65534, no supplementary groups) with no capabilities at all.
+    Nobody,
+    /// `nobody` holding only `CAP_CHECKPOINT_RESTORE` (inheritable and ambient, so effective
+    /// after exec).
+    NobodyWithCheckpointRestore,
+    /// Root inside a new user namespace (`unshare -Ur`): every capability there, none in the
+    /// daemon's namespace.
+    RootInNewUserNs,
+}
+
+/// The `sysgenid-probe` command running as `who`, with `args` as its steps.
+pub fn probe_command(who: Identity, args: &[&str]) -> Command {
+    const NOBODY: [&str; 4] = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
+    let probe = probe_binary();
+    let mut command = match who {
+        Identity::Root => Command::new(&probe),
+        Identity::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args(NOBODY).arg("--bounding-set=-all").arg(&probe);
+            c
+        }
+        Identity::NobodyWithCheckpointRestore => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all,+checkpoint_restore",
+                "--ambient-caps=+checkpoint_restore",
+            ])
+            .arg(&probe);
+            c
+        }
+        Identity::RootInNewUserNs => {
+            let mut c = Command::new("unshare");
+            c.arg("-Ur").arg(&probe);
+            c
+        }
+    };
+    command.args(args);
+    command
+}
+
+/// How long a probe gets to print its next line.
+pub const PROBE_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running probe process whose output is read line by line, with a timeout.
+///
+/// Dropping it kills the process if it is still running.
+#[derive(Debug)]
+pub struct Probe {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Probe {
+    /// Starts a probe as `who` with `args` as its steps.
+    pub fn spawn(who: Identity, args: &[&str]) -> Probe {
+        let mut child = probe_command(who, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the probe");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Probe {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Runs a probe to the end and returns every line it printed.
+    pub fn run(who: Identity, args: &[&str]) -> Vec<String> {
+        Probe::spawn(who, args).finish()
+    }
+
+    /// The probe's process id (`setpriv` and `unshare -Ur` exec it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line, or `None` at end of output; panics after [`PROBE_LINE_TIMEOUT`].
+    pub fn try_line(&mut self) -> Option<String> {
+        match self.lines.recv_timeout(PROBE_LINE_TIMEOUT) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the probe printed nothing for {PROBE_LINE_TIMEOUT:?}")
+            }
+        }
+    }
+
+    /// The next line; panics at end of output or after [`PROBE_LINE_TIMEOUT`].
+    pub fn line(&mut self) -> String {
+        self.try_line().expect("the probe ended early")
+    }
+
+    /// Asserts that the next line is `expected`.
+    pub fn expect(&mut self, expected: &str) {
+        assert_eq!(self.line(), expected);
+    }
+
+    /// The next line if one comes within `wait`: `None` shows that a call is still in progress.
+    pub fn line_within(&mut self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+
+    /// Sends a line to the probe's stdin, ending a `wait-stdin` step.
+    pub fn resume(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(b"\n").expect("write to the probe");
+        stdin.flush().expect("flush");
+    }
+
+    /// Sends `signal` to the probe.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    /// Kills the probe with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Closes stdin, reads the remaining lines, and reaps the process.
+    pub fn finish(mut self) -> Vec<String> {
+        self.stdin = None;
+        let mut out = Vec::new();
+        while let Some(line) = self.try_line() {
+            out.push(line);
+        }
+        let status = self.child.wait().expect("wait for the probe");
+        assert!(
+            status.success(),
+            "the probe failed ({status}); printed {out:?}"
+        );
+        out
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Runs `f` on a new thread and returns its result, or panics with `what` after `timeout`, so
+/// that a call that should not block fails the test instead of hanging it.
+pub fn within<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(timeout)
+        .unwrap_or_else(|_| panic!("{what}: no result within {timeout:?}"))
 }
 
 /// Waits until `check` holds, polling every 10 ms, or panics with `what` after 10 seconds.

@@ -265,9 +265,10 @@ impl Server {
             }
             Operation::Lookup { .. } => self.send(&reply::error(unique, libc::ENOENT)),
             Operation::Statfs => self.send(&reply::statfs(unique, &wire::Kstatfs::default())),
-            Operation::Open { .. } => self.feed(Event::Open {
+            Operation::Open { flags, .. } => self.feed(Event::Open {
                 request: id,
                 pid: header.pid,
+                writable: flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32,
             }),
             Operation::Read {
                 fh,

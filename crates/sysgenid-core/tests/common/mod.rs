@@ -83,7 +83,19 @@ impl Harness {
     }
 
     pub fn open(&mut self) -> FileId {
-        match self.call(|request| Event::Open { request, pid: 42 }) {
+        self.open_with(true)
+    }
+
+    pub fn open_read_only(&mut self) -> FileId {
+        self.open_with(false)
+    }
+
+    fn open_with(&mut self, writable: bool) -> FileId {
+        match self.call(|request| Event::Open {
+            request,
+            pid: 42,
+            writable,
+        }) {
             Some(Reply::Opened(file)) => file,
             other => panic!("open gave {other:?}"),
         }

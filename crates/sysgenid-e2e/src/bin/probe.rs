@@ -7,7 +7,10 @@
 //! Steps: `open PATH ro|rw|ro-nonblock|rw-nonblock`, `read N`, `ack` (writes the last value
 //! read), `write-u32 V`, `write-len N`, `ioctl CMD ARG`, `track 0|1`, `wait MS`,
 //! `trigger MIN`, `thread-trigger MIN`, `poll MS`, `mmap`, `load`, `sleep MS`, `ready`,
-//! `wait-stdin`.
+//! `wait-stdin`, `close` (closes the file), `sigaction-usr1` and `sigaction-usr1-restart`
+//! (install a no-op SIGUSR1 handler without or with `SA_RESTART`, so that SIGUSR1 interrupts a
+//! call instead of killing the probe), `whoami` (prints `uid=<euid> capeff=<hex>` from
+//! `/proc/self/status`, to check what `setpriv`/`unshare` produced).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -174,6 +177,28 @@ fn main() {
                 say("sleep ok".to_owned());
             }
             "ready" => say("ready ok".to_owned()),
+            "whoami" => {
+                let status = std::fs::read_to_string("/proc/self/status").expect("status");
+                let field = |name: &str| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(str::trim)
+                        .unwrap_or("?")
+                        .to_owned()
+                };
+                let uid = field("Uid:");
+                let euid = uid.split_whitespace().nth(1).unwrap_or("?");
+                say(format!("whoami ok uid={euid} capeff={}", field("CapEff:")));
+            }
+            "close" => {
+                drop(file.take().expect("open a file first"));
+                say("close ok".to_owned());
+            }
+            "sigaction-usr1" => report("sigaction-usr1", install_noop_usr1(false)),
+            "sigaction-usr1-restart" => {
+                report("sigaction-usr1-restart", install_noop_usr1(true));
+            }
             "wait-stdin" => {
                 let mut line = String::new();
                 let _ = std::io::stdin().lock().read_line(&mut line);
@@ -181,6 +206,29 @@ fn main() {
             }
             other => panic!("unknown step {other}"),
         }
+    }
+}
+
+extern "C" fn noop_handler(_signal: libc::c_int) {}
+
+/// Installs a no-op SIGUSR1 handler, with `SA_RESTART` if `restart`.
+fn install_noop_usr1(restart: bool) -> Result<i32, Errno> {
+    // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags) that is then
+    // filled in; the handler is an `extern "C"` function that does nothing, which is
+    // async-signal-safe; the old action pointer may be null.
+    let rc = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = noop_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut())
+    };
+    if rc == 0 {
+        Ok(0)
+    } else {
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
     }
 }
 

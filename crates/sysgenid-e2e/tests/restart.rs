@@ -1,0 +1,300 @@
+//! Daemon restarts and faults: persistence, stale mounts, what old clients see, failed persists,
+//! and a daemon killed in the middle of bumps.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, Errno, eventually, workspace_binary};
+
+fn restart_in(dir: &Path) -> Daemon {
+    Daemon::start_with(DaemonOptions {
+        dir: Some(dir.to_owned()),
+        ..DaemonOptions::default()
+    })
+}
+
+fn page_value(daemon: &Daemon) -> u32 {
+    let mut buf = [0u8; 4];
+    std::fs::File::open(daemon.page_file())
+        .unwrap()
+        .read_exact_at(&mut buf, 0)
+        .unwrap();
+    u32::from_ne_bytes(buf)
+}
+
+/// Runs the daemon binary on `dir` until it exits by itself (it is expected to refuse).
+fn run_to_exit(dir: &Path, prefix: &[&str]) -> Output {
+    let daemon = workspace_binary("sysgenidd");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(daemon);
+            c
+        }
+        None => Command::new(daemon),
+    };
+    let child = cmd
+        .arg("--device")
+        .arg(dir.join("device"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--backends", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    out
+}
+
+#[test]
+fn counter_survives_a_restart() {
+    let mut daemon = Daemon::start();
+    let f = DevFile::rw(&daemon.device);
+    for _ in 0..3 {
+        f.trigger(0).unwrap();
+    }
+    drop(f);
+    assert!(daemon.stop(), "clean exit on SIGTERM");
+    let (_temp, dir) = daemon.into_dir();
+    let daemon = restart_in(&dir);
+    assert_eq!(daemon.status()["generation"], 3);
+    assert_eq!(page_value(&daemon), 3);
+    let f = DevFile::rw_nonblock(&daemon.device);
+    assert_eq!(f.read(), Err(Errno::AGAIN), "a new open starts up to date");
+    f.trigger(0).unwrap();
+    assert_eq!(f.read(), Ok(4), "the counter continues");
+}
+
+#[test]
+fn sigterm_unmounts_and_leaves_a_mode_0000_file() {
+    let mut daemon = Daemon::start();
+    assert!(daemon.stop());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(daemon.device.to_str().unwrap()),
+        "unmounted"
+    );
+    let meta = std::fs::metadata(&daemon.device).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0
+    );
+    assert_eq!(meta.len(), 0);
+    assert!(!daemon.control_socket().exists(), "control socket removed");
+}
+
+#[test]
+fn a_crash_leaves_a_stale_mount_that_the_next_daemon_replaces() {
+    let daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let (_temp, dir) = daemon.into_dir();
+    let device = dir.join("device");
+    let err = std::fs::File::open(&device).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ENOTCONN),
+        "stale mount: {err}"
+    );
+    let daemon = restart_in(&dir);
+    assert!(
+        daemon.log().contains("replacing a stale mount"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.status()["generation"], 1);
+    assert_eq!(DevFile::rw(&daemon.device).trigger(0), Ok(0));
+}
+
+#[test]
+fn a_second_daemon_refuses_a_live_mount() {
+    let daemon = Daemon::start();
+    let out = run_to_exit(&daemon.dir, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already served by a live FUSE mount")
+            && stderr.contains("another sysgenidd"),
+        "{stderr}"
+    );
+    assert_eq!(
+        daemon.status()["serving"],
+        true,
+        "the first daemon is unharmed"
+    );
+}
+
+#[test]
+fn old_fds_get_enotconn_after_a_restart_and_a_reopen_works() {
+    let mut daemon = Daemon::start();
+    let old = DevFile::rw_nonblock(&daemon.device);
+    old.trigger(0).unwrap();
+    assert!(daemon.stop());
+    let (_temp, dir) = daemon.into_dir();
+    let daemon = restart_in(&dir);
+    assert_eq!(old.read(), Err(Errno::NOTCONN));
+    assert_eq!(old.ack(1), Err(Errno::NOTCONN));
+    assert_eq!(old.trigger(0), Err(Errno::NOTCONN));
+    let new = DevFile::rw_nonblock(&daemon.device);
+    assert_eq!(new.read(), Err(Errno::AGAIN));
+    new.trigger(0).unwrap();
+    assert_eq!(new.read(), Ok(2));
+}
+
+#[test]
+fn the_page_file_keeps_the_last_value_and_follows_the_next_daemon() {
+    let daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(7).unwrap();
+    let page = std::fs::File::open(daemon.page_file()).unwrap();
+    let read = |f: &std::fs::File| {
+        let mut buf = [0u8; 4];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        u32::from_ne_bytes(buf)
+    };
+    assert_eq!(read(&page), 7);
+    let (_temp, dir) = daemon.into_dir();
+    assert_eq!(read(&page), 7, "kept while the daemon is down");
+    let daemon = restart_in(&dir);
+    assert_eq!(read(&page), 7);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    assert_eq!(read(&page), 8, "the same file, updated in place");
+}
+
+#[test]
+fn a_corrupt_state_file_is_refused_with_a_clear_message() {
+    let mut daemon = Daemon::start();
+    assert!(daemon.stop());
+    let (_temp, dir) = daemon.into_dir();
+    std::fs::write(dir.join("state/state"), "garbage\n").unwrap();
+    let out = run_to_exit(&dir, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a sysgenid state file"), "{stderr}");
+}
+
+#[test]
+fn a_missing_dev_fuse_gets_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // A private mount namespace whose /dev has no fuse node.
+    let out = run_to_exit(
+        dir.path(),
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs none /dev && exec \"$0\" \"$@\"",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/fuse") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failed_persist_fails_the_trigger_with_eio_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a small tmpfs for the state");
+    let cleanup = scopeguard(&state);
+    let daemon = Daemon::start_with(DaemonOptions {
+        dir: Some(dir.path().to_owned()),
+        ..DaemonOptions::default()
+    });
+    let f = DevFile::rw_nonblock(&daemon.device);
+    f.trigger(0).unwrap();
+    assert_eq!(f.read(), Ok(1));
+    f.ack(1).unwrap();
+    // Fill the file system so the next persist cannot write.
+    let filler = state.join("filler");
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .args(["bs=4k", "status=none"])
+        .status();
+    assert_eq!(
+        f.trigger(0),
+        Err(Errno::IO),
+        "the bump cannot be made durable"
+    );
+    assert_eq!(f.read(), Err(Errno::AGAIN), "nobody was woken");
+    assert_eq!(page_value(&daemon), 1, "nothing was published");
+    let status = daemon.status();
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["degraded"], true);
+    assert_eq!(status["failed_bumps"], 1);
+    assert_eq!(status["last_failure"]["error"], "EIO");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(f.trigger(0), Ok(0), "works again once there is room");
+    assert_eq!(f.read(), Ok(2));
+    assert_eq!(daemon.status()["degraded"], false);
+    drop(daemon);
+    drop(cleanup);
+}
+
+#[test]
+fn a_daemon_killed_during_bumps_never_moves_the_counter_backwards() {
+    let first = Daemon::start();
+    let (_temp, dir) = first.into_dir();
+    let mut highest_seen = 0u32;
+    for round in 0..5 {
+        let daemon = restart_in(&dir);
+        let start = daemon.status()["generation"].as_u64().unwrap() as u32;
+        assert!(
+            start >= highest_seen,
+            "round {round}: restarted at {start} after seeing {highest_seen}"
+        );
+        let device = daemon.device.clone();
+        let bumper = std::thread::spawn(move || {
+            let f = DevFile::rw(&device);
+            let mut seen = 0;
+            // Each successful trigger was persisted before it was answered.
+            while f.trigger(0).is_ok() {
+                seen = f.read().unwrap_or(seen).max(seen);
+            }
+            seen
+        });
+        std::thread::sleep(Duration::from_millis(30 + 20 * round));
+        let mut daemon = daemon;
+        daemon.kill();
+        highest_seen = highest_seen.max(bumper.join().unwrap());
+    }
+    let daemon = restart_in(&dir);
+    let end = daemon.status()["generation"].as_u64().unwrap() as u32;
+    assert!(
+        end >= highest_seen && highest_seen > 0,
+        "end {end}, seen {highest_seen}"
+    );
+    eventually("serving", || daemon.status()["serving"] == true);
+}
+
+/// Unmounts the small tmpfs when dropped, even if the test fails.
+fn scopeguard(path: &Path) -> impl Drop + '_ {
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    Unmount(path)
+}
