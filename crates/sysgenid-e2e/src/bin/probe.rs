@@ -6,7 +6,8 @@
 //!
 //! Steps: `open PATH ro|rw|ro-nonblock|rw-nonblock`, `read N`, `ack` (writes the last value
 //! read), `write-u32 V`, `write-len N`, `ioctl CMD ARG`, `track 0|1`, `wait MS`,
-//! `trigger MIN`, `thread-trigger MIN`, `poll MS`, `mmap`, `load`, `sleep MS`, `ready`,
+//! `trigger MIN`, `thread-trigger MIN`, `poll MS`, `mmap`, `mmap-rw`, `mprotect-rw`,
+//! `store V`, `msync`, `proc-mem-store V`, `load`, `sleep MS`, `ready`,
 //! `wait-stdin`, `close` (closes the file), `sigaction-usr1` and `sigaction-usr1-restart`
 //! (install a no-op SIGUSR1 handler without or with `SA_RESTART`, so that SIGUSR1 interrupts a
 //! call instead of killing the probe), `whoami` (prints `uid=<euid> capeff=<hex>` from
@@ -163,6 +164,71 @@ fn main() {
                         say("mmap ok".to_owned());
                     }
                     Err(e) => say(format!("mmap err {}", errno_name(e))),
+                }
+            }
+            "mmap-rw" => {
+                let f = need(&file);
+                // SAFETY: a fresh shared mapping of one page at an address the kernel picks; it
+                // is only touched through volatile loads and stores of its first word.
+                let result = unsafe {
+                    rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        sysgenid_abi::PAGE_SIZE,
+                        rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                        rustix::mm::MapFlags::SHARED,
+                        f,
+                        0,
+                    )
+                };
+                match result {
+                    Ok(ptr) => {
+                        mapping = Some(Mapping { ptr });
+                        say("mmap-rw ok".to_owned());
+                    }
+                    Err(e) => say(format!("mmap-rw err {}", errno_name(e))),
+                }
+            }
+            "mprotect-rw" => {
+                let m = mapping.as_ref().expect("mmap first");
+                let flags = rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE;
+                // SAFETY: changes the protection of our own live mapping, which nothing else
+                // in this process refers to.
+                let result = unsafe { rustix::mm::mprotect(m.ptr, sysgenid_abi::PAGE_SIZE, flags) };
+                report("mprotect-rw", result.map(|()| 0));
+            }
+            "store" => {
+                let v: u32 = arg().parse().expect("value");
+                let m = mapping.as_ref().expect("mmap first");
+                // SAFETY: offset 0 of a live, page-aligned mapping made writable by the steps
+                // before; a fault here is the behaviour under test.
+                unsafe { std::ptr::write_volatile(m.ptr.cast::<u32>(), v) };
+                say("store ok".to_owned());
+            }
+            "msync" => {
+                let m = mapping.as_ref().expect("mmap first");
+                // SAFETY: syncs our own live mapping.
+                let result = unsafe {
+                    rustix::mm::msync(m.ptr, sysgenid_abi::PAGE_SIZE, rustix::mm::MsyncFlags::SYNC)
+                };
+                report("msync", result.map(|()| 0));
+            }
+            "proc-mem-store" => {
+                // Writes the mapping through /proc/self/mem, which can force writes into
+                // read-only private mappings but must not reach a shared read-only one.
+                let v: u32 = arg().parse().expect("value");
+                let m = mapping.as_ref().expect("mmap first");
+                let result = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/proc/self/mem")
+                    .and_then(|mem| {
+                        std::os::unix::fs::FileExt::write_at(&mem, &v.to_ne_bytes(), m.ptr as u64)
+                    });
+                match result {
+                    Ok(n) => say(format!("proc-mem-store ok {n}")),
+                    Err(e) => say(format!(
+                        "proc-mem-store err {}",
+                        errno_name(Errno::from_io_error(&e).unwrap_or(Errno::IO))
+                    )),
                 }
             }
             "load" => {
