@@ -69,6 +69,8 @@ pub struct DaemonOptions {
     pub args: Vec<String>,
     /// Reuse this directory (for restarts) instead of a new temporary one.
     pub dir: Option<PathBuf>,
+    /// Extra environment variables, such as `NOTIFY_SOCKET`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -105,6 +107,7 @@ impl Daemon {
             .arg(&state_dir)
             .args(["--backends", "none", "--log", "debug"])
             .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)

@@ -56,7 +56,7 @@ pub enum DaemonError {
     Prepare(#[from] server::PrepareError),
     /// Mounting failed.
     #[error(transparent)]
-    Mount(#[from] sysgenid_fuse::MountError),
+    Mount(#[from] server::MountDeviceError),
     /// The control socket cannot be bound.
     #[error("control socket {}: {source}", path.display())]
     Control {

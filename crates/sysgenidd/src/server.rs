@@ -505,9 +505,15 @@ pub enum PrepareError {
 }
 
 /// Makes `path` ready to mount on: replaces a stale mount, refuses a live one, and leaves a
-/// mode-0000 regular file, so that a namespace without the mount never finds a readable empty
-/// file there.
+/// regular file that no one else can read, so that a namespace without the mount never finds a
+/// readable empty file there: mode 0000 as root, 0600 otherwise (`fusermount3` needs the owner
+/// to be able to open its mountpoint).
 pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
+    let mode = if rustix::process::geteuid().is_root() {
+        0o000
+    } else {
+        0o600
+    };
     let io = |source| PrepareError::Io {
         path: path.to_owned(),
         source,
@@ -535,7 +541,7 @@ pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).map_err(io)
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)
         }
         Ok(_) => Err(PrepareError::NotAFile {
             path: path.to_owned(),
@@ -547,7 +553,7 @@ pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o000)
+                .mode(mode)
                 .open(path)
                 .map(drop)
                 .map_err(io)
@@ -557,7 +563,49 @@ pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
 }
 
 /// Mounts the device: directly as root, through `fusermount3` otherwise.
-pub fn mount_device(path: &Path) -> Result<(Mount, Channel), sysgenid_fuse::MountError> {
+pub fn mount_device(path: &Path) -> Result<(Mount, Channel), MountDeviceError> {
+    if !rustix::process::geteuid().is_root() {
+        check_user_mount(Path::new(sysgenid_fuse::DEV_FUSE))?;
+    }
+    Ok(mount_as_configured(path)?)
+}
+
+/// Why the device could not be mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum MountDeviceError {
+    /// A mount without root needs `/dev/fuse` open to the user.
+    #[error(
+        "mounting without root needs {} readable and writable by this user, and it is not \
+         (mode {mode:04o}; Debian ships it 0666): fix its mode, or run sysgenidd as root",
+        path.display()
+    )]
+    DevFuseNotOpen {
+        /// The device node.
+        path: std::path::PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// Mounting failed.
+    #[error(transparent)]
+    Mount(#[from] sysgenid_fuse::MountError),
+}
+
+fn check_user_mount(dev_fuse: &Path) -> Result<(), MountDeviceError> {
+    use rustix::fs::Access;
+    match rustix::fs::access(dev_fuse, Access::READ_OK | Access::WRITE_OK) {
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => {
+            let mode = std::fs::metadata(dev_fuse).map(|m| m.permissions().mode() & 0o7777);
+            Err(MountDeviceError::DevFuseNotOpen {
+                path: dev_fuse.to_owned(),
+                mode: mode.unwrap_or(0),
+            })
+        }
+        // A missing node or any other problem is reported by the mount itself.
+        _ => Ok(()),
+    }
+}
+
+fn mount_as_configured(path: &Path) -> Result<(Mount, Channel), sysgenid_fuse::MountError> {
     let options = MountOptions {
         allow_other: rustix::process::geteuid().is_root(),
         default_permissions: true,

@@ -1,0 +1,93 @@
+//! The systemd unit: it verifies, keeps the mount visible to everyone, and `Type=notify` gets
+//! `READY=1` only once the device is served.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use sysgenid_e2e::{Daemon, DaemonOptions, workspace_binary};
+
+fn unit_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd/sysgenidd.service")
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify_without_warnings() {
+    let text = std::fs::read_to_string(unit_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("sysgenidd.service");
+    let daemon = workspace_binary("sysgenidd");
+    std::fs::write(
+        &unit,
+        text.replace("/usr/local/bin/sysgenidd", daemon.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is installed by scripts/test.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.trim().is_empty(), "warnings: {stderr}");
+}
+
+#[test]
+fn the_unit_is_type_notify_and_never_hides_the_mount() {
+    let text = std::fs::read_to_string(unit_path()).unwrap();
+    let settings: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    assert!(settings.contains(&"Type=notify"));
+    for hiding in [
+        "PrivateDevices",
+        "ProtectSystem",
+        "PrivateTmp",
+        "ProtectHome",
+        "PrivateMounts",
+    ] {
+        assert!(
+            !settings.iter().any(|l| l.starts_with(hiding)),
+            "{hiding} would put the mount in a private namespace"
+        );
+    }
+}
+
+fn next_message(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket
+        .recv(&mut buf)
+        .expect("a notify message within the timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn notify_socket_gets_ready_once_serving_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut daemon = Daemon::start_with(DaemonOptions {
+        env: vec![("NOTIFY_SOCKET".into(), path.to_str().unwrap().into())],
+        ..DaemonOptions::default()
+    });
+    let ready = next_message(&socket);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(ready.contains("STATUS=serving generation 0"), "{ready:?}");
+    // READY=1 means serving: the mount answers and the page file is whole.
+    assert_eq!(std::fs::metadata(&daemon.device).unwrap().len(), 4096);
+    assert_eq!(std::fs::metadata(daemon.page_file()).unwrap().len(), 4096);
+    sysgenid_e2e::DevFile::rw(&daemon.device)
+        .trigger(0)
+        .unwrap();
+    let status = next_message(&socket);
+    assert_eq!(status.trim(), "STATUS=serving generation 1");
+    assert!(daemon.stop());
+    let stopping = next_message(&socket);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+}
