@@ -298,3 +298,18 @@ fn scopeguard(path: &Path) -> impl Drop + '_ {
     }
     Unmount(path)
 }
+
+#[test]
+fn sigint_unmounts_and_exits_cleanly_too() {
+    let mut daemon = Daemon::start();
+    daemon.signal(rustix::process::Signal::INT);
+    eventually("the daemon logs the signal", || {
+        daemon.log().contains("got SIGINT")
+    });
+    assert!(daemon.stop(), "clean exit");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(daemon.device.to_str().unwrap()),
+        "unmounted"
+    );
+}
