@@ -81,3 +81,41 @@ fn a_read_only_file_cannot_become_a_tracked_watcher() {
     probe.resume();
     probe.finish();
 }
+
+#[test]
+fn a_member_of_the_writer_group_may_track_and_ack() {
+    // `nogroup` is gid 65534, the group `nobody` runs with under setpriv.
+    let daemon = Daemon::start_with(sysgenid_e2e::DaemonOptions {
+        args: vec!["--group".into(), "nogroup".into()],
+        ..Default::default()
+    });
+    daemon.allow_other_users();
+    let meta = std::fs::metadata(&daemon.device).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::mode(&meta) & 0o777, 0o664);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+    let mut probe = Probe::spawn(
+        Identity::Nobody,
+        &[
+            "open",
+            daemon.device_str(),
+            "rw",
+            "track",
+            "1",
+            "wait-stdin",
+            "read",
+            "4",
+            "ack",
+        ],
+    );
+    probe.expect("open ok");
+    probe.expect("track ok 0");
+    assert_eq!(daemon.count("tracked"), 1);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    assert_eq!(daemon.count("outdated"), 1);
+    probe.resume();
+    probe.expect("wait-stdin ok");
+    probe.expect("read ok 1");
+    probe.expect("ack ok 4");
+    sysgenid_e2e::eventually("the member's ack counts", || daemon.count("outdated") == 0);
+    probe.finish();
+}
