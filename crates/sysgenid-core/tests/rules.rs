@@ -658,18 +658,7 @@ fn bump_persists_then_publishes_before_any_wake_or_reply() {
 #[test]
 fn nothing_happens_until_the_persist_is_done() {
     let mut dev = Device::new(0);
-    dev.handle(Event::Open {
-        request: RequestId(1),
-        pid: 1,
-        writable: true,
-    });
-    let Some(Action::Reply {
-        reply: Reply::Opened(f),
-        ..
-    }) = dev.poll_action()
-    else {
-        panic!("open")
-    };
+    let f = open_on(&mut dev);
     dev.handle(Event::Read {
         request: RequestId(2),
         file: f,
@@ -760,18 +749,7 @@ fn failed_persist_of_a_hardware_bump_is_reported() {
 #[test]
 fn a_trigger_is_not_interruptible() {
     let mut dev = Device::new(0);
-    dev.handle(Event::Open {
-        request: RequestId(1),
-        pid: 1,
-        writable: true,
-    });
-    let Some(Action::Reply {
-        reply: Reply::Opened(f),
-        ..
-    }) = dev.poll_action()
-    else {
-        panic!("open")
-    };
+    let f = open_on(&mut dev);
     dev.handle(Event::Ioctl {
         request: RequestId(2),
         file: f,

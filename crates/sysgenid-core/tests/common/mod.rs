@@ -73,13 +73,7 @@ impl Harness {
     pub fn call(&mut self, make: impl FnOnce(RequestId) -> Event<'static>) -> Option<Reply> {
         let request = self.request();
         let replies = self.replies(make(request));
-        let mine: Vec<&Reply> = replies
-            .iter()
-            .filter(|(r, _)| *r == request)
-            .map(|(_, reply)| reply)
-            .collect();
-        assert!(mine.len() <= 1, "request answered twice: {replies:?}");
-        mine.first().map(|r| (*r).clone())
+        reply_for(&replies, request)
     }
 
     pub fn open(&mut self) -> FileId {
@@ -216,6 +210,22 @@ pub fn reply_for(replies: &[(RequestId, Reply)], request: RequestId) -> Option<R
         .collect();
     assert!(mine.len() <= 1, "request answered twice: {replies:?}");
     mine.first().map(|r| (*r).clone())
+}
+
+/// Opens a file on a bare device (request 1), for tests that answer persists themselves.
+pub fn open_on(dev: &mut Device) -> FileId {
+    dev.handle(Event::Open {
+        request: RequestId(1),
+        pid: 1,
+        writable: true,
+    });
+    match dev.poll_action() {
+        Some(Action::Reply {
+            reply: Reply::Opened(file),
+            ..
+        }) => file,
+        other => panic!("open gave {other:?}"),
+    }
 }
 
 pub fn err(errno: Errno) -> Option<Reply> {
