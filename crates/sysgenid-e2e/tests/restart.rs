@@ -313,3 +313,19 @@ fn sigint_unmounts_and_exits_cleanly_too() {
         "unmounted"
     );
 }
+
+#[test]
+fn a_lost_state_file_never_moves_the_counter_backwards() {
+    let mut daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(5).unwrap();
+    assert!(daemon.stop());
+    let (_temp, dir) = daemon.into_dir();
+    std::fs::remove_file(dir.join("state/state")).unwrap();
+    let daemon = restart_in(&dir);
+    assert_eq!(daemon.generation(), 5, "continued from the page file");
+    assert!(
+        daemon
+            .log()
+            .contains("no state file, but the page file shows a generation")
+    );
+}

@@ -108,9 +108,23 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             "continuing the persisted counter of this boot"
         ),
     }
-    let generation = loaded.generation();
-    state.persist(generation)?;
     let page_path = state_dir.join(PAGE_FILE_NAME);
+    let mut generation = loaded.generation();
+    // Without a state file, a page file left on this state directory is the only record of
+    // the counter: never publish less than it shows.
+    if loaded == Loaded::Fresh
+        && let Some(shown) = page::peek(&page_path)
+        && shown > generation
+    {
+        tracing::warn!(
+            generation = shown,
+            state = %state.path().display(),
+            "no state file, but the page file shows a generation: continuing from it so the \
+             counter never goes backwards"
+        );
+        generation = shown;
+    }
+    state.persist(generation)?;
     let page = page::PageFile::open_or_create(&page_path, generation).map_err(|source| {
         DaemonError::Page {
             path: page_path.clone(),

@@ -92,6 +92,15 @@ impl Drop for PageFile {
     }
 }
 
+/// The generation an existing, whole page file shows, if there is one.
+pub fn peek(path: &Path) -> Option<u32> {
+    let bytes = fs::read(path).ok()?;
+    if bytes.len() != PAGE_SIZE {
+        return None;
+    }
+    sysgenid_abi::decode_generation(&bytes)
+}
+
 /// The existing page file opened for update, or `None` if it must be (re)created.
 fn open_existing(path: &Path) -> io::Result<Option<File>> {
     let meta = match fs::symlink_metadata(path) {
@@ -181,6 +190,18 @@ mod tests {
         let mut buf = [0u8; 4];
         std::os::unix::fs::FileExt::read_exact_at(&reader, &mut buf, 0).unwrap();
         assert_eq!(u32::from_ne_bytes(buf), 3);
+    }
+
+    #[test]
+    fn peek_reads_only_a_whole_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("generation");
+        assert_eq!(peek(&path), None);
+        drop(PageFile::open_or_create(&path, 12).unwrap());
+        assert_eq!(peek(&path), Some(12));
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, 12u32.to_ne_bytes()).unwrap();
+        assert_eq!(peek(&path), None, "a short file is not a page");
     }
 
     #[test]
