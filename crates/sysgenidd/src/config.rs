@@ -19,7 +19,7 @@ use sysgenid_abi::{DEFAULT_DEVICE, DEFAULT_STATE_DIR, WRITER_GROUP};
 #[derive(Debug, Parser)]
 #[command(name = "sysgenidd", version, verbatim_doc_comment)]
 pub struct Args {
-    /// The device file to serve (created as an empty mode-0000 file if missing).
+    /// The device file to serve (created as an empty file no one else can read if missing).
     /// Defaults to /dev/sysgenid as root, $XDG_RUNTIME_DIR/sysgenid/device otherwise.
     #[arg(long, value_name = "PATH")]
     pub device: Option<PathBuf>,
@@ -52,6 +52,10 @@ pub struct Args {
         env = "SYSGENIDD_LOG"
     )]
     pub log: String,
+
+    /// Print the man page (roff) and exit.
+    #[arg(long, hide = true)]
+    pub generate_man: bool,
 }
 
 /// On or off.
