@@ -27,6 +27,6 @@ log "building the binaries the end-to-end tests run"
 cargo build --workspace --bins
 
 log "unit, property, conformance and end-to-end tests"
-cargo nextest run --workspace --all-targets --no-fail-fast
+cargo nextest run --workspace --all-targets --all-features --no-fail-fast
 log "doc tests"
-cargo test --workspace --doc
+cargo test --workspace --doc --all-features

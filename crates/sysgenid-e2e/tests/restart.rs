@@ -96,7 +96,12 @@ fn sigterm_unmounts_and_leaves_a_mode_0000_file() {
 #[test]
 fn a_crash_leaves_a_stale_mount_that_the_next_daemon_replaces() {
     let daemon = Daemon::start();
-    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let f = DevFile::rw(&daemon.device);
+    f.trigger(0).unwrap();
+    // A read and an ack drop the kernel's cached attributes, so stat of the stale mount will
+    // fail with ENOTCONN too.
+    assert_eq!(f.read(), Ok(1));
+    f.ack(1).unwrap();
     let (_temp, dir) = daemon.into_dir();
     let device = dir.join("device");
     let err = std::fs::File::open(&device).unwrap_err();

@@ -296,12 +296,12 @@ impl Server {
                 if write_flags & wire::FUSE_WRITE_CACHE != 0 {
                     // Writeback of a writable shared mapping: never an ack. Put the true page
                     // back for every mapper.
+                    self.send(&reply::error(unique, libc::EACCES));
+                    self.store_device_page();
                     tracing::warn!(
                         "a process wrote to the device page through a writable mapping; \
                          refused, and the true page restored (see docs/security.md)"
                     );
-                    self.send(&reply::error(unique, libc::EACCES));
-                    self.store_device_page();
                 } else {
                     self.feed(Event::Write {
                         request: id,
@@ -518,7 +518,11 @@ pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
         path: path.to_owned(),
         source,
     };
-    if path.exists() || std::fs::symlink_metadata(path).is_ok() {
+    // Ask the mount table, not stat: a stale mount can answer stat with ENOTCONN.
+    let parent_exists = path
+        .parent()
+        .is_none_or(|p| p.as_os_str().is_empty() || p.exists());
+    if parent_exists {
         match sysgenid_fuse::mount_state(path)? {
             MountState::NotMounted => {}
             state @ MountState::Stale { .. } => {

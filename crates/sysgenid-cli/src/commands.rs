@@ -1,0 +1,309 @@
+//! What each command does, on top of the `sysgenid` client library.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::process::Command as Process;
+use std::time::Duration;
+
+use serde_json::json;
+use sysgenid::{Error, Paths, Probe, Watcher, WatcherOptions};
+
+use crate::cli::{Cli, Command, WatchArgs, exit};
+
+/// A command's failure: the exit code and what to say.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// The message.
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = match &e {
+            Error::Timeout { .. } => exit::TIMEOUT,
+            Error::TriggerDenied | Error::WriteAccessDenied { .. } => exit::NOT_PERMITTED,
+            e if e.daemon_not_running() => exit::NOT_RUNNING,
+            _ => exit::ERROR,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn failure(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Prints a result line: JSON, or the text.
+fn say(cli: &Cli, value: serde_json::Value, text: impl FnOnce() -> String) {
+    if cli.json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+/// Runs the command.
+pub fn run(cli: &Cli) -> Result<(), Failure> {
+    let mut paths = Paths::from_env();
+    if let Some(device) = &cli.device {
+        paths = paths.with_device(device);
+    }
+    if let Some(dir) = &cli.state_dir {
+        paths = paths.with_state_dir(dir);
+    }
+    match &cli.command {
+        Command::Get => {
+            let probe = Probe::open(&paths)?;
+            let generation = probe.generation();
+            say(cli, json!({ "generation": generation }), || {
+                generation.to_string()
+            });
+            Ok(())
+        }
+        Command::Watch(args) => watch(cli, &paths, args),
+        Command::Ack { fd } => ack_fd(cli, *fd),
+        Command::Trigger { min } => {
+            sysgenid::trigger_at(&paths, *min)?;
+            let generation = Probe::open(&paths)?.generation();
+            say(cli, json!({ "generation": generation }), || {
+                format!("generation {generation}")
+            });
+            Ok(())
+        }
+        Command::WaitWatchers { timeout } => wait_watchers(cli, &paths, *timeout),
+        Command::Status => status(cli, &paths),
+        Command::Generate { what } => crate::generate::print(what),
+    }
+}
+
+fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
+    let options = WatcherOptions::new().tracking(args.track);
+    let mut watcher = Watcher::open_with(paths, options)?;
+    let mut seen = 0u64;
+    while args.count.is_none_or(|n| seen < n) {
+        let change = watcher.next_change()?;
+        seen += 1;
+        let mut generation = change.generation;
+        if let Some(cmd) = &args.exec {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                match run_hook(cmd, generation) {
+                    Ok(()) => break,
+                    Err(why) if args.keep_going => {
+                        eprintln!(
+                            "sysgenid: {why}; generation {generation} not acknowledged, retrying \
+                             in {}",
+                            humantime::format_duration(delay)
+                        );
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                        // Run for the newest generation if another bump came meanwhile.
+                        if let Some(newer) = watcher.try_read()? {
+                            generation = newer.generation;
+                        }
+                    }
+                    Err(why) => {
+                        return Err(failure(
+                            exit::EXEC_FAILED,
+                            format!("{why}; generation {generation} not acknowledged"),
+                        ));
+                    }
+                }
+            }
+        }
+        watcher.ack(generation)?;
+        say(
+            cli,
+            json!({ "generation": generation, "reopened": change.reopened, "acked": true }),
+            || {
+                let note = if change.reopened {
+                    " (reopened after a daemon restart)"
+                } else {
+                    ""
+                };
+                format!("generation {generation}{note}")
+            },
+        );
+    }
+    Ok(())
+}
+
+fn run_hook(cmd: &str, generation: u32) -> Result<(), String> {
+    let status = Process::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("SYSGENID_GENERATION", generation.to_string())
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({status})"))
+    }
+}
+
+fn ack_fd(cli: &Cli, fd: i32) -> Result<(), Failure> {
+    if fd < 0 {
+        return Err(failure(
+            exit::USAGE,
+            format!("--fd {fd} is not a file descriptor"),
+        ));
+    }
+    // SAFETY: the caller names a descriptor it opened for us; it is only borrowed for the
+    // duration of this call, and `fcntl` below checks that it is open before any other use.
+    let file = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = rustix::fs::fcntl_getfl(file).map_err(|e| {
+        failure(
+            exit::USAGE,
+            format!("--fd {fd}: {e}; open it first, e.g. `exec {fd}<>/dev/sysgenid`"),
+        )
+    })?;
+    if !flags.contains(rustix::fs::OFlags::RDWR) {
+        return Err(failure(
+            exit::USAGE,
+            format!(
+                "--fd {fd} is not open for reading and writing; open it with `exec {fd}<>/dev/sysgenid`"
+            ),
+        ));
+    }
+    let mut fds = [rustix::event::PollFd::new(
+        &file,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec::default();
+    rustix::event::poll(&mut fds, Some(&zero))
+        .map_err(|e| failure(exit::ERROR, format!("poll: {e}")))?;
+    if fds[0].revents().is_empty() {
+        say(cli, json!({ "acked": false, "up_to_date": true }), || {
+            "already up to date: nothing to acknowledge".to_owned()
+        });
+        return Ok(());
+    }
+    let mut buf = [0u8; 4];
+    let n = rustix::io::read(file.as_fd(), &mut buf)
+        .map_err(|e| failure(exit::ERROR, format!("read from --fd {fd}: {e}")))?;
+    let generation = sysgenid_abi::decode_generation(&buf[..n]).ok_or_else(|| {
+        failure(
+            exit::ERROR,
+            format!("--fd {fd} gave {n} bytes: is it the sysgenid device?"),
+        )
+    })?;
+    rustix::io::write(file, &buf).map_err(|e| {
+        failure(
+            exit::ERROR,
+            format!("acknowledging generation {generation} on --fd {fd}: {e}"),
+        )
+    })?;
+    say(
+        cli,
+        json!({ "acked": true, "generation": generation }),
+        || format!("acknowledged generation {generation}"),
+    );
+    Ok(())
+}
+
+fn wait_watchers(cli: &Cli, paths: &Paths, timeout: Option<Duration>) -> Result<(), Failure> {
+    match sysgenid::wait_watchers_at(paths, timeout) {
+        Ok(()) => {
+            let generation = Probe::open(paths)?.generation();
+            say(
+                cli,
+                json!({ "readjusted": true, "generation": generation }),
+                || format!("every tracked watcher has acknowledged generation {generation}"),
+            );
+            Ok(())
+        }
+        Err(Error::Timeout { .. }) => {
+            let laggards = sysgenid::status_at(paths)
+                .map(|s| {
+                    s.outdated_files
+                        .into_iter()
+                        .filter(|f| f.tracked)
+                        .map(|f| {
+                            format!("{} ({})", f.pid, f.command.unwrap_or_else(|| "gone".into()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let waited = timeout
+                .map(humantime::format_duration)
+                .map(|d| d.to_string());
+            Err(failure(
+                exit::TIMEOUT,
+                format!(
+                    "timed out after {}; still outdated: {}",
+                    waited.unwrap_or_default(),
+                    if laggards.is_empty() {
+                        "none left".to_owned()
+                    } else {
+                        laggards.join(", ")
+                    }
+                ),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
+    let s = sysgenid::status_at(paths)?;
+    if cli.json {
+        let value = serde_json::to_value(&s).map_err(|e| failure(exit::ERROR, e.to_string()))?;
+        println!("{value}");
+        return Ok(());
+    }
+    println!("generation: {}", s.generation);
+    println!(
+        "daemon:     pid {}, {}{}",
+        s.daemon.pid,
+        if s.serving { "serving" } else { "starting" },
+        if s.degraded {
+            ", DEGRADED (the last persist failed)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "device:     {} (mmap {})",
+        s.daemon.device.display(),
+        if s.daemon.device_mmap { "on" } else { "off" }
+    );
+    println!(
+        "watchers:   {} open, {} tracked, {} tracked outdated",
+        s.open_files, s.tracked, s.outdated
+    );
+    println!(
+        "blocked:    {} reads, {} waits",
+        s.pending_reads, s.pending_waits
+    );
+    if let Some(b) = &s.last_bump {
+        let by = match (&b.backend, b.pid) {
+            (Some(name), _) => format!("backend {name}"),
+            (None, Some(pid)) => format!("trigger from pid {pid}"),
+            (None, None) => "unknown".to_owned(),
+        };
+        println!("last bump:  generation {} by {by}", b.generation);
+    }
+    if s.failed_bumps > 0 {
+        println!("failed:     {} bumps", s.failed_bumps);
+    }
+    if !s.outdated_files.is_empty() {
+        println!("outdated:");
+        for f in &s.outdated_files {
+            println!(
+                "  pid {:>7} {:9} {}",
+                f.pid,
+                if f.tracked { "tracked" } else { "untracked" },
+                f.command.as_deref().unwrap_or("(gone)")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! The `sysgenid` command against a running daemon: each command, its output, its exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use sysgenid_e2e::{Daemon, DevFile, Identity, Probe, eventually};
+
+fn sysgenid(daemon: &Daemon, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sysgenid"));
+    c.env("SYSGENID_DEVICE", &daemon.device)
+        .env("SYSGENID_STATE_DIR", &daemon.state_dir)
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(daemon: &Daemon, args: &[&str]) -> Output {
+    sysgenid(daemon, args).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn get_prints_the_generation_as_text_or_json() {
+    let daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(3).unwrap();
+    let out = run(&daemon, &["get"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "3\n");
+    assert_eq!(
+        stdout(&run(&daemon, &["get", "--json"])),
+        "{\"generation\":3}\n"
+    );
+}
+
+#[test]
+fn trigger_bumps_and_honours_the_minimum() {
+    let daemon = Daemon::start();
+    assert_eq!(stdout(&run(&daemon, &["trigger"])), "generation 1\n");
+    assert_eq!(
+        stdout(&run(&daemon, &["trigger", "--min", "10"])),
+        "generation 10\n"
+    );
+    assert_eq!(
+        stdout(&run(&daemon, &["--json", "trigger", "--min", "2"])),
+        "{\"generation\":11}\n"
+    );
+    assert_eq!(daemon.generation(), 11);
+}
+
+#[test]
+fn trigger_without_the_capability_exits_4_and_names_it() {
+    let daemon = Daemon::start();
+    daemon.allow_other_users();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg("env")
+        .arg(format!("SYSGENID_DEVICE={}", daemon.device.display()))
+        .arg(format!("SYSGENID_STATE_DIR={}", daemon.state_dir.display()))
+        .arg(env!("CARGO_BIN_EXE_sysgenid"))
+        .arg("trigger")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CAP_CHECKPOINT_RESTORE"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(daemon.generation(), 0);
+}
+
+#[test]
+fn watch_prints_and_acknowledges_each_change() {
+    let daemon = Daemon::start();
+    let mut child = sysgenid(&daemon, &["watch", "--track", "--count", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the watcher is tracked", || daemon.count("tracked") == 1);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let f = DevFile::rw(&daemon.device);
+    f.trigger(0).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "generation 1");
+    eventually("acknowledged", || daemon.count("outdated") == 0);
+    f.trigger(0).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "generation 2");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn watch_exec_that_fails_does_not_acknowledge_and_exits_6() {
+    let daemon = Daemon::start();
+    let child = sysgenid(&daemon, &["watch", "--track", "--exec", "exit 3"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the watcher is tracked", || daemon.count("tracked") == 1);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert!(
+        stderr(&out).contains("generation 1 not acknowledged"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn watch_exec_keep_going_retries_until_the_command_succeeds() {
+    let daemon = Daemon::start();
+    let marker = daemon.dir.join("second-try");
+    let hook = format!(
+        "test -e '{0}' && echo \"ran for $SYSGENID_GENERATION\" || {{ touch '{0}'; exit 1; }}",
+        marker.display()
+    );
+    let child = sysgenid(
+        &daemon,
+        &[
+            "watch",
+            "--track",
+            "--count",
+            "1",
+            "--keep-going",
+            "--exec",
+            &hook,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    eventually("the watcher is tracked", || daemon.count("tracked") == 1);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not acknowledged, retrying"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "ran for 1\ngeneration 1\n");
+    assert_eq!(daemon.count("outdated"), 0);
+}
+
+#[test]
+fn ack_acknowledges_on_a_descriptor_the_shell_opened() {
+    let daemon = Daemon::start();
+    let bin = env!("CARGO_BIN_EXE_sysgenid");
+    let script = format!(
+        "exec 3<>'{dev}'; '{bin}' trigger >/dev/null; '{bin}' ack --fd 3; '{bin}' ack --fd 3",
+        dev = daemon.device.display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("SYSGENID_DEVICE", &daemon.device)
+        .env("SYSGENID_STATE_DIR", &daemon.state_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "acknowledged generation 1\nalready up to date: nothing to acknowledge\n"
+    );
+    let bad = run(&daemon, &["ack", "--fd", "9"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("exec 9<>/dev/sysgenid"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn wait_watchers_succeeds_or_times_out_naming_the_laggard() {
+    let daemon = Daemon::start();
+    let mut lagger = Probe::spawn(
+        Identity::Root,
+        &[
+            "open",
+            daemon.device_str(),
+            "rw",
+            "track",
+            "1",
+            "wait-stdin",
+        ],
+    );
+    lagger.expect("open ok");
+    lagger.expect("track ok 0");
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let out = run(&daemon, &["wait-watchers", "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("timed out after 300ms"), "{message}");
+    assert!(
+        message.contains(&lagger.pid().to_string()) && message.contains("sysgenid-probe"),
+        "{message}"
+    );
+    lagger.kill();
+    let out = run(&daemon, &["wait-watchers", "--timeout", "5s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "every tracked watcher has acknowledged generation 1\n"
+    );
+}
+
+#[test]
+fn status_names_a_lagging_process() {
+    let daemon = Daemon::start();
+    let mut lagger = Probe::spawn(
+        Identity::Root,
+        &[
+            "open",
+            daemon.device_str(),
+            "rw",
+            "track",
+            "1",
+            "wait-stdin",
+        ],
+    );
+    lagger.expect("open ok");
+    lagger.expect("track ok 0");
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let text = stdout(&run(&daemon, &["status"]));
+    assert!(text.contains("generation: 1"), "{text}");
+    assert!(text.contains("1 tracked outdated"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&lagger.pid().to_string()))
+        .expect(&text);
+    assert!(
+        line.contains("tracked") && line.contains("sysgenid-probe"),
+        "{line}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&daemon, &["--json", "status"]).stdout).unwrap();
+    assert_eq!(json["outdated_files"][0]["pid"], lagger.pid());
+}
+
+#[test]
+fn a_missing_daemon_exits_5_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sysgenid"))
+        .env("SYSGENID_DEVICE", dir.path().join("device"))
+        .env("SYSGENID_STATE_DIR", dir.path().join("state"))
+        .arg("trigger")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).contains("is sysgenidd running?"),
+        "{}",
+        stderr(&out)
+    );
+    let json = Command::new(env!("CARGO_BIN_EXE_sysgenid"))
+        .env("SYSGENID_DEVICE", dir.path().join("device"))
+        .env("SYSGENID_STATE_DIR", dir.path().join("state"))
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(5));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["exit"], 5);
+}
+
+#[test]
+fn help_documents_exit_codes_and_man_and_completions_generate() {
+    let bin = env!("CARGO_BIN_EXE_sysgenid");
+    let help = Command::new(bin).arg("--help").output().unwrap();
+    assert!(stdout(&help).contains("Exit codes:"));
+    let man = Command::new(bin)
+        .args(["generate", "man"])
+        .output()
+        .unwrap();
+    assert!(man.status.success());
+    assert!(stdout(&man).contains(".TH sysgenid 1"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin)
+            .args(["generate", shell])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && stdout(&out).contains("wait-watchers"),
+            "{shell}"
+        );
+    }
+    let bad = Command::new(bin)
+        .args(["generate", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
