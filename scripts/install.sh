@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+#! Builds and installs sysgenid: the daemon, the CLI, man pages, completions, the systemd unit,
+#! and the C library with its header and pkg-config file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/install.sh [--prefix DIR] [--destdir DIR] [--debug] [--no-build]
+
+  --prefix DIR   where to install (default /usr/local)
+  --destdir DIR  stage the files under DIR (packaging); paths inside them still use --prefix
+  --debug        install the debug build (for tests) instead of the release build
+  --no-build     install what the target directory already holds
+
+Installs:
+  PREFIX/bin/sysgenidd, PREFIX/bin/sysgenid
+  PREFIX/share/man/man8/sysgenidd.8, PREFIX/share/man/man1/sysgenid.1
+  PREFIX/share/bash-completion/completions/sysgenid, zsh and fish completions
+  PREFIX/lib/systemd/system/sysgenidd.service
+  PREFIX/lib/libsysgenid.so.0 (and .so, .a), PREFIX/include/sysgenid/sysgenid.h,
+  PREFIX/lib/pkgconfig/sysgenid.pc
+EOF
+}
+
+prefix=/usr/local
+destdir=
+build=1
+profile=release
+while (($#)); do
+    case "$1" in
+        --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+        --destdir) destdir=${2:?--destdir needs a directory}; shift 2 ;;
+        --no-build) build=0; shift ;;
+        --debug) profile=debug; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$prefix" in /*) ;; *) echo "install.sh: --prefix must be absolute" >&2; exit 2 ;; esac
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+major=${version%%.*}
+release=target/$profile
+root="$destdir$prefix"
+
+if ((build)); then
+    if [ "$profile" = release ]; then
+        cargo build --release -p sysgenidd -p sysgenid-cli -p sysgenid-ffi
+    else
+        cargo build -p sysgenidd -p sysgenid-cli -p sysgenid-ffi
+    fi
+fi
+
+install -d "$root/bin" "$root/share/man/man1" "$root/share/man/man8" \
+    "$root/share/bash-completion/completions" "$root/share/zsh/site-functions" \
+    "$root/share/fish/vendor_completions.d" "$root/lib/systemd/system" \
+    "$root/lib/pkgconfig" "$root/include/sysgenid"
+
+install -m 0755 "$release/sysgenidd" "$release/sysgenid" "$root/bin/"
+"$release/sysgenidd" --generate-man > "$root/share/man/man8/sysgenidd.8"
+"$release/sysgenid" generate man > "$root/share/man/man1/sysgenid.1"
+"$release/sysgenid" generate bash > "$root/share/bash-completion/completions/sysgenid"
+"$release/sysgenid" generate zsh > "$root/share/zsh/site-functions/_sysgenid"
+"$release/sysgenid" generate fish > "$root/share/fish/vendor_completions.d/sysgenid.fish"
+sed "s|/usr/local/bin/sysgenidd|$prefix/bin/sysgenidd|" contrib/systemd/sysgenidd.service \
+    > "$root/lib/systemd/system/sysgenidd.service"
+
+# The C library: the FFI crate's cdylib carries the SONAME libsysgenid.so.MAJOR (set by its
+# build script); it is installed under the names the linker and the loader look for.
+install -m 0755 "$release/libsysgenid_ffi.so" "$root/lib/libsysgenid.so.$version"
+ln -sf "libsysgenid.so.$version" "$root/lib/libsysgenid.so.$major"
+ln -sf "libsysgenid.so.$major" "$root/lib/libsysgenid.so"
+install -m 0644 "$release/libsysgenid_ffi.a" "$root/lib/libsysgenid.a"
+install -m 0644 crates/sysgenid-ffi/include/sysgenid/sysgenid.h "$root/include/sysgenid/"
+# Libs.private is what a static link needs besides libsysgenid.a: the list that
+# `rustc --print native-static-libs` gives for the staticlib (libgcc_s for unwinding, then libc's
+# parts); the sysgenid-ffi test c_example_links_the_static_library links with it alone.
+cat > "$root/lib/pkgconfig/sysgenid.pc" <<EOF
+prefix=$prefix
+exec_prefix=\${prefix}
+libdir=\${exec_prefix}/lib
+includedir=\${prefix}/include
+
+Name: sysgenid
+Description: Client library for the System Generation ID
+Version: $version
+Libs: -L\${libdir} -lsysgenid
+Libs.private: -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+Cflags: -I\${includedir}
+EOF
+
+echo "installed sysgenid $version under $root"
