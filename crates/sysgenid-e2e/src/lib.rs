@@ -4,6 +4,7 @@
 //! temporary directory, runs with hardware backends off, and is stopped and unmounted when
 //! dropped.
 #![deny(missing_docs)]
+pub mod qemu;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};

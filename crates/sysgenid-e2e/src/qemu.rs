@@ -1,0 +1,689 @@
+//! Real VM restores: boot a Linux guest under QEMU (TCG) with a vmgenid device, snapshot, restore.
+//!
+//! The guest is a Debian cloud kernel (fetched once into `~/.cache/sysgenid-e2e`) and an
+//! initramfs with static busybox and static builds of our binaries. `/init`
+//! (`guest/init.sh`) prints a heartbeat line every 100 ms on the console (ttyS0, a file on the
+//! host) and runs shell commands received on ttyS1, a unix socket on the host: the host sends
+//! `<id> <command>`, the guest answers with the output and `@@e2e-done <id> <status>`. The
+//! monitor is QMP on another unix socket; [`Vm::monitor`] runs human-monitor commands through it.
+//! Every wait has a timeout and fails with the console log.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The pinned guest kernel (Debian package `linux-image-<this>-unsigned`).
+pub const KERNEL_VERSION: &str = "6.12.117+deb12-cloud-amd64";
+/// Guest memory in MiB; the snapshot is about this big.
+pub const MEMORY_MIB: u32 = 256;
+/// How long the guest gets to boot to its command agent.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long one guest command or migration gets.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+const INIT: &str = include_str!("../guest/init.sh");
+const SERVICES: &str = include_str!("../guest/e2e-services");
+const STATIC_BINARIES: [&str; 3] = ["sysgenidd", "sysgenid", "sysgenid-probe"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cache_dir() -> PathBuf {
+    let dir = match std::env::var_os("SYSGENID_E2E_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/sysgenid-e2e"),
+    };
+    std::fs::create_dir_all(&dir).expect("create the cache directory");
+    dir
+}
+
+/// Holds an exclusive `flock` on a file of the cache, so parallel test processes take turns.
+fn lock_cache(name: &str) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache_dir().join(name))
+        .expect("open the lock file");
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    file
+}
+
+fn run(command: &mut Command) -> Result<String, String> {
+    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{command:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn require_tool(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is missing: apt-get install {package} (scripts/test.sh installs it)"
+    );
+}
+
+/// Downloads `linux-image-<version>-unsigned` and copies its vmlinuz to `dest`.
+fn download_kernel(version: &str, dest: &Path) -> Result<(), String> {
+    let work = tempfile::tempdir_in(cache_dir()).map_err(|e| e.to_string())?;
+    let package = format!("linux-image-{version}-unsigned");
+    run(Command::new("apt-get")
+        .args(["download", "-q", &package])
+        .current_dir(work.path()))?;
+    let deb = std::fs::read_dir(work.path())
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("apt-get download left no .deb")?;
+    let root = work.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let vmlinuz = root.join(format!("boot/vmlinuz-{version}"));
+    std::fs::copy(&vmlinuz, dest).map_err(|e| format!("{}: {e}", vmlinuz.display()))?;
+    Ok(())
+}
+
+/// The newest `6.12.*-cloud-amd64` kernel version the package archive offers.
+fn newest_cloud_kernel() -> Result<String, String> {
+    let list = run(Command::new("apt-cache").args([
+        "search",
+        "--names-only",
+        r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64-unsigned$",
+    ]))?;
+    let patch = |v: &str| -> u32 {
+        v.strip_prefix("6.12.")
+            .and_then(|r| r.split('+').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| p.strip_prefix("linux-image-")?.strip_suffix("-unsigned"))
+        .max_by_key(|v| patch(v))
+        .map(str::to_owned)
+        .ok_or_else(|| "no linux-image-6.12.*-cloud-amd64-unsigned in apt-cache".to_owned())
+}
+
+/// The guest kernel: the pinned one from the cache, else downloaded; if the archive no longer
+/// has it, the newest 6.12 cloud kernel (said on stderr).
+pub fn kernel() -> PathBuf {
+    let _lock = lock_cache("kernel.lock");
+    let pinned = cache_dir().join(format!("vmlinuz-{KERNEL_VERSION}"));
+    if pinned.exists() {
+        return pinned;
+    }
+    eprintln!("qemu: downloading kernel {KERNEL_VERSION}");
+    let first = download_kernel(KERNEL_VERSION, &pinned);
+    let Err(why) = first else { return pinned };
+    eprintln!("qemu: {why}; updating the package lists");
+    let _ = run(Command::new("apt-get").args(["update", "-qq"]));
+    if download_kernel(KERNEL_VERSION, &pinned).is_ok() {
+        return pinned;
+    }
+    let newest = newest_cloud_kernel().unwrap_or_else(|e| panic!("no guest kernel: {e}"));
+    let path = cache_dir().join(format!("vmlinuz-{newest}"));
+    eprintln!(
+        "qemu: WARNING: pinned kernel {KERNEL_VERSION} is gone from the archive; using {newest}"
+    );
+    if !path.exists() {
+        download_kernel(&newest, &path).unwrap_or_else(|e| panic!("no guest kernel: {e}"));
+    }
+    path
+}
+
+/// Builds the static binaries the guest runs (once per test process) and returns their dir.
+///
+/// `SYSGENID_STATIC_BIN_DIR` points at prebuilt ones instead.
+pub fn static_binaries() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SYSGENID_STATIC_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let root = workspace_root();
+        let target = "x86_64-unknown-linux-gnu";
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run(Command::new(cargo)
+            .current_dir(&root)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args(["build", "--quiet", "--release", "--target", target])
+            .arg("--target-dir")
+            .arg(root.join("target/static"))
+            .args([
+                "-p",
+                "sysgenidd",
+                "-p",
+                "sysgenid-cli",
+                "-p",
+                "sysgenid-e2e",
+            ]))
+        .unwrap_or_else(|e| panic!("static build of the guest binaries: {e}"));
+        root.join("target/static").join(target).join("release")
+    })
+    .clone()
+}
+
+/// Appends one `newc` entry to a cpio archive.
+fn cpio_entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
+    let ino = out.len() as u32;
+    let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(format!("{:08x}{:08x}", name.len() + 1, 0).as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out.extend_from_slice(data);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
+fn read_static(path: &Path) -> Vec<u8> {
+    let ldd = Command::new("ldd").arg(path).output().expect("run ldd");
+    let text =
+        String::from_utf8_lossy(&ldd.stdout).into_owned() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        text.contains("not a dynamic executable") || text.contains("statically linked"),
+        "{} is not static (ldd: {text})",
+        path.display()
+    );
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Writes the initramfs: busybox, `/init`, the helper script, our static binaries.
+pub fn build_initramfs(dest: &Path) {
+    require_tool("busybox", "busybox-static");
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("busybox is missing: apt-get install busybox-static");
+    let bins = static_binaries();
+    let mut out = Vec::new();
+    for dir in ["bin", "dev", "proc", "sys", "run", "tmp"] {
+        cpio_entry(&mut out, dir, 0o040755, &[]);
+    }
+    cpio_entry(&mut out, "bin/busybox", 0o100755, &read_static(busybox));
+    cpio_entry(&mut out, "init", 0o100755, INIT.as_bytes());
+    cpio_entry(&mut out, "bin/e2e-services", 0o100755, SERVICES.as_bytes());
+    for name in STATIC_BINARIES {
+        let data = read_static(&bins.join(name));
+        cpio_entry(&mut out, &format!("bin/{name}"), 0o100755, &data);
+    }
+    cpio_entry(&mut out, "TRAILER!!!", 0, &[]);
+    std::fs::write(dest, out).expect("write the initramfs");
+}
+
+/// What a VM boots: kernel and initramfs. Restores must use the same.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The kernel.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Image {
+    /// Fetches the kernel and builds the initramfs.
+    pub fn build() -> Image {
+        require_tool("qemu-system-x86_64", "qemu-system-x86");
+        let dir = tempfile::Builder::new()
+            .prefix("sysgenid-qemu-image-")
+            .tempdir()
+            .expect("temp dir");
+        let initrd = dir.path().join("initrd.cpio");
+        build_initramfs(&initrd);
+        Image {
+            kernel: kernel(),
+            initrd,
+            _dir: Arc::new(dir),
+        }
+    }
+}
+
+/// A saved VM: the migration stream and the image it needs.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The migration stream file.
+    pub state: PathBuf,
+    /// The image the VM was booted from.
+    pub image: Image,
+}
+
+/// A QMP connection; commands answer within [`COMMAND_TIMEOUT`].
+#[derive(Debug)]
+struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    fn connect(path: &Path, deadline: Instant) -> Result<Qmp, String> {
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => return Err(format!("QMP connect: {e}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(COMMAND_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        qmp.read_value()?; // greeting
+        qmp.execute("qmp_capabilities", json!({}))?;
+        Ok(qmp)
+    }
+
+    fn read_value(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err("QMP closed".to_owned()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("QMP {line:?}: {e}")),
+            Err(e) => Err(format!("QMP read: {e}")),
+        }
+    }
+
+    fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, String> {
+        let request = json!({ "execute": command, "arguments": arguments });
+        writeln!(self.writer, "{request}").map_err(|e| format!("QMP write: {e}"))?;
+        loop {
+            let value = self.read_value()?;
+            if let Some(r) = value.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = value.get("error") {
+                return Err(format!("QMP {command}: {e}"));
+            }
+        }
+    }
+}
+
+/// Output and exit status of a guest command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestOutput {
+    /// The exit status.
+    pub status: i32,
+    /// Standard output and error, without the final newline.
+    pub output: String,
+}
+
+/// Console lines with the host time each was first seen, read by a background thread.
+type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
+
+fn tail_console(path: PathBuf, lines: Lines, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut offset = 0usize;
+        let mut partial = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(data) = std::fs::read(&path)
+                && data.len() > offset
+            {
+                let now = Instant::now();
+                partial.push_str(&String::from_utf8_lossy(&data[offset..]));
+                offset = data.len();
+                let mut got = lines.lock().expect("lines");
+                while let Some(end) = partial.find('\n') {
+                    let line: String = partial.drain(..=end).collect();
+                    got.push((now, line.trim_end().to_owned()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+}
+
+/// A running QEMU guest.
+#[derive(Debug)]
+pub struct Vm {
+    child: Option<Child>,
+    image: Image,
+    dir: tempfile::TempDir,
+    qmp: Qmp,
+    agent: Option<BufReader<UnixStream>>,
+    next_id: u64,
+    lines: Lines,
+    stop_tail: Arc<AtomicBool>,
+    cont_at: Option<Instant>,
+    /// When QEMU was started.
+    pub started_at: Instant,
+}
+
+impl Vm {
+    /// Builds the image and boots a fresh guest to its command agent.
+    pub fn boot() -> Vm {
+        Vm::boot_image(&Image::build())
+    }
+
+    /// Boots a fresh guest from `image`.
+    pub fn boot_image(image: &Image) -> Vm {
+        let mut vm = Vm::spawn(image, None);
+        let ready = vm.wait_console("@@e2e-ready", BOOT_TIMEOUT);
+        eprintln!(
+            "qemu: guest booted to its agent in {:?}",
+            ready - vm.started_at
+        );
+        vm
+    }
+
+    /// Starts QEMU on a restored state, waits for the incoming migration, then `cont`.
+    pub fn restore(snapshot: &Snapshot) -> Vm {
+        let mut vm = Vm::spawn(&snapshot.image, Some(&snapshot.state));
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let status = vm.qmp("query-migrate", json!({}));
+            match status["status"].as_str() {
+                Some("completed") => break,
+                Some("failed") => vm.fail(&format!("incoming migration failed: {status}")),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                vm.fail(&format!("incoming migration did not complete: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        vm.cont();
+        vm
+    }
+
+    fn spawn(image: &Image, incoming: Option<&Path>) -> Vm {
+        let dir = tempfile::Builder::new()
+            .prefix("sysgenid-qemu-vm-")
+            .tempdir()
+            .expect("temp dir");
+        let console = dir.path().join("console.log");
+        let qmp_path = dir.path().join("qmp.sock");
+        let agent_path = dir.path().join("agent.sock");
+        std::fs::write(&console, "").expect("console log");
+        let mut command = Command::new("qemu-system-x86_64");
+        command
+            .args(["-accel", "tcg", "-m", &MEMORY_MIB.to_string()])
+            .args(["-display", "none", "-no-reboot", "-nodefaults"])
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-initrd")
+            .arg(&image.initrd)
+            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .args(["-device", "vmgenid,guid=auto"])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                agent_path.display()
+            ))
+            .args(["-serial", "chardev:agent"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
+        if let Some(state) = incoming {
+            command
+                .arg("-S")
+                .arg("-incoming")
+                .arg(format!("exec:cat {}", state.display()));
+        }
+        let stderr = std::fs::File::create(dir.path().join("qemu.stderr")).expect("stderr file");
+        let started_at = Instant::now();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn qemu-system-x86_64");
+        let qmp = match Qmp::connect(&qmp_path, started_at + Duration::from_secs(20)) {
+            Ok(q) => q,
+            Err(e) => panic!(
+                "{e}; qemu stderr:\n{}",
+                std::fs::read_to_string(dir.path().join("qemu.stderr")).unwrap_or_default()
+            ),
+        };
+        let lines = Lines::default();
+        let stop_tail = Arc::new(AtomicBool::new(false));
+        tail_console(console, lines.clone(), stop_tail.clone());
+        Vm {
+            child: Some(child),
+            image: image.clone(),
+            dir,
+            qmp,
+            agent: None,
+            next_id: 1,
+            lines,
+            stop_tail,
+            cont_at: None,
+            started_at,
+        }
+    }
+
+    /// Panics with `why`, the console log and QEMU's stderr.
+    pub fn fail(&self, why: &str) -> ! {
+        let console: Vec<String> = self.console_lines().into_iter().map(|(_, l)| l).collect();
+        let tail = console[console.len().saturating_sub(40)..].join("\n");
+        let stderr =
+            std::fs::read_to_string(self.dir.path().join("qemu.stderr")).unwrap_or_default();
+        panic!("{why}\n--- console (last 40 lines) ---\n{tail}\n--- qemu stderr ---\n{stderr}");
+    }
+
+    fn console_lines(&self) -> Vec<(Instant, String)> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Waits for a console line containing `pattern`; returns when it was seen.
+    pub fn wait_console(&mut self, pattern: &str, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((at, _)) = self
+                .console_lines()
+                .into_iter()
+                .find(|(_, l)| l.contains(pattern))
+            {
+                return at;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.fail(&format!("QEMU exited ({status}) before {pattern:?}"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("no console line {pattern:?} within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Host time from the last `cont` to the first console line containing `pattern` seen after
+    /// it (the console is polled every 2 ms), and that line.
+    pub fn host_time_to_line(&mut self, pattern: &str, timeout: Duration) -> (Duration, String) {
+        let cont = self.cont_at.unwrap_or_else(|| self.fail("no cont yet"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((at, line)) = self
+                .console_lines()
+                .into_iter()
+                .find(|(at, l)| *at >= cont && l.contains(pattern))
+            {
+                return (at - cont, line);
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "no console line {pattern:?} within {timeout:?} of cont"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn qmp(&mut self, command: &str, arguments: Value) -> Value {
+        match self.qmp.execute(command, arguments) {
+            Ok(v) => v,
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// Runs a human-monitor command (such as `info vm-generation-id`) and returns its output.
+    pub fn monitor(&mut self, command: &str) -> String {
+        let out = self.qmp("human-monitor-command", json!({ "command-line": command }));
+        out.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The vmgenid GUID QEMU currently gives the guest.
+    pub fn vmgenid(&mut self) -> String {
+        let out = self.qmp("query-vm-generation-id", json!({}));
+        out["guid"].as_str().expect("guid").to_owned()
+    }
+
+    /// Pauses the guest (`stop`).
+    pub fn stop(&mut self) {
+        self.qmp("stop", json!({}));
+    }
+
+    /// Resumes the guest (`cont`) and records the host time for [`Vm::host_time_to_line`].
+    pub fn cont(&mut self) {
+        self.cont_at = Some(Instant::now());
+        self.qmp("cont", json!({}));
+    }
+
+    fn agent(&mut self) -> &mut BufReader<UnixStream> {
+        if self.agent.is_none() {
+            let path = self.dir.path().join("agent.sock");
+            let stream = UnixStream::connect(&path)
+                .unwrap_or_else(|e| self.fail(&format!("agent socket: {e}")));
+            stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            self.agent = Some(BufReader::new(stream));
+        }
+        self.agent.as_mut().expect("agent")
+    }
+
+    /// Runs a shell command in the guest and returns its status and output.
+    pub fn guest_status(&mut self, command: &str) -> GuestOutput {
+        assert!(!command.contains('\n'), "one line per guest command");
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = format!("{id} {command}\n");
+        if let Err(e) = self.agent().get_mut().write_all(line.as_bytes()) {
+            self.fail(&format!("agent write: {e}"));
+        }
+        let marker = format!("\n@@e2e-done {id} ");
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let mut buf = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(at) = text.find(&marker)
+                && let Some(end) = text[at + marker.len()..].find('\n')
+            {
+                let rest = &text[at + marker.len()..at + marker.len() + end];
+                let status = rest.trim().parse().unwrap_or(-1);
+                let output = text[..at].strip_suffix('\n').unwrap_or(&text[..at]);
+                return GuestOutput {
+                    status,
+                    output: output.to_owned(),
+                };
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "guest command {command:?}: no answer within {COMMAND_TIMEOUT:?}; got {text:?}"
+                ));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.agent().get_mut().read(&mut chunk) {
+                Ok(0) => self.fail("agent socket closed"),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => self.fail(&format!("agent read: {e}")),
+            }
+        }
+    }
+
+    /// Runs a shell command in the guest, asserts it succeeded, and returns its output.
+    pub fn guest(&mut self, command: &str) -> String {
+        let out = self.guest_status(command);
+        if out.status != 0 {
+            self.fail(&format!(
+                "guest command {command:?} exited {}: {}",
+                out.status, out.output
+            ));
+        }
+        out.output
+    }
+
+    /// Saves the paused VM to `path` (`stop`, `migrate "exec:cat > path"`, `quit`).
+    pub fn snapshot(mut self, path: &Path) -> Snapshot {
+        self.stop();
+        let uri = format!("exec:cat > {}", path.display());
+        self.qmp("migrate", json!({ "uri": uri }));
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let status = self.qmp("query-migrate", json!({}));
+            match status["status"].as_str() {
+                Some("completed") => break,
+                Some("failed") => self.fail(&format!("migration failed: {status}")),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("migration did not complete: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.qmp.execute("quit", json!({}));
+        self.wait_exit(Duration::from_secs(20));
+        Snapshot {
+            state: path.to_owned(),
+            image: self.image.clone(),
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.stop_tail.store(true, Ordering::Relaxed);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

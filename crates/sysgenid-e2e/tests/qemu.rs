@@ -1,0 +1,158 @@
+//! Real VM restores under QEMU: snapshot a guest running sysgenidd, restore it twice, check
+//! each clone. With `--backends none` nothing bumps on a restore; [`RESTORE_BUMPS`] says so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sysgenid_e2e::qemu::Vm;
+
+/// The daemon's backends in the guest; `auto` once hardware backends exist.
+const BACKENDS: &str = "none";
+/// Bumps a restore causes with [`BACKENDS`]: 0 without a backend, 1 with one.
+const RESTORE_BUMPS: u64 = 0;
+
+fn status(vm: &mut Vm) -> Value {
+    let out = vm.guest("sysgenid --json status");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status {out:?}: {e}"))
+}
+
+fn view(vm: &mut Vm, what: &str) -> u64 {
+    let out = vm.guest(&format!("e2e-services view {what}"));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("view {what}: {out:?}"))
+}
+
+fn watch_log(vm: &mut Vm) -> Vec<Value> {
+    vm.guest("cat /run/e2e/watch.log")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("watch line {l:?}: {e}")))
+        .collect()
+}
+
+fn assert_services_running(vm: &mut Vm) {
+    let check = vm.guest("e2e-services check");
+    assert_eq!(
+        check, "daemon running\nwatch running\ndev running\npage running",
+        "guest services"
+    );
+    assert_eq!(status(vm)["serving"], true);
+}
+
+/// Asserts the generation is `expected` everywhere: status, page file and device mappings.
+fn assert_generation(vm: &mut Vm, expected: u64) {
+    assert_eq!(status(vm)["generation"], expected, "status generation");
+    assert_eq!(view(vm, "page"), expected, "page file mapping");
+    assert_eq!(view(vm, "dev"), expected, "device mapping");
+}
+
+fn boot_with_services() -> (Vm, u64) {
+    let started = Instant::now();
+    let mut vm = Vm::boot();
+    eprintln!(
+        "qemu: image built and guest booted in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        vm.guest(&format!("e2e-services start {BACKENDS}")),
+        "started"
+    );
+    assert_services_running(&mut vm);
+    let generation = status(&mut vm)["generation"].as_u64().expect("generation");
+    (vm, generation)
+}
+
+#[test]
+fn snapshot_and_two_restores_give_two_clones_with_different_vmgenids() {
+    let (mut vm, gen0) = boot_with_services();
+    let mut guids = vec![vm.vmgenid()];
+    eprintln!("qemu: original vmgenid {}", guids[0]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let last = vm.guest("cat /proc/uptime");
+    eprintln!("qemu: guest uptime before the snapshot {last}");
+    let started = Instant::now();
+    let snapshot = vm.snapshot(&state);
+    let size = std::fs::metadata(&state).expect("state file").len();
+    eprintln!(
+        "qemu: snapshot of {} bytes in {:?}",
+        size,
+        started.elapsed()
+    );
+
+    for clone in 1..=2 {
+        let started = Instant::now();
+        let mut vm = Vm::restore(&snapshot);
+        let restored = started.elapsed();
+        let (first_line, line) = vm.host_time_to_line("@@hb", Duration::from_secs(30));
+        eprintln!("qemu: clone {clone}: first guest line {line:?}");
+        let echo = Instant::now();
+        vm.guest("true");
+        eprintln!(
+            "qemu: clone {clone}: restore to cont {restored:?}; cont to first guest line \
+             {first_line:?}; a guest command round trip {:?}",
+            echo.elapsed()
+        );
+        let guid = vm.vmgenid();
+        eprintln!("qemu: clone {clone} vmgenid {guid}");
+        assert!(
+            !guids.contains(&guid),
+            "clone {clone} reuses a vmgenid: {guid} in {guids:?}"
+        );
+        guids.push(guid);
+
+        assert_services_running(&mut vm);
+        let after_restore = gen0 + RESTORE_BUMPS;
+        assert_generation(&mut vm, after_restore);
+        assert_eq!(
+            watch_log(&mut vm).len() as u64,
+            RESTORE_BUMPS,
+            "watcher lines"
+        );
+        if RESTORE_BUMPS == 0 {
+            assert_eq!(status(&mut vm)["last_bump"], Value::Null);
+        }
+
+        // Step 4 of the workflow: a software trigger.
+        vm.guest("sysgenid trigger");
+        let bumped = after_restore + 1;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !watch_log(&mut vm)
+            .iter()
+            .any(|l| l["generation"] == bumped && l["acked"] == true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the watcher did not ack {bumped}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let wait = vm.guest_status("sysgenid wait-watchers --timeout 10s");
+        assert_eq!(wait.status, 0, "wait-watchers: {}", wait.output);
+        assert_generation(&mut vm, bumped);
+        let s = status(&mut vm);
+        assert_eq!(s["outdated"], 0, "{s}");
+        assert_eq!(s["last_bump"]["source"], "trigger", "{s}");
+        assert_eq!(s["last_bump"]["generation"], bumped, "{s}");
+        assert_services_running(&mut vm);
+    }
+}
+
+#[test]
+fn a_running_vm_and_a_plain_pause_do_not_bump() {
+    let (mut vm, gen0) = boot_with_services();
+    let guid = vm.vmgenid();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_generation(&mut vm, gen0);
+    vm.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    vm.cont();
+    let (first_line, line) = vm.host_time_to_line("@@hb", Duration::from_secs(30));
+    eprintln!("qemu: after a plain pause, cont to first guest line {first_line:?}: {line:?}");
+    assert_eq!(vm.vmgenid(), guid, "a pause keeps the vmgenid");
+    assert_services_running(&mut vm);
+    assert_generation(&mut vm, gen0);
+    assert!(watch_log(&mut vm).is_empty(), "the watcher saw a change");
+    assert_eq!(status(&mut vm)["last_bump"], Value::Null);
+}
