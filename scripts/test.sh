@@ -23,8 +23,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-log "building the binaries and libraries the end-to-end tests run and install"
-cargo build --workspace
+log "building the binaries, libraries and examples the end-to-end tests run and install"
+cargo build --workspace --lib --bins --examples
 
 log "unit, property, conformance and end-to-end tests"
 cargo nextest run --workspace --all-targets --all-features --no-fail-fast
