@@ -1,54 +1,263 @@
 //! Hardware backends: sources of restore events that bump the generation.
 //!
-//! Each backend runs on its own thread and sends [`crate::inbox::Message::HardwareBump`]
-//! through the inbox.
-//! This build has no hardware backends yet; `auto` starts none and says so, and a list that
-//! names one is refused with the list of what exists.
+//! Each backend runs on its own thread and reports restores to a [`Reporter`], which applies
+//! the one-bump-per-restore policy ([`dedupe`]) and sends what passes to the loop as
+//! [`Message::HardwareBump`].
+//!
+//! - `auto` starts every backend this machine supports and lists the others as inactive with
+//!   the reason.
+//! - A list starts the named backends; a named backend that this machine cannot run is listed
+//!   as inactive with the reason and a warning is logged, so the daemon still serves (status
+//!   shows the gap). A name this build does not know is refused.
+
+pub mod dedupe;
+pub mod uevent;
+pub mod vmclock;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::BackendChoice;
 use crate::control::BackendStatus;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Message};
 
 /// The names of the backends this build knows.
-pub const KNOWN: &[&str] = &[];
+pub const KNOWN: &[&str] = &["vmclock", "uevent"];
+
+/// Where the backends look, and what they keep.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The vmclock device.
+    pub vmclock_path: PathBuf,
+    /// How often to read a vmclock page that does not notify.
+    pub vmclock_interval: Duration,
+    /// Where to record the vmclock counter between runs (none: restores while the daemon is
+    /// down go unseen).
+    pub state_dir: Option<PathBuf>,
+    /// The dedupe window.
+    pub window: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            vmclock_path: PathBuf::from(vmclock::DEFAULT_PATH),
+            vmclock_interval: vmclock::DEFAULT_INTERVAL,
+            state_dir: None,
+            window: dedupe::DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// The shared door from backend threads to the inbox, through the dedupe policy.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    policy: Arc<Mutex<dedupe::Dedupe>>,
+    epoch: Instant,
+    inbox: Inbox,
+}
+
+impl Reporter {
+    /// A reporter with a fresh policy.
+    pub fn new(inbox: Inbox, window: Duration) -> Reporter {
+        Reporter {
+            policy: Arc::new(Mutex::new(dedupe::Dedupe::new(window))),
+            epoch: Instant::now(),
+            inbox,
+        }
+    }
+
+    fn policy(&self) -> std::sync::MutexGuard<'_, dedupe::Dedupe> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a backend's key at start.
+    pub fn note_key(&self, backend: &str, key: u128) {
+        self.policy().note_key(backend, key);
+    }
+
+    /// Reports a restore; returns whether a bump was sent.
+    pub fn report(&self, backend: &str, key: Option<u128>) -> bool {
+        let now = self.epoch.elapsed();
+        let verdict = self.policy().offer(backend, key, now);
+        match verdict {
+            dedupe::Verdict::Forward => {
+                tracing::info!(backend, ?key, "hardware restore: bumping the generation");
+                self.inbox.send(Message::HardwareBump {
+                    backend: backend.to_owned(),
+                });
+                true
+            }
+            dedupe::Verdict::Duplicate { winner, after } => {
+                tracing::info!(backend, ?key, %winner, ?after, "same restore already reported");
+                false
+            }
+            dedupe::Verdict::SameKey => {
+                tracing::debug!(backend, ?key, "key already reported");
+                false
+            }
+        }
+    }
+}
+
+/// Starts the chosen backends with the default options and reports on each.
+pub fn start(choice: &BackendChoice, inbox: &Inbox) -> Result<Vec<BackendStatus>, String> {
+    start_with(choice, inbox, &Options::default())
+}
 
 /// Starts the chosen backends and reports on each.
-pub fn start(choice: &BackendChoice, _inbox: &Inbox) -> Result<Vec<BackendStatus>, String> {
-    match choice {
+pub fn start_with(
+    choice: &BackendChoice,
+    inbox: &Inbox,
+    options: &Options,
+) -> Result<Vec<BackendStatus>, String> {
+    let names: Vec<&str> = match choice {
         BackendChoice::None => {
             tracing::info!(
                 "hardware backends off (--backends none): only triggers bump the generation"
             );
-            Ok(Vec::new())
+            return Ok(Vec::new());
         }
-        BackendChoice::Auto => {
-            tracing::info!(
-                "no hardware backend is available in this build: only triggers bump the generation"
-            );
-            Ok(Vec::new())
-        }
+        BackendChoice::Auto => KNOWN.to_vec(),
         BackendChoice::List(names) => {
             let unknown: Vec<&String> = names
                 .iter()
                 .filter(|n| !KNOWN.contains(&n.as_str()))
                 .collect();
-            if unknown.is_empty() {
-                Ok(Vec::new())
-            } else {
-                Err(format!(
+            if !unknown.is_empty() {
+                return Err(format!(
                     "unknown backend {}: this build knows {}",
                     unknown
                         .iter()
                         .map(|n| format!("{n:?}"))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    if KNOWN.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        KNOWN.join(", ")
+                    KNOWN.join(", ")
+                ));
+            }
+            let mut list: Vec<&str> = Vec::new();
+            for name in names {
+                if !list.contains(&name.as_str()) {
+                    list.push(name);
+                }
+            }
+            list
+        }
+    };
+    let explicit = matches!(choice, BackendChoice::List(_));
+    let reporter = Reporter::new(inbox.clone(), options.window);
+    let mut statuses = Vec::new();
+    for name in names {
+        let started = match name {
+            "vmclock" => start_vmclock(&reporter, options),
+            "uevent" => start_uevent(&reporter),
+            _ => unreachable!("checked against KNOWN"),
+        };
+        let status = match started {
+            Ok(()) => {
+                tracing::info!(backend = name, "hardware backend active");
+                BackendStatus {
+                    name: name.to_owned(),
+                    active: true,
+                    reason: None,
+                }
+            }
+            Err(reason) => {
+                if explicit {
+                    tracing::warn!(backend = name, %reason, "requested backend cannot run");
+                } else {
+                    tracing::info!(backend = name, %reason, "hardware backend not available");
+                }
+                BackendStatus {
+                    name: name.to_owned(),
+                    active: false,
+                    reason: Some(reason),
+                }
+            }
+        };
+        statuses.push(status);
+    }
+    Ok(statuses)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name(format!("backend-{name}"))
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| format!("cannot start its thread: {e}"))
+}
+
+fn start_vmclock(reporter: &Reporter, options: &Options) -> Result<(), String> {
+    let path = &options.vmclock_path;
+    if !path.exists() {
+        return Err(format!(
+            "no {} (needs the vmclock driver, ptp_vmclock, and a hypervisor with a vmclock device)",
+            path.display()
+        ));
+    }
+    let mut watcher = vmclock::Watcher::open(path, options.vmclock_interval)?;
+    let counter = watcher.counter();
+    let record = options.state_dir.as_deref().map(vmclock::record_path);
+    let recorded = record.as_deref().and_then(vmclock::read_record);
+    tracing::info!(
+        counter,
+        ?recorded,
+        notified = watcher.notified(),
+        "vmclock vm_generation_counter at start"
+    );
+    if let Some(r) = recorded {
+        reporter.note_key("vmclock", r.into());
+    }
+    if vmclock::restored_while_down(recorded, counter) {
+        tracing::info!(
+            counter,
+            recorded,
+            "vmclock counter changed while the daemon was down"
+        );
+        reporter.report("vmclock", Some(counter.into()));
+    } else {
+        reporter.note_key("vmclock", counter.into());
+    }
+    let save = move |value: u64| {
+        if let Some(path) = &record
+            && let Err(e) = vmclock::write_record(path, value)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the vmclock counter");
+        }
+    };
+    save(counter);
+    let reporter = reporter.clone();
+    spawn("vmclock", move || {
+        let mut torn = false;
+        loop {
+            match watcher.step() {
+                Ok(Some(value)) => {
+                    torn = false;
+                    reporter.report("vmclock", Some(value.into()));
+                    save(value);
+                }
+                Ok(None) => torn = false,
+                Err(e) => {
+                    if !torn {
+                        tracing::warn!(error = %e, "vmclock read failed; trying again");
                     }
-                ))
+                    torn = true;
+                    std::thread::sleep(vmclock::DEFAULT_INTERVAL);
+                }
             }
         }
-    }
+    })
+}
+
+fn start_uevent(reporter: &Reporter) -> Result<(), String> {
+    let socket = uevent::Socket::bind()
+        .map_err(|e| format!("cannot bind a kobject uevent netlink socket: {e}"))?;
+    let reporter = reporter.clone();
+    spawn("uevent", move || {
+        uevent::run(socket, || {
+            reporter.report("uevent", None);
+        })
+    })
 }

@@ -134,7 +134,12 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let policy =
         caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?;
     let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
-    let backends = backends::start(&config.backends, &inbox).map_err(DaemonError::Backends)?;
+    let backend_options = backends::Options {
+        state_dir: Some(state_dir.clone()),
+        ..Default::default()
+    };
+    let backends = backends::start_with(&config.backends, &inbox, &backend_options)
+        .map_err(DaemonError::Backends)?;
 
     server::prepare_device_path(&config.device)?;
     let (mount, channel) = server::mount_device(&config.device)?;
