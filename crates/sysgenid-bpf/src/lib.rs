@@ -282,10 +282,10 @@ impl VmforkWatch {
 
     /// Attaches (or reopens) as `opts` says.
     pub fn open_with(opts: &Options) -> Result<VmforkWatch, Unavailable> {
-        if let Some(dir) = &opts.pin_dir {
-            if let Some(w) = VmforkWatch::reopen(dir)? {
-                return Ok(w);
-            }
+        if let Some(dir) = &opts.pin_dir
+            && let Some(w) = VmforkWatch::reopen(dir)?
+        {
+            return Ok(w);
         }
         let (counter, ring) = create_maps()?;
         let (prog, link, attached) = match opts.mode {

@@ -412,10 +412,10 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
         wire::FUSE_INIT => {
             let (init, mut rest) = fixed::<wire::InitIn>(opcode, body)?;
             let mut flags = u64::from(init.flags);
-            if flags & wire::FUSE_INIT_EXT != 0 {
-                if let Some(flags2) = u32::read(&mut rest) {
-                    flags |= u64::from(flags2) << 32;
-                }
+            if flags & wire::FUSE_INIT_EXT != 0
+                && let Some(flags2) = u32::read(&mut rest)
+            {
+                flags |= u64::from(flags2) << 32;
             }
             Operation::Init(KernelInit {
                 major: init.major,

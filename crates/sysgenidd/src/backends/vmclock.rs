@@ -112,7 +112,7 @@ impl Mapping {
     }
 
     fn word(&self, at: usize) -> &AtomicU32 {
-        assert!(at % 4 == 0 && at + 4 <= ABI_LEN && ABI_LEN <= self.len);
+        assert!(at.is_multiple_of(4) && at + 4 <= ABI_LEN && ABI_LEN <= self.len);
         // SAFETY: `at` is in bounds and 4-aligned within a page-aligned mapping that lives as
         // long as `self`; every access we make is an atomic load, which is allowed on read-only
         // memory, and the writer (the hypervisor, or a test) writes whole aligned words.
@@ -429,7 +429,7 @@ mod tests {
         }
 
         fn put32(&self, at: usize, v: u32, order: Ordering) {
-            assert!(at % 4 == 0 && at + 4 <= PAGE);
+            assert!(at.is_multiple_of(4) && at + 4 <= PAGE);
             // SAFETY: in bounds and aligned; every access to the page is atomic.
             unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(at).cast::<u32>()) }
                 .store(v.to_le(), order);
