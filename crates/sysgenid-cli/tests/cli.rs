@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
-use sysgenid_e2e::{Daemon, DevFile, Identity, Probe, eventually};
+use sysgenid_e2e::{Daemon, DevFile, Probe, eventually};
 
 fn sysgenid(daemon: &Daemon, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sysgenid"));
@@ -186,19 +186,7 @@ fn ack_acknowledges_on_a_descriptor_the_shell_opened() {
 #[test]
 fn wait_watchers_succeeds_or_times_out_naming_the_laggard() {
     let daemon = Daemon::start();
-    let mut lagger = Probe::spawn(
-        Identity::Root,
-        &[
-            "open",
-            daemon.device_str(),
-            "rw",
-            "track",
-            "1",
-            "wait-stdin",
-        ],
-    );
-    lagger.expect("open ok");
-    lagger.expect("track ok 0");
+    let mut lagger = Probe::lagging_tracked(&daemon, &[]);
     DevFile::rw(&daemon.device).trigger(0).unwrap();
     let out = run(&daemon, &["wait-watchers", "--timeout", "300ms"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -220,19 +208,7 @@ fn wait_watchers_succeeds_or_times_out_naming_the_laggard() {
 #[test]
 fn status_names_a_lagging_process() {
     let daemon = Daemon::start();
-    let mut lagger = Probe::spawn(
-        Identity::Root,
-        &[
-            "open",
-            daemon.device_str(),
-            "rw",
-            "track",
-            "1",
-            "wait-stdin",
-        ],
-    );
-    lagger.expect("open ok");
-    lagger.expect("track ok 0");
+    let lagger = Probe::lagging_tracked(&daemon, &[]);
     DevFile::rw(&daemon.device).trigger(0).unwrap();
     let text = stdout(&run(&daemon, &["status"]));
     assert!(text.contains("generation: 1"), "{text}");

@@ -439,6 +439,24 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// A root probe that opens the device read-write, turns tracking on, then waits for stdin
+    /// before running `after`: it lags behind the next bump until resumed.
+    pub fn lagging_tracked(daemon: &Daemon, after: &[&str]) -> Probe {
+        let mut steps = vec![
+            "open",
+            daemon.device_str(),
+            "rw",
+            "track",
+            "1",
+            "wait-stdin",
+        ];
+        steps.extend_from_slice(after);
+        let mut probe = Probe::spawn(Identity::Root, &steps);
+        probe.expect("open ok");
+        probe.expect("track ok 0");
+        probe
+    }
+
     /// Starts a probe as `who` with `args` as its steps.
     pub fn spawn(who: Identity, args: &[&str]) -> Probe {
         let mut child = probe_command(who, args)

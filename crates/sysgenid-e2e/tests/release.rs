@@ -12,22 +12,7 @@ use sysgenid_e2e::{Daemon, DevFile, Identity, Probe, eventually};
 /// Starts a probe that opens the device, turns tracking on and then waits for stdin: it will
 /// lag behind the next bump. After stdin it closes the file and waits for stdin again.
 fn lagging_tracked_watcher(daemon: &Daemon) -> Probe {
-    let mut a = Probe::spawn(
-        Identity::Root,
-        &[
-            "open",
-            daemon.device_str(),
-            "rw",
-            "track",
-            "1",
-            "wait-stdin",
-            "close",
-            "wait-stdin",
-        ],
-    );
-    a.expect("open ok");
-    a.expect("track ok 0");
-    a
+    Probe::lagging_tracked(daemon, &["close", "wait-stdin"])
 }
 
 /// Starts a probe that opens the device (up to date) and waits for the watchers, no timeout.

@@ -2,7 +2,7 @@
 //! `outdated_files` by its pid, with its command line (which names `sysgenid-probe`) and
 //! `tracked: true`, and the counts agree; once it acknowledges, it is gone from the list.
 
-use sysgenid_e2e::{Daemon, DevFile, Identity, Probe};
+use sysgenid_e2e::{Daemon, DevFile, Probe};
 
 /// The `outdated_files` entries of process `pid`.
 fn entries_of(status: &serde_json::Value, pid: u32) -> Vec<serde_json::Value> {
@@ -18,24 +18,8 @@ fn entries_of(status: &serde_json::Value, pid: u32) -> Vec<serde_json::Value> {
 #[test]
 fn status_lists_a_lagging_tracked_process_until_it_acks() {
     let daemon = Daemon::start();
-    let mut probe = Probe::spawn(
-        Identity::Root,
-        &[
-            "open",
-            daemon.device_str(),
-            "rw",
-            "track",
-            "1",
-            "wait-stdin",
-            "read",
-            "4",
-            "ack",
-            "wait-stdin",
-        ],
-    );
+    let mut probe = Probe::lagging_tracked(&daemon, &["read", "4", "ack", "wait-stdin"]);
     let pid = probe.pid();
-    probe.expect("open ok");
-    probe.expect("track ok 0");
     assert!(
         entries_of(&daemon.status(), pid).is_empty(),
         "not lagging yet"

@@ -3,7 +3,7 @@
 mod common;
 
 use sysgenid::{BumpSource, Watcher, WatcherOptions};
-use sysgenid_e2e::{Daemon, Identity, Probe};
+use sysgenid_e2e::{Daemon, Probe};
 
 use common::paths;
 
@@ -40,19 +40,7 @@ fn status_reads_the_live_document() {
 fn status_names_a_lagging_process() {
     let daemon = Daemon::start();
     let paths = paths(&daemon);
-    let mut probe = Probe::spawn(
-        Identity::Root,
-        &[
-            "open",
-            daemon.device_str(),
-            "rw",
-            "track",
-            "1",
-            "wait-stdin",
-        ],
-    );
-    probe.expect("open ok");
-    probe.expect("track ok 0");
+    let probe = Probe::lagging_tracked(&daemon, &[]);
     sysgenid::trigger_at(&paths, None).unwrap();
     let status = sysgenid::status_at(&paths).unwrap();
     assert_eq!(status.outdated, 1);
