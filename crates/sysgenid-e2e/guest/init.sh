@@ -10,6 +10,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs run /run
+mount -t bpf bpf /sys/fs/bpf
 mkdir -p /run/e2e
 
 # One line per 100 ms, so the host can time the first line after a restore.

@@ -1,15 +1,17 @@
 //! Real VM restores under QEMU: snapshot a guest running sysgenidd, restore it twice, check
-//! each clone. With `--backends none` nothing bumps on a restore; [`RESTORE_BUMPS`] says so.
+//! each clone: the vmgenid-bpf backend bumps exactly once per restore, and nothing else does.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sysgenid_e2e::qemu::Vm;
 
-/// The daemon's backends in the guest; `auto` once hardware backends exist.
-const BACKENDS: &str = "none";
-/// Bumps a restore causes with [`BACKENDS`]: 0 without a backend, 1 with one.
-const RESTORE_BUMPS: u64 = 0;
+/// The daemon's backends in the guest.
+const BACKENDS: &str = "auto";
+/// The backend that sees a restore on the 6.12 guest kernel.
+const RESTORE_BACKEND: &str = "vmgenid-bpf";
+/// Longer than the dedupe window: a second bump for one restore would show within it.
+const SETTLE: Duration = Duration::from_secs(3);
 
 fn status(vm: &mut Vm) -> Value {
     let out = vm.guest("sysgenid --json status");
@@ -47,6 +49,49 @@ fn assert_generation(vm: &mut Vm, expected: u64) {
     assert_eq!(view(vm, "dev"), expected, "device mapping");
 }
 
+/// Waits until status shows `generation` (a backend bumps shortly after `cont`).
+fn wait_generation(vm: &mut Vm, generation: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(vm);
+        if s["generation"] == generation {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no generation {generation}: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the tracked watcher has logged and acked `generation`.
+fn wait_acked(vm: &mut Vm, generation: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !watch_log(vm)
+        .iter()
+        .any(|l| l["generation"] == generation && l["acked"] == true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not ack {generation}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_backend_active(vm: &mut Vm) {
+    let s = status(vm);
+    let backends = s["daemon"]["backends"].as_array().expect("backends");
+    let probe = backends
+        .iter()
+        .find(|b| b["name"] == RESTORE_BACKEND)
+        .unwrap_or_else(|| panic!("no {RESTORE_BACKEND} in {s}"));
+    assert_eq!(probe["active"], true, "{probe}");
+    let detail = probe["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("kprobe on add_vmfork_randomness, pinned at /sys/fs/bpf/sysgenid"),
+        "{probe}"
+    );
+}
+
 fn boot_with_services() -> (Vm, u64) {
     let started = Instant::now();
     let mut vm = Vm::boot();
@@ -59,6 +104,7 @@ fn boot_with_services() -> (Vm, u64) {
         "started"
     );
     assert_services_running(&mut vm);
+    assert_backend_active(&mut vm);
     let generation = status(&mut vm)["generation"].as_u64().expect("generation");
     (vm, generation)
 }
@@ -102,32 +148,31 @@ fn snapshot_and_two_restores_give_two_clones_with_different_vmgenids() {
         );
         guids.push(guid);
 
-        assert_services_running(&mut vm);
-        let after_restore = gen0 + RESTORE_BUMPS;
-        assert_generation(&mut vm, after_restore);
-        assert_eq!(
-            watch_log(&mut vm).len() as u64,
-            RESTORE_BUMPS,
-            "watcher lines"
+        // The backend bumps once: status, both mappings, the watcher, wait-watchers.
+        let after_restore = gen0 + 1;
+        let (to_bump, line) = vm.host_time_to_line("@@gen", Duration::from_secs(30));
+        eprintln!("qemu: clone {clone}: cont to the new-generation line {to_bump:?}: {line:?}");
+        assert!(
+            line.ends_with(&format!("@@gen generation {after_restore}")),
+            "{line:?}"
         );
-        if RESTORE_BUMPS == 0 {
-            assert_eq!(status(&mut vm)["last_bump"], Value::Null);
-        }
+        let s = wait_generation(&mut vm, after_restore);
+        assert_eq!(s["last_bump"]["source"], "backend", "{s}");
+        assert_eq!(s["last_bump"]["backend"], RESTORE_BACKEND, "{s}");
+        wait_acked(&mut vm, after_restore);
+        let wait = vm.guest_status("sysgenid wait-watchers --timeout 10s");
+        assert_eq!(wait.status, 0, "wait-watchers: {}", wait.output);
+        std::thread::sleep(SETTLE);
+        assert_services_running(&mut vm);
+        assert_generation(&mut vm, after_restore);
+        let lines = watch_log(&mut vm);
+        assert_eq!(lines.len(), 1, "one change per restore: {lines:?}");
+        assert_eq!(status(&mut vm)["outdated"], 0);
 
         // Step 4 of the workflow: a software trigger.
         vm.guest("sysgenid trigger");
         let bumped = after_restore + 1;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !watch_log(&mut vm)
-            .iter()
-            .any(|l| l["generation"] == bumped && l["acked"] == true)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the watcher did not ack {bumped}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_acked(&mut vm, bumped);
         let wait = vm.guest_status("sysgenid wait-watchers --timeout 10s");
         assert_eq!(wait.status, 0, "wait-watchers: {}", wait.output);
         assert_generation(&mut vm, bumped);
@@ -150,6 +195,7 @@ fn a_running_vm_and_a_plain_pause_do_not_bump() {
     vm.cont();
     let (first_line, line) = vm.host_time_to_line("@@hb", Duration::from_secs(30));
     eprintln!("qemu: after a plain pause, cont to first guest line {first_line:?}: {line:?}");
+    std::thread::sleep(SETTLE);
     assert_eq!(vm.vmgenid(), guid, "a pause keeps the vmgenid");
     assert_services_running(&mut vm);
     assert_generation(&mut vm, gen0);

@@ -132,6 +132,9 @@ pub struct Backend {
     pub active: bool,
     /// Why not, when it is not.
     pub reason: Option<String>,
+    /// How it runs, when that is worth knowing (how a probe attached, what it cannot see).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// The status document from the control socket of [`Paths::from_env`].

@@ -13,6 +13,7 @@
 pub mod dedupe;
 pub mod uevent;
 pub mod vmclock;
+pub mod vmgenid_bpf;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ use crate::control::BackendStatus;
 use crate::inbox::{Inbox, Message};
 
 /// The names of the backends this build knows.
-pub const KNOWN: &[&str] = &["vmclock", "uevent"];
+pub const KNOWN: &[&str] = &[vmgenid_bpf::NAME, "vmclock", "uevent"];
 
 /// Where the backends look, and what they keep.
 #[derive(Debug, Clone)]
@@ -35,6 +36,9 @@ pub struct Options {
     /// Where to record the vmclock counter between runs (none: restores while the daemon is
     /// down go unseen).
     pub state_dir: Option<PathBuf>,
+    /// Where the vmgenid BPF probe is pinned (none: unpinned, restores while the daemon is
+    /// down go unseen).
+    pub bpf_pin_dir: Option<PathBuf>,
     /// The dedupe window.
     pub window: Duration,
 }
@@ -45,6 +49,7 @@ impl Default for Options {
             vmclock_path: PathBuf::from(vmclock::DEFAULT_PATH),
             vmclock_interval: vmclock::DEFAULT_INTERVAL,
             state_dir: None,
+            bpf_pin_dir: Some(PathBuf::from(vmgenid_bpf::DEFAULT_PIN_DIR)),
             window: dedupe::DEFAULT_WINDOW,
         }
     }
@@ -150,17 +155,21 @@ pub fn start_with(
     let mut statuses = Vec::new();
     for name in names {
         let started = match name {
-            "vmclock" => start_vmclock(&reporter, options),
-            "uevent" => start_uevent(&reporter),
+            vmgenid_bpf::NAME => {
+                vmgenid_bpf::start(&reporter, options.bpf_pin_dir.as_deref()).map(Some)
+            }
+            "vmclock" => start_vmclock(&reporter, options).map(|()| None),
+            "uevent" => start_uevent(&reporter).map(|()| None),
             _ => unreachable!("checked against KNOWN"),
         };
         let status = match started {
-            Ok(()) => {
-                tracing::info!(backend = name, "hardware backend active");
+            Ok(detail) => {
+                tracing::info!(backend = name, detail, "hardware backend active");
                 BackendStatus {
                     name: name.to_owned(),
                     active: true,
                     reason: None,
+                    detail,
                 }
             }
             Err(reason) => {
@@ -173,6 +182,7 @@ pub fn start_with(
                     name: name.to_owned(),
                     active: false,
                     reason: Some(reason),
+                    detail: None,
                 }
             }
         };

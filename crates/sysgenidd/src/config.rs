@@ -34,6 +34,12 @@ pub struct Args {
     #[arg(long, value_name = "none|auto|LIST", default_value = "auto")]
     pub backends: String,
 
+    /// Where the vmgenid-bpf backend pins its probe in bpffs, so that restores while the daemon
+    /// is down are counted. Give each daemon on a machine its own directory; `none` runs the
+    /// probe unpinned.
+    #[arg(long, value_name = "DIR|none", default_value = sysgenid_bpf_pin_default())]
+    pub bpf_pin_dir: String,
+
     /// Whether clients may mmap the device itself (needs Linux 6.6+). With `off`, mmap of the
     /// device fails with ENODEV and only the page file serves probes.
     #[arg(long, value_enum, default_value_t = Toggle::On)]
@@ -92,6 +98,10 @@ impl BackendChoice {
     }
 }
 
+const fn sysgenid_bpf_pin_default() -> &'static str {
+    crate::backends::vmgenid_bpf::DEFAULT_PIN_DIR
+}
+
 /// Everything the daemon needs to start, with defaults filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -101,6 +111,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Which backends to run.
     pub backends: BackendChoice,
+    /// Where the BPF probe is pinned (none: unpinned).
+    pub bpf_pin_dir: Option<PathBuf>,
     /// Whether to serve mmap of the device.
     pub device_mmap: bool,
     /// Mode bits of the device file.
@@ -161,6 +173,15 @@ impl Config {
             device,
             state_dir,
             backends,
+            bpf_pin_dir: match args.bpf_pin_dir.as_str() {
+                "none" => None,
+                "" => {
+                    return Err(ConfigError::Invalid(
+                        "--bpf-pin-dir needs a directory or none".to_owned(),
+                    ));
+                }
+                dir => Some(PathBuf::from(dir)),
+            },
             device_mmap: args.device_mmap == Toggle::On,
             mode,
             uid,

@@ -51,6 +51,8 @@ pub struct BackendStatus {
     pub active: bool,
     /// Why not, if it is not.
     pub reason: Option<String>,
+    /// How it runs, if that is worth knowing (how a probe attached, what it cannot see).
+    pub detail: Option<String>,
 }
 
 /// What the event loop answers to a status query.

@@ -136,6 +136,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
     let backend_options = backends::Options {
         state_dir: Some(state_dir.clone()),
+        bpf_pin_dir: config.bpf_pin_dir.clone(),
         ..Default::default()
     };
     let backends = backends::start_with(&config.backends, &inbox, &backend_options)

@@ -1,0 +1,198 @@
+//! The `vmgenid-bpf` backend: restores seen by a BPF probe on the kernel's `add_vmfork_randomness()`.
+//!
+//! The probe ([`sysgenid_bpf::VmforkWatch`]) counts hits in a map pinned in bpffs and queues one
+//! ring-buffer record per hit. The daemon keeps the count it has handled in the same map
+//! (`acked`), so a daemon that starts after a restore sees `counter > acked` and bumps once.
+//! The ring buffer only wakes the thread; the count is the truth, so a lost record loses nothing.
+
+use std::path::{Path, PathBuf};
+
+use sysgenid_bpf::{Attached, Options as ProbeOptions, VmforkWatch};
+
+use super::Reporter;
+
+/// The backend's name.
+pub const NAME: &str = "vmgenid-bpf";
+/// Where the probe is pinned by default.
+pub const DEFAULT_PIN_DIR: &str = sysgenid_bpf::DEFAULT_PIN_DIR;
+
+/// Which probe hits are new: the pure bookkeeping between the pinned counter and the ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hits {
+    acked: u64,
+}
+
+impl Hits {
+    /// The state at start, and the count to report if restores happened while no daemon ran.
+    pub fn at_start(counter: u64, acked: u64) -> (Hits, Option<u64>) {
+        if counter > acked {
+            (Hits { acked: counter }, Some(counter))
+        } else {
+            // A counter below the ack means the maps were recreated: nothing to report.
+            (Hits { acked: counter }, None)
+        }
+    }
+
+    /// The count to report (and ack) when the counter reads `counter`, if it moved.
+    pub fn offer(&mut self, counter: u64) -> Option<u64> {
+        if counter > self.acked {
+            self.acked = counter;
+            Some(counter)
+        } else {
+            None
+        }
+    }
+}
+
+/// Attaches (or reopens the pins), reports restores made while down, and starts the thread.
+/// Returns how it runs, for the status document.
+pub fn start(reporter: &Reporter, pin_dir: Option<&Path>) -> Result<String, String> {
+    let (watch, pinned) = match open(pin_dir) {
+        Ok(w) => w,
+        Err(e) => return Err(e.to_string()),
+    };
+    let counter = watch
+        .counter()
+        .map_err(|e| format!("cannot read the probe counter: {e}"))?;
+    let acked = watch
+        .acked()
+        .map_err(|e| format!("cannot read the probe ack: {e}"))?;
+    let attached = watch.attached();
+    tracing::info!(counter, acked, ?attached, pinned = ?pinned, "vmgenid-bpf probe ready");
+    let (mut hits, missed) = Hits::at_start(counter, acked);
+    let mut watch = watch;
+    // Records queued while no daemon ran describe the count read above.
+    let queued = watch.read_events();
+    if !queued.is_empty() {
+        tracing::debug!(records = queued.len(), "drained records queued while down");
+    }
+    reporter.note_key(NAME, u128::from(acked));
+    if let Some(n) = missed {
+        tracing::info!(
+            counter = n,
+            acked,
+            "add_vmfork_randomness ran while the daemon was down"
+        );
+        reporter.report(NAME, Some(n.into()));
+    }
+    ack(&watch, counter);
+    let how = describe(attached, pinned.as_deref());
+    let reporter = reporter.clone();
+    super::spawn(NAME, move || {
+        loop {
+            if let Err(e) = wait_readable(&watch) {
+                tracing::warn!(error = %e, "vmgenid-bpf: poll failed; reading the counter anyway");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            for event in watch.read_events() {
+                tracing::debug!(count = event.count, boot_ns = event.boot_ns, "probe record");
+            }
+            match watch.counter() {
+                Ok(counter) => {
+                    if let Some(n) = hits.offer(counter) {
+                        reporter.report(NAME, Some(n.into()));
+                        ack(&watch, n);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "vmgenid-bpf: cannot read the counter"),
+            }
+        }
+    })?;
+    Ok(how)
+}
+
+fn open(
+    pin_dir: Option<&Path>,
+) -> Result<(VmforkWatch, Option<PathBuf>), sysgenid_bpf::Unavailable> {
+    let Some(dir) = pin_dir else {
+        return VmforkWatch::open_with(&ProbeOptions::new(None)).map(|w| (w, None));
+    };
+    match VmforkWatch::open_with(&ProbeOptions::new(Some(dir))) {
+        Ok(w) => Ok((w, Some(dir.to_path_buf()))),
+        Err(e @ sysgenid_bpf::Unavailable::NoBpffs(..)) => {
+            tracing::warn!(
+                error = %e,
+                "vmgenid-bpf: cannot pin the probe; running unpinned, so restores while the \
+                 daemon is down go unseen"
+            );
+            VmforkWatch::open_with(&ProbeOptions::new(None)).map(|w| (w, None))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn describe(attached: Attached, pinned: Option<&Path>) -> String {
+    let how = match attached {
+        Attached::Kprobe => "kprobe",
+        Attached::Fentry => "fentry",
+        Attached::Pinned => "probe reused from pins",
+    };
+    match pinned {
+        Some(dir) => format!(
+            "{how} on {}, pinned at {}",
+            sysgenid_bpf::SYMBOL,
+            dir.display()
+        ),
+        None => format!(
+            "{how} on {}, not pinned: restores while the daemon is down go unseen",
+            sysgenid_bpf::SYMBOL
+        ),
+    }
+}
+
+fn ack(watch: &VmforkWatch, count: u64) {
+    if let Err(e) = watch.ack(count) {
+        tracing::warn!(error = %e, count, "vmgenid-bpf: cannot record the ack");
+    }
+}
+
+fn wait_readable(watch: &VmforkWatch) -> std::io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let fd = watch.fd();
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_maps_report_nothing() {
+        assert_eq!(Hits::at_start(0, 0).1, None);
+    }
+
+    #[test]
+    fn hits_while_down_report_once_with_the_count() {
+        let (mut hits, missed) = Hits::at_start(3, 1);
+        assert_eq!(missed, Some(3));
+        assert_eq!(hits.offer(3), None, "the count already reported");
+        assert_eq!(hits.offer(4), Some(4));
+    }
+
+    #[test]
+    fn recreated_maps_below_the_ack_start_from_the_counter() {
+        let (mut hits, missed) = Hits::at_start(0, 5);
+        assert_eq!(missed, None);
+        assert_eq!(hits.offer(1), Some(1));
+    }
+
+    #[test]
+    fn each_new_count_reports_once() {
+        let (mut hits, _) = Hits::at_start(2, 2);
+        assert_eq!(hits.offer(2), None);
+        assert_eq!(hits.offer(3), Some(3));
+        assert_eq!(hits.offer(3), None);
+        assert_eq!(
+            hits.offer(5),
+            Some(5),
+            "two hits read at once are one report"
+        );
+    }
+}
