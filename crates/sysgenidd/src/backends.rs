@@ -11,6 +11,8 @@
 //!   shows the gap). A name this build does not know is refused.
 
 pub mod dedupe;
+pub mod fw_cfg;
+pub mod record;
 pub mod uevent;
 pub mod vmclock;
 pub mod vmgenid_bpf;
@@ -24,7 +26,10 @@ use crate::control::BackendStatus;
 use crate::inbox::{Inbox, Message};
 
 /// The names of the backends this build knows.
-pub const KNOWN: &[&str] = &[vmgenid_bpf::NAME, "vmclock", "uevent"];
+pub const KNOWN: &[&str] = &[vmgenid_bpf::NAME, "vmclock", "uevent", fw_cfg::NAME];
+
+/// Backends that see a restore at once; under `auto`, polling fw-cfg runs only without them.
+const IMMEDIATE: &[&str] = &[vmgenid_bpf::NAME, "vmclock"];
 
 /// Where the backends look, and what they keep.
 #[derive(Debug, Clone)]
@@ -36,6 +41,10 @@ pub struct Options {
     /// Where to record the vmclock counter between runs (none: restores while the daemon is
     /// down go unseen).
     pub state_dir: Option<PathBuf>,
+    /// The fw_cfg vmgenid GUID blob.
+    pub fw_cfg_path: PathBuf,
+    /// How often to read it.
+    pub fw_cfg_interval: Duration,
     /// Where the vmgenid BPF probe is pinned (none: unpinned, restores while the daemon is
     /// down go unseen).
     pub bpf_pin_dir: Option<PathBuf>,
@@ -48,6 +57,8 @@ impl Default for Options {
         Options {
             vmclock_path: PathBuf::from(vmclock::DEFAULT_PATH),
             vmclock_interval: vmclock::DEFAULT_INTERVAL,
+            fw_cfg_path: PathBuf::from(fw_cfg::DEFAULT_PATH),
+            fw_cfg_interval: fw_cfg::DEFAULT_INTERVAL,
             state_dir: None,
             bpf_pin_dir: Some(PathBuf::from(vmgenid_bpf::DEFAULT_PIN_DIR)),
             window: dedupe::DEFAULT_WINDOW,
@@ -160,6 +171,14 @@ pub fn start_with(
             }
             "vmclock" => start_vmclock(&reporter, options).map(|()| None),
             "uevent" => start_uevent(&reporter).map(|()| None),
+            fw_cfg::NAME => match immediate_active(&statuses).filter(|_| !explicit) {
+                Some(better) => Err(format!(
+                    "not needed: {better} sees restores at once (name {} in --backends to poll \
+                     it too)",
+                    fw_cfg::NAME
+                )),
+                None => start_fw_cfg(&reporter, options).map(|()| None),
+            },
             _ => unreachable!("checked against KNOWN"),
         };
         let status = match started {
@@ -209,35 +228,17 @@ fn start_vmclock(reporter: &Reporter, options: &Options) -> Result<(), String> {
     }
     let mut watcher = vmclock::Watcher::open(path, options.vmclock_interval)?;
     let counter = watcher.counter();
-    let record = options.state_dir.as_deref().map(vmclock::record_path);
-    let recorded = record.as_deref().and_then(vmclock::read_record);
     tracing::info!(
         counter,
-        ?recorded,
         notified = watcher.notified(),
         "vmclock vm_generation_counter at start"
     );
-    if let Some(r) = recorded {
-        reporter.note_key("vmclock", r.into());
-    }
-    if vmclock::restored_while_down(recorded, counter) {
-        tracing::info!(
-            counter,
-            recorded,
-            "vmclock counter changed while the daemon was down"
-        );
-        reporter.report("vmclock", Some(counter.into()));
-    } else {
-        reporter.note_key("vmclock", counter.into());
-    }
-    let save = move |value: u64| {
-        if let Some(path) = &record
-            && let Err(e) = vmclock::write_record(path, value)
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record the vmclock counter");
-        }
-    };
-    save(counter);
+    let save = record::resume(
+        reporter,
+        "vmclock",
+        options.state_dir.as_deref(),
+        counter.into(),
+    );
     let reporter = reporter.clone();
     spawn("vmclock", move || {
         let mut torn = false;
@@ -246,7 +247,7 @@ fn start_vmclock(reporter: &Reporter, options: &Options) -> Result<(), String> {
                 Ok(Some(value)) => {
                     torn = false;
                     reporter.report("vmclock", Some(value.into()));
-                    save(value);
+                    save(value.into());
                 }
                 Ok(None) => torn = false,
                 Err(e) => {
@@ -255,6 +256,47 @@ fn start_vmclock(reporter: &Reporter, options: &Options) -> Result<(), String> {
                     }
                     torn = true;
                     std::thread::sleep(vmclock::DEFAULT_INTERVAL);
+                }
+            }
+        }
+    })
+}
+
+fn immediate_active(statuses: &[BackendStatus]) -> Option<&str> {
+    statuses
+        .iter()
+        .find(|s| s.active && IMMEDIATE.contains(&s.name.as_str()))
+        .map(|s| s.name.as_str())
+}
+
+fn start_fw_cfg(reporter: &Reporter, options: &Options) -> Result<(), String> {
+    let (file, guid) = fw_cfg::open(&options.fw_cfg_path)?;
+    tracing::info!(
+        guid = format_args!("{guid:032x}"),
+        "fw_cfg vmgenid GUID at start"
+    );
+    let save = record::resume(reporter, fw_cfg::NAME, options.state_dir.as_deref(), guid);
+    let reporter = reporter.clone();
+    let interval = options.fw_cfg_interval;
+    spawn(fw_cfg::NAME, move || {
+        let mut last = guid;
+        let mut failing = false;
+        loop {
+            std::thread::sleep(interval);
+            match fw_cfg::read_guid(&file) {
+                Ok(now) => {
+                    failing = false;
+                    if now != last {
+                        last = now;
+                        reporter.report(fw_cfg::NAME, Some(now));
+                        save(now);
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "fw_cfg GUID read failed; trying again");
+                    }
+                    failing = true;
                 }
             }
         }

@@ -3,7 +3,7 @@
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use sysgenidd::backends::{self, Options, vmclock};
+use sysgenidd::backends::{self, Options, fw_cfg, record, vmclock};
 use sysgenidd::config::BackendChoice;
 use sysgenidd::inbox::{InboxReceiver, Message, inbox};
 
@@ -41,12 +41,33 @@ fn bumps(rx: &InboxReceiver, wait: Duration) -> Vec<String> {
     seen
 }
 
+fn guid_blob(guid: u128) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(4096).unwrap();
+    set_guid(&file, guid);
+    file
+}
+
+fn set_guid(file: &tempfile::NamedTempFile, guid: u128) {
+    file.as_file()
+        .write_at(&guid.to_le_bytes(), fw_cfg::GUID_OFFSET)
+        .unwrap();
+}
+
+/// Fast polling, no BPF pins, no fw_cfg blob unless a test sets one.
 fn options(path: &std::path::Path) -> Options {
     Options {
         vmclock_path: path.to_owned(),
         vmclock_interval: Duration::from_millis(10),
+        fw_cfg_path: "/nonexistent/fw_cfg/raw".into(),
+        fw_cfg_interval: Duration::from_millis(10),
+        bpf_pin_dir: None,
         ..Options::default()
     }
+}
+
+fn list(names: &[&str]) -> BackendChoice {
+    BackendChoice::List(names.iter().map(|n| n.to_string()).collect())
 }
 
 #[test]
@@ -59,17 +80,52 @@ fn auto_reports_each_backend() {
     )
     .unwrap();
     let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["vmclock", "uevent"]);
-    assert!(!statuses[0].active);
+    assert_eq!(names, ["vmgenid-bpf", "vmclock", "uevent", "fw-cfg"]);
+    // This machine kind has no kprobes and refuses fentry loads (checked in sysgenid-bpf).
+    assert!(!statuses[0].active, "{:?}", statuses[0]);
+    assert!(statuses[0].reason.is_some());
+    assert!(!statuses[1].active);
     assert!(
-        statuses[0]
+        statuses[1]
             .reason
             .as_deref()
             .unwrap()
             .starts_with("no /nonexistent/vmclock0")
     );
     // The uevent socket binds on Linux, as root or not.
-    assert!(statuses[1].active, "{:?}", statuses[1]);
+    assert!(statuses[2].active, "{:?}", statuses[2]);
+    assert!(
+        statuses[3]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("no /nonexistent/fw_cfg/raw"),
+        "{:?}",
+        statuses[3]
+    );
+}
+
+#[test]
+fn auto_polls_fw_cfg_only_without_an_immediate_backend() {
+    let (tx, _rx) = inbox().unwrap();
+    let clock = page(1, vmclock::FLAG_VM_GEN_COUNTER_PRESENT);
+    let blob = guid_blob(7);
+    let mut opts = options(clock.path());
+    opts.fw_cfg_path = blob.path().to_owned();
+    let statuses = backends::start_with(&BackendChoice::Auto, &tx, &opts).unwrap();
+    let fw = statuses.iter().find(|s| s.name == "fw-cfg").unwrap();
+    assert!(!fw.active);
+    assert_eq!(
+        fw.reason.as_deref(),
+        Some(
+            "not needed: vmclock sees restores at once (name fw-cfg in --backends to poll it too)"
+        )
+    );
+
+    opts.vmclock_path = "/nonexistent/vmclock0".into();
+    let statuses = backends::start_with(&BackendChoice::Auto, &tx, &opts).unwrap();
+    let fw = statuses.iter().find(|s| s.name == "fw-cfg").unwrap();
+    assert!(fw.active, "{fw:?}");
 }
 
 #[test]
@@ -89,7 +145,7 @@ fn explicit_lists_start_unavailable_backends_inactive_and_refuse_unknown_ones() 
     let err = backends::start(&BackendChoice::List(vec!["vmgenid".into()]), &tx).unwrap_err();
     assert_eq!(
         err,
-        "unknown backend \"vmgenid\": this build knows vmclock, uevent"
+        "unknown backend \"vmgenid\": this build knows vmgenid-bpf, vmclock, uevent, fw-cfg"
     );
     assert!(
         backends::start(&BackendChoice::None, &tx)
@@ -120,13 +176,13 @@ fn a_changed_record_means_a_restore_while_down() {
     let file = page(7, vmclock::FLAG_VM_GEN_COUNTER_PRESENT);
     let mut opts = options(file.path());
     opts.state_dir = Some(state.path().to_owned());
-    let record = vmclock::record_path(state.path());
+    let record = record::path(state.path(), "vmclock");
 
     // First run: no record, no bump; the counter is recorded.
     let (tx, rx) = inbox().unwrap();
     backends::start_with(&BackendChoice::List(vec!["vmclock".into()]), &tx, &opts).unwrap();
     assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
-    assert_eq!(vmclock::read_record(&record), Some(7));
+    assert_eq!(record::read(&record), Some(7));
 
     // Same counter at the next start: nothing happened.
     let (tx, rx) = inbox().unwrap();
@@ -134,11 +190,11 @@ fn a_changed_record_means_a_restore_while_down() {
     assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
 
     // Changed while down: exactly one bump at start.
-    vmclock::write_record(&record, 6).unwrap();
+    record::write(&record, 6).unwrap();
     let (tx, rx) = inbox().unwrap();
     backends::start_with(&BackendChoice::List(vec!["vmclock".into()]), &tx, &opts).unwrap();
     assert_eq!(bumps(&rx, Duration::from_millis(200)), ["vmclock"]);
-    assert_eq!(vmclock::read_record(&record), Some(7));
+    assert_eq!(record::read(&record), Some(7));
 }
 
 #[test]
@@ -149,4 +205,57 @@ fn two_backends_reporting_one_restore_make_one_bump() {
     assert!(reporter.report("uevent", None));
     assert!(!reporter.report("vmclock", Some(2)));
     assert_eq!(bumps(&rx, Duration::from_millis(50)), ["uevent"]);
+}
+
+#[test]
+fn each_guid_change_sends_one_bump_and_a_changed_guid_at_start_is_a_restore_while_down() {
+    let state = tempfile::tempdir().unwrap();
+    let blob = guid_blob(0x1111);
+    let mut opts = options(std::path::Path::new("/nonexistent/vmclock0"));
+    opts.fw_cfg_path = blob.path().to_owned();
+    opts.state_dir = Some(state.path().to_owned());
+    opts.window = Duration::ZERO;
+
+    let (tx, rx) = inbox().unwrap();
+    let statuses = backends::start_with(&list(&["fw-cfg"]), &tx, &opts).unwrap();
+    assert!(statuses[0].active, "{statuses:?}");
+    assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
+    set_guid(&blob, 0x2222);
+    assert_eq!(bumps(&rx, Duration::from_millis(300)), ["fw-cfg"]);
+    let record = record::path(state.path(), "fw-cfg");
+    assert_eq!(record::read(&record), Some(0x2222));
+
+    // A new daemon on a changed GUID (the old thread keeps polling the first blob).
+    let blob2 = guid_blob(0x3333);
+    opts.fw_cfg_path = blob2.path().to_owned();
+    let (tx, rx) = inbox().unwrap();
+    backends::start_with(&list(&["fw-cfg"]), &tx, &opts).unwrap();
+    assert_eq!(bumps(&rx, Duration::from_millis(200)), ["fw-cfg"]);
+    assert_eq!(record::read(&record), Some(0x3333));
+}
+
+/// Two real backend threads see the same restore: one bump, by the one that saw it first.
+#[test]
+fn two_backends_seeing_one_restore_bump_once_and_the_first_wins() {
+    let clock = page(10, vmclock::FLAG_VM_GEN_COUNTER_PRESENT);
+    let blob = guid_blob(0xA);
+    let mut opts = options(clock.path());
+    opts.fw_cfg_path = blob.path().to_owned();
+    opts.window = Duration::from_millis(600);
+    let (tx, rx) = inbox().unwrap();
+    let statuses = backends::start_with(&list(&["vmclock", "fw-cfg"]), &tx, &opts).unwrap();
+    assert!(statuses.iter().all(|s| s.active), "{statuses:?}");
+    assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
+
+    // Restore one: the vmclock counter moves first, the GUID 100 ms later.
+    set_counter(&clock, 2, 11);
+    std::thread::sleep(Duration::from_millis(100));
+    set_guid(&blob, 0xB);
+    assert_eq!(bumps(&rx, Duration::from_millis(800)), ["vmclock"]);
+
+    // Restore two, after the window: the GUID first this time.
+    set_guid(&blob, 0xC);
+    std::thread::sleep(Duration::from_millis(100));
+    set_counter(&clock, 4, 12);
+    assert_eq!(bumps(&rx, Duration::from_millis(800)), ["fw-cfg"]);
 }

@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::Duration;
@@ -244,29 +244,6 @@ impl Snapshot {
 pub struct Torn {
     /// How many reads were tried.
     pub attempts: u32,
-}
-
-/// Whether a start should report a restore: the counter differs from the one recorded by the
-/// last run. No record means nothing can be told.
-pub fn restored_while_down(recorded: Option<u64>, now: u64) -> bool {
-    recorded.is_some_and(|r| r != now)
-}
-
-/// The record file in a state directory.
-pub fn record_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("vmclock-counter")
-}
-
-/// The recorded counter, if there is a readable one.
-pub fn read_record(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Records the counter (write a temporary file, then rename over the record).
-pub fn write_record(path: &Path, counter: u64) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{counter}\n"))?;
-    std::fs::rename(&tmp, path)
 }
 
 /// An open vmclock with a counter, watching for changes.
@@ -716,17 +693,5 @@ mod tests {
         writer.put64(offset::VM_GENERATION_COUNTER, 3);
         writer.seq(6);
         assert_eq!(w.step(), Ok(Some(3)));
-    }
-
-    #[test]
-    fn records_detect_a_changed_counter() {
-        assert!(!restored_while_down(None, 5));
-        assert!(!restored_while_down(Some(5), 5));
-        assert!(restored_while_down(Some(5), 6));
-        let dir = tempfile::tempdir().unwrap();
-        let path = record_path(dir.path());
-        assert_eq!(read_record(&path), None);
-        write_record(&path, u64::MAX).unwrap();
-        assert_eq!(read_record(&path), Some(u64::MAX));
     }
 }
