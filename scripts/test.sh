@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests use.
-packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux qemu-system-x86 busybox-static)
+packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux qemu-system-x86 busybox-static xz-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

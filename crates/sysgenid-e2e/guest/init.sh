@@ -11,6 +11,9 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs run /run
 mount -t bpf bpf /sys/fs/bpf
+for module in /lib/modules/*.ko; do
+    [ -e "$module" ] && insmod "$module"
+done
 mkdir -p /run/e2e
 
 # One line per 100 ms, so the host can time the first line after a restore.

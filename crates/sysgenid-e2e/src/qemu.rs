@@ -81,8 +81,70 @@ fn require_tool(name: &str, package: &str) {
     );
 }
 
-/// Downloads `linux-image-<version>-unsigned` and copies its vmlinuz to `dest`.
-fn download_kernel(version: &str, dest: &Path) -> Result<(), String> {
+/// A Debian cloud kernel series: a pinned version and how to find the newest of the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSeries {
+    /// The pinned version (Debian package `linux-image-<this>-unsigned`).
+    pub pinned: &'static str,
+    /// An `apt-cache search --names-only` pattern for the series' packages.
+    pub packages: &'static str,
+}
+
+/// Debian's 6.12 cloud kernel: vmgenid built in, kprobes, BPF, BTF, FUSE built in.
+pub const LINUX_6_12: KernelSeries = KernelSeries {
+    pinned: KERNEL_VERSION,
+    packages: r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64-unsigned$",
+};
+
+/// Debian 12's own 6.1 cloud kernel: no vmgenid driver, FUSE as a module, no
+/// `FUSE_DIRECT_IO_ALLOW_MMAP` (6.6), no thread pidfds (6.9).
+pub const LINUX_6_1: KernelSeries = KernelSeries {
+    pinned: "6.1.0-57-cloud-amd64",
+    packages: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
+};
+
+/// Modules the guest loads when the kernel has them as modules, in load order.
+const MODULES: [&str; 2] = [
+    "kernel/fs/fuse/fuse.ko",
+    "kernel/drivers/firmware/qemu_fw_cfg.ko",
+];
+
+/// A guest kernel in the cache, with the modules the guest loads.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// Its version.
+    pub version: String,
+    /// The kernel image.
+    pub vmlinuz: PathBuf,
+    /// Uncompressed modules to load at boot, in order.
+    pub modules: Vec<PathBuf>,
+}
+
+impl Kernel {
+    fn in_cache(version: &str) -> Option<Kernel> {
+        let dir = cache_dir().join(version);
+        let vmlinuz = dir.join("vmlinuz");
+        let done = dir.join("complete");
+        if !done.exists() || !vmlinuz.exists() {
+            return None;
+        }
+        let modules = std::fs::read_to_string(&done)
+            .ok()?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|name| dir.join(name))
+            .collect();
+        Some(Kernel {
+            version: version.to_owned(),
+            vmlinuz,
+            modules,
+        })
+    }
+}
+
+/// Downloads `linux-image-<version>-unsigned` into the cache: vmlinuz and [`MODULES`].
+fn download_kernel(version: &str) -> Result<Kernel, String> {
+    require_tool("xz", "xz-utils");
     let work = tempfile::tempdir_in(cache_dir()).map_err(|e| e.to_string())?;
     let package = format!("linux-image-{version}-unsigned");
     run(Command::new("apt-get")
@@ -96,57 +158,85 @@ fn download_kernel(version: &str, dest: &Path) -> Result<(), String> {
         .ok_or("apt-get download left no .deb")?;
     let root = work.path().join("root");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let dir = cache_dir().join(version);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let vmlinuz = root.join(format!("boot/vmlinuz-{version}"));
-    std::fs::copy(&vmlinuz, dest).map_err(|e| format!("{}: {e}", vmlinuz.display()))?;
-    Ok(())
+    std::fs::copy(&vmlinuz, dir.join("vmlinuz"))
+        .map_err(|e| format!("{}: {e}", vmlinuz.display()))?;
+    let mut names = Vec::new();
+    for module in MODULES {
+        let base = root.join(format!("lib/modules/{version}/{module}"));
+        let name = Path::new(module).file_name().expect("module name");
+        let dest = dir.join(name);
+        let xz = base.with_extension("ko.xz");
+        if base.exists() {
+            std::fs::copy(&base, &dest).map_err(|e| format!("{}: {e}", base.display()))?;
+        } else if xz.exists() {
+            let out = Command::new("xz")
+                .arg("-dc")
+                .arg(&xz)
+                .output()
+                .map_err(|e| format!("xz: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("xz -dc {}: {}", xz.display(), out.status));
+            }
+            std::fs::write(&dest, out.stdout).map_err(|e| e.to_string())?;
+        } else {
+            continue; // built in
+        }
+        names.push(name.to_string_lossy().into_owned());
+    }
+    std::fs::write(dir.join("complete"), names.join("\n") + "\n").map_err(|e| e.to_string())?;
+    Kernel::in_cache(version).ok_or_else(|| "the cache entry did not complete".to_owned())
 }
 
-/// The newest `6.12.*-cloud-amd64` kernel version the package archive offers.
-fn newest_cloud_kernel() -> Result<String, String> {
-    let list = run(Command::new("apt-cache").args([
-        "search",
-        "--names-only",
-        r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64-unsigned$",
-    ]))?;
-    let patch = |v: &str| -> u32 {
-        v.strip_prefix("6.12.")
-            .and_then(|r| r.split('+').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+/// The newest version of `series` the package archive offers.
+fn newest_in_series(series: &KernelSeries) -> Result<String, String> {
+    let list = run(Command::new("apt-cache").args(["search", "--names-only", series.packages]))?;
+    let key = |v: &str| -> Vec<u32> {
+        v.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect()
     };
     list.lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter_map(|p| p.strip_prefix("linux-image-")?.strip_suffix("-unsigned"))
-        .max_by_key(|v| patch(v))
+        .max_by_key(|v| key(v))
         .map(str::to_owned)
-        .ok_or_else(|| "no linux-image-6.12.*-cloud-amd64-unsigned in apt-cache".to_owned())
+        .ok_or_else(|| format!("no package matching {} in apt-cache", series.packages))
 }
 
-/// The guest kernel: the pinned one from the cache, else downloaded; if the archive no longer
-/// has it, the newest 6.12 cloud kernel (said on stderr).
-pub fn kernel() -> PathBuf {
+/// The pinned 6.12 guest kernel; see [`kernel_of`].
+pub fn kernel() -> Kernel {
+    kernel_of(&LINUX_6_12)
+}
+
+/// A guest kernel of `series`: the pinned one from the cache, else downloaded; if the archive no
+/// longer has it, the newest of the series (said on stderr).
+pub fn kernel_of(series: &KernelSeries) -> Kernel {
     let _lock = lock_cache("kernel.lock");
-    let pinned = cache_dir().join(format!("vmlinuz-{KERNEL_VERSION}"));
-    if pinned.exists() {
-        return pinned;
+    if let Some(k) = Kernel::in_cache(series.pinned) {
+        return k;
     }
-    eprintln!("qemu: downloading kernel {KERNEL_VERSION}");
-    let first = download_kernel(KERNEL_VERSION, &pinned);
-    let Err(why) = first else { return pinned };
+    eprintln!("qemu: downloading kernel {}", series.pinned);
+    let first = download_kernel(series.pinned);
+    let Err(why) = first else {
+        return first.expect("checked");
+    };
     eprintln!("qemu: {why}; updating the package lists");
     let _ = run(Command::new("apt-get").args(["update", "-qq"]));
-    if download_kernel(KERNEL_VERSION, &pinned).is_ok() {
-        return pinned;
+    if let Ok(k) = download_kernel(series.pinned) {
+        return k;
     }
-    let newest = newest_cloud_kernel().unwrap_or_else(|e| panic!("no guest kernel: {e}"));
-    let path = cache_dir().join(format!("vmlinuz-{newest}"));
+    let newest = newest_in_series(series).unwrap_or_else(|e| panic!("no guest kernel: {e}"));
     eprintln!(
-        "qemu: WARNING: pinned kernel {KERNEL_VERSION} is gone from the archive; using {newest}"
+        "qemu: WARNING: pinned kernel {} is gone from the archive; using {newest}",
+        series.pinned
     );
-    if !path.exists() {
-        download_kernel(&newest, &path).unwrap_or_else(|e| panic!("no guest kernel: {e}"));
-    }
-    path
+    Kernel::in_cache(&newest)
+        .map(Ok)
+        .unwrap_or_else(|| download_kernel(&newest))
+        .unwrap_or_else(|e| panic!("no guest kernel: {e}"))
 }
 
 /// Builds the static binaries the guest runs (once per test process) and returns their dir.
@@ -213,8 +303,9 @@ fn read_static(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Writes the initramfs: busybox, `/init`, the helper script, our static binaries.
-pub fn build_initramfs(dest: &Path) {
+/// Writes the initramfs: busybox, `/init`, the helper script, our static binaries, and the
+/// kernel's modules in `/lib/modules` (named `NN-name.ko`, loaded in that order by `/init`).
+pub fn build_initramfs(dest: &Path, kernel: &Kernel) {
     require_tool("busybox", "busybox-static");
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
@@ -223,8 +314,27 @@ pub fn build_initramfs(dest: &Path) {
         .expect("busybox is missing: apt-get install busybox-static");
     let bins = static_binaries();
     let mut out = Vec::new();
-    for dir in ["bin", "dev", "proc", "sys", "run", "tmp"] {
+    for dir in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "lib",
+        "lib/modules",
+    ] {
         cpio_entry(&mut out, dir, 0o040755, &[]);
+    }
+    for (i, module) in kernel.modules.iter().enumerate() {
+        let data = std::fs::read(module).unwrap_or_else(|e| panic!("{}: {e}", module.display()));
+        let name = module.file_name().expect("module name").to_string_lossy();
+        cpio_entry(
+            &mut out,
+            &format!("lib/modules/{i:02}-{name}"),
+            0o100644,
+            &data,
+        );
     }
     cpio_entry(&mut out, "bin/busybox", 0o100755, &read_static(busybox));
     cpio_entry(&mut out, "init", 0o100755, INIT.as_bytes());
@@ -242,23 +352,32 @@ pub fn build_initramfs(dest: &Path) {
 pub struct Image {
     /// The kernel.
     pub kernel: PathBuf,
+    /// Its version.
+    pub kernel_version: String,
     /// The initramfs.
     pub initrd: PathBuf,
     _dir: Arc<tempfile::TempDir>,
 }
 
 impl Image {
-    /// Fetches the kernel and builds the initramfs.
+    /// Fetches the pinned 6.12 kernel and builds the initramfs.
     pub fn build() -> Image {
+        Image::build_for(&LINUX_6_12)
+    }
+
+    /// Fetches a kernel of `series` and builds the initramfs.
+    pub fn build_for(series: &KernelSeries) -> Image {
         require_tool("qemu-system-x86_64", "qemu-system-x86");
         let dir = tempfile::Builder::new()
             .prefix("sysgenid-qemu-image-")
             .tempdir()
             .expect("temp dir");
         let initrd = dir.path().join("initrd.cpio");
-        build_initramfs(&initrd);
+        let kernel = kernel_of(series);
+        build_initramfs(&initrd, &kernel);
         Image {
-            kernel: kernel(),
+            kernel: kernel.vmlinuz,
+            kernel_version: kernel.version,
             initrd,
             _dir: Arc::new(dir),
         }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sysgenid_e2e::qemu::Vm;
+use sysgenid_e2e::qemu::{Image, LINUX_6_1, Vm};
 
 /// The daemon's backends in the guest.
 const BACKENDS: &str = "auto";
@@ -35,18 +35,51 @@ fn watch_log(vm: &mut Vm) -> Vec<Value> {
 
 fn assert_services_running(vm: &mut Vm) {
     let check = vm.guest("e2e-services check");
-    assert_eq!(
-        check, "daemon running\nwatch running\ndev running\npage running",
-        "guest services"
-    );
+    let expected = if status(vm)["daemon"]["device_mmap"] == true {
+        "daemon running\nwatch running\ndev running\npage running"
+    } else {
+        "daemon running\nwatch running\npage running"
+    };
+    assert_eq!(check, expected, "guest services");
     assert_eq!(status(vm)["serving"], true);
 }
 
 /// Asserts the generation is `expected` everywhere: status, page file and device mappings.
 fn assert_generation(vm: &mut Vm, expected: u64) {
-    assert_eq!(status(vm)["generation"], expected, "status generation");
+    let s = status(vm);
+    assert_eq!(s["generation"], expected, "status generation");
     assert_eq!(view(vm, "page"), expected, "page file mapping");
-    assert_eq!(view(vm, "dev"), expected, "device mapping");
+    if s["daemon"]["device_mmap"] == true {
+        assert_eq!(view(vm, "dev"), expected, "device mapping");
+    }
+}
+
+/// The daemon's status entry for `backend`.
+fn backend(vm: &mut Vm, name: &str) -> Value {
+    let s = status(vm);
+    s["daemon"]["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no backend {name} in {s}"))
+}
+
+/// Waits for the daemon to serve, after a start by hand.
+fn wait_serving(vm: &mut Vm) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = vm.guest_status("sysgenid --json status");
+        if out.status == 0 {
+            let s: Value = serde_json::from_str(&out.output).expect("status JSON");
+            if s["serving"] == true {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon does not serve: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until status shows `generation` (a backend bumps shortly after `cont`).
@@ -93,18 +126,23 @@ fn assert_backend_active(vm: &mut Vm) {
 }
 
 fn boot_with_services() -> (Vm, u64) {
+    let (mut vm, generation) = boot_image_with_services(&Image::build(), BACKENDS);
+    assert_backend_active(&mut vm);
+    (vm, generation)
+}
+
+fn boot_image_with_services(image: &Image, backends: &str) -> (Vm, u64) {
     let started = Instant::now();
-    let mut vm = Vm::boot();
+    let mut vm = Vm::boot_image(image);
     eprintln!(
         "qemu: image built and guest booted in {:?}",
         started.elapsed()
     );
     assert_eq!(
-        vm.guest(&format!("e2e-services start {BACKENDS}")),
+        vm.guest(&format!("e2e-services start {backends}")),
         "started"
     );
     assert_services_running(&mut vm);
-    assert_backend_active(&mut vm);
     let generation = status(&mut vm)["generation"].as_u64().expect("generation");
     (vm, generation)
 }
@@ -201,4 +239,108 @@ fn a_running_vm_and_a_plain_pause_do_not_bump() {
     assert_generation(&mut vm, gen0);
     assert!(watch_log(&mut vm).is_empty(), "the watcher saw a change");
     assert_eq!(status(&mut vm)["last_bump"], Value::Null);
+}
+
+/// Two backends see each restore: the BPF probe at once, fw-cfg at its next poll. One bump per
+/// restore, by the probe; fw-cfg's report is the same restore. Then a restore while the daemon is
+/// down: both notice at the next start (pinned probe count, recorded GUID), one bump.
+#[test]
+fn two_backends_one_bump_per_restore_even_while_the_daemon_was_down() {
+    let (mut vm, gen0) = boot_image_with_services(&Image::build(), "vmgenid-bpf,fw-cfg");
+    for name in [RESTORE_BACKEND, "fw-cfg"] {
+        assert_eq!(backend(&mut vm, name)["active"], true, "{name}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snapshot = vm.snapshot(&dir.path().join("first"));
+
+    let mut vm = Vm::restore(&snapshot);
+    let s = wait_generation(&mut vm, gen0 + 1);
+    assert_eq!(s["last_bump"]["backend"], RESTORE_BACKEND, "{s}");
+    wait_acked(&mut vm, gen0 + 1);
+    // fw-cfg polls every 250 ms: its report comes inside the dedupe window and is dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !vm
+        .guest("cat /run/e2e/daemon.log")
+        .contains("same restore already reported backend=\"fw-cfg\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "fw-cfg never reported the restore"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(SETTLE);
+    assert_generation(&mut vm, gen0 + 1);
+    assert_eq!(watch_log(&mut vm).len(), 1, "one change");
+
+    // Stop the daemon (the probe stays pinned; the GUID is recorded), snapshot, restore.
+    vm.guest("kill $(cat /run/e2e/daemon.pid); while kill -0 $(cat /run/e2e/daemon.pid) 2>/dev/null; do sleep 0.05; done");
+    let snapshot = vm.snapshot(&dir.path().join("second"));
+    let mut vm = Vm::restore(&snapshot);
+    vm.guest("sysgenidd --backends vmgenid-bpf,fw-cfg >/run/e2e/daemon2.log 2>&1 & echo $! >/run/e2e/daemon.pid");
+    wait_serving(&mut vm);
+    let s = wait_generation(&mut vm, gen0 + 2);
+    assert_eq!(s["last_bump"]["backend"], RESTORE_BACKEND, "{s}");
+    let log = vm.guest("cat /run/e2e/daemon2.log");
+    assert!(
+        log.contains("add_vmfork_randomness ran while the daemon was down"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the value changed while the daemon was down"),
+        "{log}"
+    );
+    std::thread::sleep(SETTLE);
+    assert_eq!(
+        status(&mut vm)["generation"],
+        gen0 + 2,
+        "one bump for one restore"
+    );
+}
+
+/// Debian 12's own 6.1 kernel: no vmgenid driver (so no probe target), no device mmap, no
+/// thread pidfds. The daemon serves with its fallbacks and fw-cfg polling bumps on a restore.
+#[test]
+fn linux_6_1_serves_with_fallbacks_and_fw_cfg_bumps_on_restore() {
+    let image = Image::build_for(&LINUX_6_1);
+    eprintln!("qemu: guest kernel {}", image.kernel_version);
+    let (mut vm, gen0) = boot_image_with_services(&image, "auto");
+    assert!(vm.guest("uname -r").starts_with("6.1."));
+    let s = status(&mut vm);
+    assert_eq!(s["daemon"]["device_mmap"], false, "{s}");
+    let probe = backend(&mut vm, RESTORE_BACKEND);
+    assert_eq!(probe["active"], false, "{probe}");
+    assert!(
+        probe["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("add_vmfork_randomness not found"),
+        "{probe}"
+    );
+    assert_eq!(backend(&mut vm, "fw-cfg")["active"], true);
+    // Fallbacks: mmap of the device is refused, the page file serves; a trigger from a thread
+    // other than the main one is judged without a thread pidfd.
+    assert_eq!(
+        vm.guest("sysgenid-probe open /dev/sysgenid ro mmap"),
+        "open ok\nmmap err ENODEV"
+    );
+    assert_eq!(
+        vm.guest("sysgenid-probe open /dev/sysgenid ro thread-trigger 0"),
+        "open ok\nthread-trigger ok 0"
+    );
+    let gen1 = gen0 + 1;
+    wait_acked(&mut vm, gen1);
+    assert_generation(&mut vm, gen1);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snapshot = vm.snapshot(&dir.path().join("state"));
+    let mut vm = Vm::restore(&snapshot);
+    let (to_bump, line) = vm.host_time_to_line("@@gen", Duration::from_secs(30));
+    eprintln!("qemu: 6.1 clone: cont to the new-generation line {to_bump:?}: {line:?}");
+    let s = wait_generation(&mut vm, gen1 + 1);
+    assert_eq!(s["last_bump"]["backend"], "fw-cfg", "{s}");
+    wait_acked(&mut vm, gen1 + 1);
+    std::thread::sleep(SETTLE);
+    assert_services_running(&mut vm);
+    assert_generation(&mut vm, gen1 + 1);
 }
