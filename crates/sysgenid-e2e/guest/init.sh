@@ -15,6 +15,11 @@ for module in /lib/modules/*.ko; do
     [ -e "$module" ] && insmod "$module"
 done
 mkdir -p /run/e2e
+# What udev would do: /dev/virtio-ports/<name> for each named virtio-serial port.
+mkdir -p /dev/virtio-ports
+for port in /sys/class/virtio-ports/*; do
+    [ -e "$port/name" ] && ln -sf "/dev/${port##*/}" "/dev/virtio-ports/$(cat "$port/name")"
+done
 
 # One line per 100 ms, so the host can time the first line after a restore.
 (

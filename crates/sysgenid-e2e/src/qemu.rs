@@ -29,7 +29,12 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 const INIT: &str = include_str!("../guest/init.sh");
 const SERVICES: &str = include_str!("../guest/e2e-services");
-const STATIC_BINARIES: [&str; 3] = ["sysgenidd", "sysgenid", "sysgenid-probe"];
+const STATIC_BINARIES: [&str; 4] = [
+    "sysgenidd",
+    "sysgenid",
+    "sysgenid-probe",
+    "sysgenid-sample-service",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -264,6 +269,8 @@ pub fn static_binaries() -> PathBuf {
                 "sysgenid-cli",
                 "-p",
                 "sysgenid-e2e",
+                "-p",
+                "sysgenid-examples",
             ]))
         .unwrap_or_else(|e| panic!("static build of the guest binaries: {e}"));
         root.join("target/static").join(target).join("release")
@@ -480,6 +487,52 @@ fn tail_console(path: PathBuf, lines: Lines, stop: Arc<AtomicBool>) {
     });
 }
 
+/// Reads lines from the guest's readiness port (a virtio-serial port on a unix socket).
+fn tail_socket(path: PathBuf, lines: Lines, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    eprintln!("qemu: readiness socket {}: {e}", path.display());
+                    return;
+                }
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let mut reader = BufReader::new(stream);
+        let mut partial = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            match reader.read_line(&mut partial) {
+                Ok(0) => return,
+                Ok(_) if partial.ends_with('\n') => {
+                    let line = std::mem::take(&mut partial);
+                    lines
+                        .lock()
+                        .expect("lines")
+                        .push((Instant::now(), line.trim_end().to_owned()));
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// The name of the guest's readiness port: `/dev/virtio-ports/<this>` in the guest.
+pub const READY_PORT: &str = "org.sysgenid.ready";
+
 /// A running QEMU guest.
 #[derive(Debug)]
 pub struct Vm {
@@ -490,6 +543,7 @@ pub struct Vm {
     agent: Option<BufReader<UnixStream>>,
     next_id: u64,
     lines: Lines,
+    ready_lines: Lines,
     stop_tail: Arc<AtomicBool>,
     cont_at: Option<Instant>,
     /// When QEMU was started.
@@ -541,6 +595,7 @@ impl Vm {
         let console = dir.path().join("console.log");
         let qmp_path = dir.path().join("qmp.sock");
         let agent_path = dir.path().join("agent.sock");
+        let ready_path = dir.path().join("ready.sock");
         std::fs::write(&console, "").expect("console log");
         let mut command = Command::new("qemu-system-x86_64");
         command
@@ -560,6 +615,16 @@ impl Vm {
                 agent_path.display()
             ))
             .args(["-serial", "chardev:agent"])
+            .args(["-device", "virtio-serial-pci,id=vser"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=ready,path={},server=on,wait=off",
+                ready_path.display()
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtserialport,bus=vser.0,chardev=ready,name={READY_PORT}"
+            ))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
         if let Some(state) = incoming {
@@ -586,6 +651,8 @@ impl Vm {
         let lines = Lines::default();
         let stop_tail = Arc::new(AtomicBool::new(false));
         tail_console(console, lines.clone(), stop_tail.clone());
+        let ready_lines = Lines::default();
+        tail_socket(ready_path, ready_lines.clone(), stop_tail.clone());
         Vm {
             child: Some(child),
             image: image.clone(),
@@ -594,6 +661,7 @@ impl Vm {
             agent: None,
             next_id: 1,
             lines,
+            ready_lines,
             stop_tail,
             cont_at: None,
             started_at,
@@ -629,6 +697,29 @@ impl Vm {
             }
             if Instant::now() > deadline {
                 self.fail(&format!("no console line {pattern:?} within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Lines the guest wrote to its readiness port since QEMU started.
+    pub fn ready_lines(&self) -> Vec<String> {
+        let lines = self.ready_lines.lock().expect("lines");
+        lines.iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// Waits for a line on the readiness port containing `pattern` and returns it.
+    pub fn wait_ready_line(&mut self, pattern: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.ready_lines().into_iter().find(|l| l.contains(pattern)) {
+                return line;
+            }
+            if Instant::now() > deadline {
+                let seen = self.ready_lines();
+                self.fail(&format!(
+                    "no readiness line {pattern:?} within {timeout:?}; seen: {seen:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
