@@ -66,6 +66,13 @@ enum Op {
         request: ReqRef,
         now: TimeRef,
     },
+    /// A conditional trigger; `expect: None` expects the current generation.
+    TriggerIf {
+        expect: Option<u32>,
+        min: u32,
+        privileged: bool,
+        pid: u32,
+    },
     HardwareBump {
         backend: String,
     },
@@ -174,6 +181,10 @@ impl Harness {
                     self.timers.remove(&request);
                     if self.waits.remove(&request) && reply == Reply::Done {
                         waits_done = true;
+                    }
+                    // A conditional trigger answers with the generation it left current.
+                    if let Reply::Bumped(g) | Reply::Unchanged(g) = reply {
+                        assert_eq!(g, dev.generation(), "{reply:?}");
                     }
                     if let Reply::Opened(file) = reply {
                         assert!(!self.files.contains(&file), "{file:?} opened twice");
@@ -343,6 +354,20 @@ fuzz_target!(|input: Input| {
                 TimeRef::Raw(now) => Event::TimerExpired {
                     request: h.pick_request(request),
                     now: Time(now),
+                },
+            },
+            Op::TriggerIf {
+                expect,
+                min,
+                privileged,
+                pid,
+            } => Event::TriggerIf {
+                request: h.request(),
+                expect: expect.unwrap_or(dev.generation()),
+                min: *min,
+                caller: Caller {
+                    pid: *pid,
+                    privileged: *privileged,
                 },
             },
             Op::HardwareBump { backend } => Event::HardwareBump { backend },

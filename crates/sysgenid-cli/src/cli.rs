@@ -13,13 +13,15 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// The command line was wrong.
     pub const USAGE: u8 = 2;
-    /// `wait-watchers` timed out with tracked watchers still outdated.
+    /// `wait-watchers` or `overseer post-restore` timed out with tracked watchers still
+    /// outdated.
     pub const TIMEOUT: u8 = 3;
     /// Not permitted: a trigger without the capability, or a device not open to this user.
     pub const NOT_PERMITTED: u8 = 4;
     /// The device is missing or no daemon serves it.
     pub const NOT_RUNNING: u8 = 5;
-    /// `watch --exec`: the command failed, so the change was not acknowledged.
+    /// `watch --exec`: the command failed, so the change was not acknowledged; `overseer`: a
+    /// hook failed or timed out.
     pub const EXEC_FAILED: u8 = 6;
 }
 
@@ -28,10 +30,12 @@ Exit codes:
   0  success
   1  any other error
   2  the command line was wrong
-  3  wait-watchers: timed out while tracked watchers were still outdated
+  3  wait-watchers, overseer post-restore: timed out while tracked watchers were still
+     outdated
   4  not permitted (trigger without CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, or no access)
   5  the device is missing or no sysgenidd serves it
-  6  watch --exec: the command failed, so the change was not acknowledged
+  6  watch --exec: the command failed, so the change was not acknowledged;
+     overseer: a hook failed or timed out
 
 Environment:
   SYSGENID_DEVICE     the device (default /dev/sysgenid)
@@ -91,12 +95,124 @@ pub enum Command {
     },
     /// Show the generation, the watchers, and which processes are outdated.
     Status,
+    /// Run the snapshot-safe workflow: quiesce before a snapshot, readjust after a restore.
+    ///
+    /// `pre-snapshot` runs the quiesce hooks and records the generation; `post-restore` bumps
+    /// it unless a hardware backend already did, waits for every tracked watcher, runs the
+    /// un-quiesce hooks and tells the host. On a terminal they print text and a live progress
+    /// line; otherwise (or with --json) one JSON object per line. See docs/overseer.md.
+    Overseer {
+        /// The step.
+        #[command(subcommand)]
+        step: OverseerStep,
+    },
     /// Print a generated file: the man page or shell completions.
     #[command(hide = true)]
     Generate {
         /// `man`, or a shell name: `bash`, `zsh`, `fish`.
         what: String,
     },
+}
+
+/// The steps of `overseer`.
+#[derive(Debug, Subcommand)]
+pub enum OverseerStep {
+    /// Before the snapshot: run the quiesce hooks, then record the generation.
+    ///
+    /// Runs every executable regular file of --hooks-dir in lexical order (names starting with
+    /// `.` are skipped), then each --exec command with `sh -c`; each in its own process group,
+    /// killed when --hook-timeout passes. Hooks get SYSGENID_PHASE=quiesce and
+    /// SYSGENID_GENERATION; their output goes to stderr. If all succeed, the generation is
+    /// written to the record file (on tmpfs, so it is inside the snapshot) and "quiesced" is
+    /// reported: exit 0, a JSON line, and STATUS= to systemd when NOTIFY_SOCKET is set. A
+    /// failing hook stops the step with exit 6 and nothing is recorded: do not take the
+    /// snapshot, and run `post-restore` (without --trigger) to un-quiesce.
+    PreSnapshot(PreSnapshotArgs),
+    /// After the restore: bump (with --trigger), wait for the watchers, un-quiesce, tell the
+    /// host.
+    ///
+    /// With --trigger it waits up to --grace for a hardware backend to move the generation past
+    /// the recorded one (or --expect), and otherwise bumps it with a conditional trigger that
+    /// is a no-op if a backend got there first: exactly one bump either way. It then removes the
+    /// record, waits until every tracked watcher has acknowledged (--timeout), runs the
+    /// un-quiesce hooks (also after a timeout, unless --no-unquiesce-on-timeout), and reports the
+    /// outcome: "readjusted" (exit 0), "timeout" (exit 3, naming the laggards) or "hook-failed"
+    /// (exit 6). The final JSON line also goes to each --notify-host path. Without --trigger
+    /// nothing is bumped: use it to un-quiesce a machine that was not restored.
+    PostRestore(PostRestoreArgs),
+}
+
+/// Options of `overseer pre-snapshot`.
+#[derive(Debug, Args)]
+pub struct PreSnapshotArgs {
+    /// The quiesce hooks directory [default: /etc/sysgenid/quiesce.d; a missing default
+    /// directory means no hooks].
+    #[arg(long, value_name = "DIR")]
+    pub hooks_dir: Option<PathBuf>,
+
+    /// A shell command to run after the directory's hooks (repeatable).
+    #[arg(long = "exec", value_name = "CMD")]
+    pub exec: Vec<String>,
+
+    /// Kill a hook's process group and count it as failed after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
+
+    /// Where to record the generation [default: <state-dir>/overseer.json].
+    #[arg(long, value_name = "PATH")]
+    pub record: Option<PathBuf>,
+}
+
+/// Options of `overseer post-restore`.
+#[derive(Debug, Args)]
+pub struct PostRestoreArgs {
+    /// Bump the generation unless a hardware backend already moved it past the expected one.
+    #[arg(long)]
+    pub trigger: bool,
+
+    /// The new generation is at least this (and always at least the current one plus 1).
+    #[arg(long, value_name = "N", requires = "trigger")]
+    pub min: Option<u32>,
+
+    /// The generation before the snapshot [default: from the record of pre-snapshot].
+    #[arg(long, value_name = "G")]
+    pub expect: Option<u32>,
+
+    /// The record written by pre-snapshot [default: <state-dir>/overseer.json].
+    #[arg(long, value_name = "PATH")]
+    pub record: Option<PathBuf>,
+
+    /// With --trigger: how long to wait first for a hardware backend's bump (time for a late
+    /// hardware event).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// How long to wait for every tracked watcher to acknowledge.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The un-quiesce hooks directory [default: /etc/sysgenid/unquiesce.d; a missing default
+    /// directory means no hooks].
+    #[arg(long, value_name = "DIR")]
+    pub unquiesce_dir: Option<PathBuf>,
+
+    /// A shell command to run after the directory's un-quiesce hooks (repeatable).
+    #[arg(long = "exec", value_name = "CMD")]
+    pub exec: Vec<String>,
+
+    /// Kill a hook's process group and count it as failed after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
+
+    /// After a timeout, leave the machine quiesced: do not run the un-quiesce hooks.
+    #[arg(long)]
+    pub no_unquiesce_on_timeout: bool,
+
+    /// Append the final JSON line to this file or device, such as a virtio-serial port
+    /// (/dev/virtio-ports/NAME) or a serial port (/dev/ttyS1): the host's readiness channel.
+    /// It must exist. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub notify_host: Vec<PathBuf>,
 }
 
 /// Options of `watch`.
@@ -139,6 +255,41 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").unwrap_err().contains("examples"));
+    }
+
+    #[test]
+    fn overseer_options_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "sysgenid",
+            "overseer",
+            "post-restore",
+            "--trigger",
+            "--min",
+            "9",
+            "--exec",
+            "a",
+            "--exec",
+            "b",
+            "--notify-host",
+            "/dev/ttyS1",
+        ])
+        .unwrap();
+        let Command::Overseer {
+            step: OverseerStep::PostRestore(args),
+        } = cli.command
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((args.trigger, args.min, args.expect), (true, Some(9), None));
+        assert_eq!(args.grace, Duration::from_secs(2));
+        assert_eq!(args.timeout, Duration::from_secs(30));
+        assert_eq!(args.hook_timeout, Duration::from_secs(30));
+        assert_eq!(args.exec, ["a", "b"]);
+        assert!(!args.no_unquiesce_on_timeout);
+        assert!(
+            Cli::try_parse_from(["sysgenid", "overseer", "post-restore", "--min", "9"]).is_err(),
+            "--min needs --trigger"
+        );
     }
 
     #[test]

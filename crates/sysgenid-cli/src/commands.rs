@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use sysgenid::{Error, Paths, Probe, Watcher, WatcherOptions};
 
-use crate::cli::{Cli, Command, WatchArgs, exit};
+use crate::cli::{Cli, Command, OverseerStep, WatchArgs, exit};
 
 /// A command's failure: the exit code and what to say.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub struct Failure {
     pub code: u8,
     /// The message.
     pub message: String,
+    /// Whether the command already reported it on stdout as JSON.
+    pub reported: bool,
 }
 
 impl From<Error> for Failure {
@@ -29,14 +31,17 @@ impl From<Error> for Failure {
         Failure {
             code,
             message: e.to_string(),
+            reported: false,
         }
     }
 }
 
-fn failure(code: u8, message: impl Into<String>) -> Failure {
+/// A failure with this exit code and message, not yet reported.
+pub fn failure(code: u8, message: impl Into<String>) -> Failure {
     Failure {
         code,
         message: message.into(),
+        reported: false,
     }
 }
 
@@ -79,6 +84,12 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::WaitWatchers { timeout } => wait_watchers(cli, &paths, *timeout),
         Command::Status => status(cli, &paths),
+        Command::Overseer {
+            step: OverseerStep::PreSnapshot(args),
+        } => crate::overseer::pre_snapshot(cli, &paths, args),
+        Command::Overseer {
+            step: OverseerStep::PostRestore(args),
+        } => crate::overseer::post_restore(cli, &paths, args),
         Command::Generate { what } => crate::generate::print(what),
     }
 }

@@ -4,7 +4,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 use crate::cli::{Cli, exit};
-use crate::commands::Failure;
+use crate::commands::{Failure, failure};
 
 /// Prints the man page (`man`) or the completions for a shell (`bash`, `zsh`, `fish`).
 pub fn print(what: &str) -> Result<(), Failure> {
@@ -13,14 +13,13 @@ pub fn print(what: &str) -> Result<(), Failure> {
     if what == "man" {
         return clap_mangen::Man::new(command)
             .render(&mut out)
-            .map_err(|e| Failure {
-                code: exit::ERROR,
-                message: e.to_string(),
-            });
+            .map_err(|e| failure(exit::ERROR, e.to_string()));
     }
-    let shell: Shell = what.parse().map_err(|_| Failure {
-        code: exit::USAGE,
-        message: format!("cannot generate {what:?}: say man, bash, zsh or fish"),
+    let shell: Shell = what.parse().map_err(|_| {
+        failure(
+            exit::USAGE,
+            format!("cannot generate {what:?}: say man, bash, zsh or fish"),
+        )
     })?;
     clap_complete::generate(shell, &mut command, "sysgenid", &mut out);
     Ok(())

@@ -3,6 +3,8 @@
 mod cli;
 mod commands;
 mod generate;
+mod hooks;
+mod overseer;
 
 use std::process::ExitCode;
 
@@ -13,7 +15,7 @@ fn main() -> ExitCode {
     match commands::run(&cli) {
         Ok(()) => ExitCode::from(cli::exit::OK),
         Err(failure) => {
-            if cli.json {
+            if cli.json && !failure.reported {
                 println!(
                     "{}",
                     serde_json::json!({ "error": failure.message, "exit": failure.code })

@@ -257,6 +257,7 @@ fn help_documents_exit_codes_and_man_and_completions_generate() {
     let bin = env!("CARGO_BIN_EXE_sysgenid");
     let help = Command::new(bin).arg("--help").output().unwrap();
     assert!(stdout(&help).contains("Exit codes:"));
+    assert!(stdout(&help).contains("overseer: a hook failed"));
     let man = Command::new(bin)
         .args(["generate", "man"])
         .output()
@@ -269,7 +270,9 @@ fn help_documents_exit_codes_and_man_and_completions_generate() {
             .output()
             .unwrap();
         assert!(
-            out.status.success() && stdout(&out).contains("wait-watchers"),
+            out.status.success()
+                && stdout(&out).contains("wait-watchers")
+                && stdout(&out).contains("post-restore"),
             "{shell}"
         );
     }

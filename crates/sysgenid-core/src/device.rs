@@ -33,12 +33,17 @@ enum Pending {
     },
     /// A trigger whose bump is queued or being persisted.
     Trigger { file: FileId },
+    /// A conditional trigger, which has no file, whose bump is queued or being persisted.
+    TriggerIf,
 }
 
 impl Pending {
-    fn file(&self) -> FileId {
+    fn file(&self) -> Option<FileId> {
         match *self {
-            Pending::Read { file } | Pending::Wait { file, .. } | Pending::Trigger { file } => file,
+            Pending::Read { file } | Pending::Wait { file, .. } | Pending::Trigger { file } => {
+                Some(file)
+            }
+            Pending::TriggerIf => None,
         }
     }
 }
@@ -49,6 +54,8 @@ struct BumpRequest {
     min: u32,
     source: BumpSource,
     trigger: Option<RequestId>,
+    /// For a conditional trigger: the generation that must still be current when it starts.
+    expect: Option<u32>,
 }
 
 /// A bump whose new value is being persisted.
@@ -152,10 +159,17 @@ impl Device {
             Event::Release { file } => self.release(file),
             Event::Interrupt { request } => self.interrupt(request),
             Event::TimerExpired { request, now } => self.timer_expired(request, now),
+            Event::TriggerIf {
+                request,
+                expect,
+                min,
+                caller,
+            } => self.trigger_if(request, expect, min, caller),
             Event::HardwareBump { backend } => self.enqueue_bump(BumpRequest {
                 min: 0,
                 source: BumpSource::Backend(backend.to_owned()),
                 trigger: None,
+                expect: None,
             }),
             Event::PersistDone { result } => self.persist_done(result),
         }
@@ -341,6 +355,23 @@ impl Device {
             min,
             source: BumpSource::Trigger { pid: caller.pid },
             trigger: Some(request),
+            expect: None,
+        });
+    }
+
+    /// Queues a bump that applies only if the generation is still `expect` when it starts, so
+    /// a bump queued or persisting before it (a backend's, another trigger's) makes it a no-op.
+    fn trigger_if(&mut self, request: RequestId, expect: u32, min: u32, caller: Caller) {
+        if !caller.privileged {
+            self.reply(request, Reply::Error(Errno::Acces));
+            return;
+        }
+        self.add_pending(request, Pending::TriggerIf);
+        self.enqueue_bump(BumpRequest {
+            min,
+            source: BumpSource::Trigger { pid: caller.pid },
+            trigger: Some(request),
+            expect: Some(expect),
         });
     }
 
@@ -354,7 +385,7 @@ impl Device {
         let orphans: Vec<RequestId> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.file() == file && !matches!(p, Pending::Trigger { .. }))
+            .filter(|(_, p)| p.file() == Some(file) && !matches!(p, Pending::Trigger { .. }))
             .map(|(&r, _)| r)
             .collect();
         for request in orphans {
@@ -435,6 +466,14 @@ impl Device {
             let Some(request) = self.queued_bumps.pop_front() else {
                 return;
             };
+            if let Some(expect) = request.expect
+                && expect != self.generation
+            {
+                if let Some(trigger) = request.trigger {
+                    self.finish(trigger, Reply::Unchanged(self.generation));
+                }
+                continue;
+            }
             let Some(next) = self.generation.checked_add(1) else {
                 self.fail_bump(request, Errno::Overflow, None);
                 continue;
@@ -506,14 +545,18 @@ impl Device {
             .filter_map(|(&r, p)| match p {
                 Pending::Read { .. } => Some((r, Reply::Generation(target))),
                 Pending::Wait { .. } => Some((r, Reply::Error(Errno::Intr))),
-                Pending::Trigger { .. } => None,
+                Pending::Trigger { .. } | Pending::TriggerIf => None,
             })
             .collect();
         for (request, reply) in blocked {
             self.finish(request, reply);
         }
         if let Some(trigger) = request.trigger {
-            self.finish(trigger, Reply::Done);
+            let reply = match request.expect {
+                Some(_) => Reply::Bumped(target),
+                None => Reply::Done,
+            };
+            self.finish(trigger, reply);
         }
     }
 

@@ -78,6 +78,22 @@ pub enum Event<'a> {
         /// The transport's clock now.
         now: Time,
     },
+    /// A conditional trigger (the control socket's `trigger-if`): a bump like
+    /// `TRIGGER_GEN_UPDATE` with `min`, applied only if the generation is still `expect` when
+    /// its turn comes, after every bump queued before it. Needs no open file.
+    ///
+    /// Replies [`Reply::Bumped`], [`Reply::Unchanged`], or an error: `EACCES` for an
+    /// unprivileged caller, `EOVERFLOW` at `u32::MAX`, `EIO` when the persist fails.
+    TriggerIf {
+        /// The request to answer; the transport keeps these apart from its file requests.
+        request: RequestId,
+        /// The generation the caller saw; no bump unless it is still current.
+        expect: u32,
+        /// The new generation is at least this.
+        min: u32,
+        /// Who asked.
+        caller: Caller,
+    },
     /// A hardware backend saw a restore: a bump with no minimum.
     HardwareBump {
         /// The backend's name.
@@ -151,6 +167,11 @@ pub enum Reply {
     Poll(u32),
     /// An ioctl returned 0.
     Done,
+    /// A conditional trigger bumped the generation to this value.
+    Bumped(u32),
+    /// A conditional trigger found the generation moved on from the value it expected, and
+    /// bumped nothing; this is the current generation.
+    Unchanged(u32),
     /// The call failed with this errno.
     Error(Errno),
 }

@@ -66,6 +66,14 @@ enum Op {
         privileged: bool,
         persist: Persist,
     },
+    /// A conditional trigger from the control socket: it expects the generation current when
+    /// it is sent, moved by `delta` (so stale values are tried too).
+    TriggerIf {
+        delta: i32,
+        min: u32,
+        privileged: bool,
+        persist: Persist,
+    },
     HardwareBump {
         persist: Persist,
     },
@@ -117,6 +125,12 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (file.clone(), min, prop::bool::weighted(0.85), persist()).prop_map(
             |(file, min, privileged, persist)| Op::Trigger { file, min, privileged, persist }
         ),
+        3 => (
+            prop_oneof![3 => Just(0i32), 1 => -2i32..=2, 1 => any::<i32>()],
+            prop_oneof![0u32..12, Just(u32::MAX), Just(0x8000_0000)],
+            prop::bool::weighted(0.85),
+            persist(),
+        ).prop_map(|(delta, min, privileged, persist)| Op::TriggerIf { delta, min, privileged, persist }),
         3 => persist().prop_map(|persist| Op::HardwareBump { persist }),
         2 => prop::bool::weighted(0.8).prop_map(|ok| Op::FinishPersist { ok }),
         1 => (file.clone(), prop_oneof![Just(0u32), Just(0xE404), Just(0x541B)])
@@ -132,6 +146,8 @@ fn start_generation() -> impl Strategy<Value = u32> {
 }
 
 const TRIGGER_PID: u32 = 10;
+/// The file of a waiting conditional trigger, which has none (the core numbers files from 1).
+const NO_FILE: FileId = FileId(0);
 const BACKEND: &str = "hw";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +169,8 @@ struct ModelFile {
 struct ModelBump {
     min: u32,
     trigger: Option<RequestId>,
+    /// A conditional trigger applies only if the generation is still this when it starts.
+    expect: Option<u32>,
 }
 
 /// What one step of the model decided about bumps.
@@ -232,7 +250,10 @@ impl Model {
             self.generation = std::cmp::max(bump.min, self.generation + 1);
             self.degraded = false;
             out.published = Some((self.generation, Model::source(&bump)));
-            Reply::Done
+            match bump.expect {
+                Some(_) => Reply::Bumped(self.generation),
+                None => Reply::Done,
+            }
         } else {
             self.failed_bumps += 1;
             self.degraded = true;
@@ -248,6 +269,14 @@ impl Model {
     /// otherwise its persist is requested and answered as `persist` says.
     fn start_bumps(&mut self, persist: Persist, out: &mut BumpOutcome) {
         while !self.persisting && !self.bumps.is_empty() {
+            if self.bumps[0].expect.is_some_and(|e| e != self.generation) {
+                let bump = self.bumps.pop_front().expect("not empty");
+                let trigger = bump.trigger.expect("only triggers are conditional");
+                self.waiting.remove(&trigger);
+                out.replies
+                    .insert(trigger, Reply::Unchanged(self.generation));
+                continue;
+            }
             if self.generation == u32::MAX {
                 let bump = self.bumps.pop_front().expect("not empty");
                 self.failed_bumps += 1;
@@ -557,6 +586,7 @@ impl Scenario {
                     model.bumps.push_back(ModelBump {
                         min,
                         trigger: Some(request),
+                        expect: None,
                     });
                     model.start_bumps(persist, &mut expect.bumps);
                 } else {
@@ -568,10 +598,44 @@ impl Scenario {
                     persist,
                 )
             }
+            (
+                Op::TriggerIf {
+                    delta,
+                    min,
+                    privileged,
+                    persist,
+                },
+                Some(_),
+            ) => {
+                let expected = model.generation.wrapping_add_signed(delta);
+                if privileged {
+                    model.waiting.insert(request, (NO_FILE, Waiting::Trigger));
+                    model.bumps.push_back(ModelBump {
+                        min,
+                        trigger: Some(request),
+                        expect: Some(expected),
+                    });
+                    model.start_bumps(persist, &mut expect.bumps);
+                } else {
+                    immediate = Some(Reply::Error(Errno::Acces));
+                }
+                let caller = Caller {
+                    pid: TRIGGER_PID,
+                    privileged,
+                };
+                let event = Event::TriggerIf {
+                    request,
+                    expect: expected,
+                    min,
+                    caller,
+                };
+                driver.run(event, persist)
+            }
             (Op::HardwareBump { persist }, Some(_)) => {
                 model.bumps.push_back(ModelBump {
                     min: 0,
                     trigger: None,
+                    expect: None,
                 });
                 model.start_bumps(persist, &mut expect.bumps);
                 driver.run(Event::HardwareBump { backend: BACKEND }, persist)

@@ -803,3 +803,198 @@ impl Harness {
         })
     }
 }
+
+#[test]
+fn trigger_if_with_the_current_generation_bumps_like_a_trigger() {
+    let mut h = Harness::new(5);
+    let f = h.open();
+    h.track(f, true);
+    h.poll(f, Some(1));
+    let request = h.request();
+    let actions = h.run(Event::TriggerIf {
+        request,
+        expect: 5,
+        min: 0,
+        caller: ROOT,
+    });
+    assert_eq!(
+        actions,
+        vec![
+            Action::Persist(6),
+            Action::Publish {
+                generation: 6,
+                source: BumpSource::Trigger { pid: ROOT.pid }
+            },
+            Action::WakePoll(PollHandle(1)),
+            Action::Reply {
+                request,
+                reply: Reply::Bumped(6)
+            },
+        ]
+    );
+    let s = h.dev.status();
+    assert_eq!((s.generation, s.outdated), (6, 1));
+    assert_eq!(
+        s.last_bump.expect("recorded").source,
+        BumpSource::Trigger { pid: ROOT.pid }
+    );
+    assert_eq!(h.trigger_if(6, 9, ROOT), Some(Reply::Bumped(9)));
+    assert_eq!(
+        h.trigger_if(9, 8, ROOT),
+        Some(Reply::Bumped(10)),
+        "what if it's 9? it becomes 10"
+    );
+}
+
+#[test]
+fn trigger_if_with_a_stale_generation_changes_nothing() {
+    let mut h = Harness::new(5);
+    let f = h.open();
+    for stale in [4, 6, 0, u32::MAX] {
+        assert_eq!(h.trigger_if(stale, 0, ROOT), Some(Reply::Unchanged(5)));
+    }
+    assert!(
+        !h.log
+            .iter()
+            .any(|a| matches!(a, Action::Persist(_) | Action::Publish { .. })),
+        "{:?}",
+        h.log
+    );
+    let s = h.dev.status();
+    assert_eq!((s.generation, s.failed_bumps, s.last_bump), (5, 0, None));
+    assert_eq!(h.read(f, 4, true), err(Errno::Again), "no one is outdated");
+}
+
+#[test]
+fn trigger_if_without_capability_is_eacces_even_when_current() {
+    let mut h = Harness::new(5);
+    assert_eq!(h.trigger_if(5, 0, NOBODY), err(Errno::Acces));
+    assert_eq!(h.trigger_if(4, 0, NOBODY), err(Errno::Acces));
+    assert_eq!(h.dev.generation(), 5);
+    assert!(h.log.iter().all(|a| matches!(a, Action::Reply { .. })));
+}
+
+#[test]
+fn trigger_if_is_judged_when_its_turn_comes_after_earlier_bumps() {
+    let mut dev = Device::new(0);
+    dev.handle(Event::HardwareBump { backend: "hw" });
+    assert_eq!(dev.poll_action(), Some(Action::Persist(1)));
+    // Both arrive while the backend's bump is being persisted, with 0 still current.
+    for (request, expect) in [(RequestId(7), 0), (RequestId(8), 1)] {
+        dev.handle(Event::TriggerIf {
+            request,
+            expect,
+            min: 0,
+            caller: ROOT,
+        });
+    }
+    assert_eq!(dev.poll_action(), None, "queued behind the backend's bump");
+    dev.handle(Event::PersistDone { result: Ok(()) });
+    let actions: Vec<Action> = std::iter::from_fn(|| dev.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            Action::Publish {
+                generation: 1,
+                source: BumpSource::Backend("hw".into())
+            },
+            Action::Reply {
+                request: RequestId(7),
+                reply: Reply::Unchanged(1)
+            },
+            Action::Persist(2),
+        ],
+        "the backend bumped first: the overseer's expectation of 0 is stale"
+    );
+    dev.handle(Event::PersistDone { result: Ok(()) });
+    let last = std::iter::from_fn(|| dev.poll_action()).last();
+    assert_eq!(
+        last,
+        Some(Action::Reply {
+            request: RequestId(8),
+            reply: Reply::Bumped(2)
+        })
+    );
+}
+
+#[test]
+fn trigger_if_behind_a_failed_bump_still_bumps() {
+    let mut dev = Device::new(3);
+    dev.handle(Event::HardwareBump { backend: "hw" });
+    assert_eq!(dev.poll_action(), Some(Action::Persist(4)));
+    dev.handle(Event::TriggerIf {
+        request: RequestId(7),
+        expect: 3,
+        min: 0,
+        caller: ROOT,
+    });
+    dev.handle(Event::PersistDone {
+        result: Err("disk on fire".into()),
+    });
+    assert!(matches!(dev.poll_action(), Some(Action::BumpFailed { .. })));
+    assert_eq!(dev.poll_action(), Some(Action::Persist(4)));
+    dev.handle(Event::PersistDone { result: Ok(()) });
+    let last = std::iter::from_fn(|| dev.poll_action()).last();
+    assert_eq!(
+        last,
+        Some(Action::Reply {
+            request: RequestId(7),
+            reply: Reply::Bumped(4)
+        })
+    );
+}
+
+#[test]
+fn trigger_if_at_u32_max_is_eoverflow_only_when_current() {
+    let mut h = Harness::new(u32::MAX);
+    assert_eq!(h.trigger_if(u32::MAX, 0, ROOT), err(Errno::Overflow));
+    assert_eq!(
+        h.trigger_if(u32::MAX - 1, 0, ROOT),
+        Some(Reply::Unchanged(u32::MAX))
+    );
+    let s = h.dev.status();
+    assert_eq!((s.generation, s.failed_bumps), (u32::MAX, 1));
+    assert_eq!(s.last_failure.expect("recorded").error, Errno::Overflow);
+}
+
+#[test]
+fn trigger_if_whose_persist_fails_is_eio_and_changes_nothing() {
+    let mut h = Harness::new(7);
+    h.fail_persist = true;
+    assert_eq!(h.trigger_if(7, 0, ROOT), err(Errno::Io));
+    let s = h.dev.status();
+    assert_eq!(s.generation, 7);
+    assert!(s.degraded);
+    assert!(!h.log.iter().any(|a| matches!(a, Action::Publish { .. })));
+}
+
+#[test]
+fn trigger_if_is_neither_interruptible_nor_ended_by_a_release() {
+    let mut dev = Device::new(0);
+    let f = open_on(&mut dev);
+    dev.handle(Event::HardwareBump { backend: "hw" });
+    assert_eq!(dev.poll_action(), Some(Action::Persist(1)));
+    dev.handle(Event::TriggerIf {
+        request: RequestId(7),
+        expect: 1,
+        min: 0,
+        caller: ROOT,
+    });
+    dev.handle(Event::Interrupt {
+        request: RequestId(7),
+    });
+    dev.handle(Event::Release { file: f });
+    assert_eq!(dev.poll_action(), None);
+    dev.handle(Event::PersistDone { result: Ok(()) });
+    assert!(matches!(dev.poll_action(), Some(Action::Publish { .. })));
+    assert_eq!(dev.poll_action(), Some(Action::Persist(2)));
+    dev.handle(Event::PersistDone { result: Ok(()) });
+    let last = std::iter::from_fn(|| dev.poll_action()).last();
+    assert_eq!(
+        last,
+        Some(Action::Reply {
+            request: RequestId(7),
+            reply: Reply::Bumped(2)
+        })
+    );
+}

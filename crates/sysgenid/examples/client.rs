@@ -1,5 +1,5 @@
-//! A tiny client: `client generation|trigger [MIN]|watch|wait MS|status`, paths from
-//! `SYSGENID_DEVICE` and `SYSGENID_STATE_DIR`.
+//! A tiny client: `client generation|trigger [MIN]|trigger-if G [MIN]|watch|wait MS|status`,
+//! paths from `SYSGENID_DEVICE` and `SYSGENID_STATE_DIR`.
 //!
 //! Prints one line per result, `ok <value>`; on failure prints `error: <message>` and
 //! `errno: <n>` to stderr and exits with status 1. The tests run it under `setpriv` to see the
@@ -16,6 +16,14 @@ fn run(args: &[String]) -> sysgenid::Result<String> {
     match args.first().map(String::as_str) {
         Some("generation") => Ok(sysgenid::generation()?.to_string()),
         Some("trigger") => sysgenid::trigger(number(1)).map(|()| String::new()),
+        Some("trigger-if") => {
+            let expect = number(1).expect("trigger-if G");
+            let outcome = sysgenid::trigger_if(expect, number(2))?;
+            Ok(format!(
+                "bumped={} generation={}",
+                outcome.bumped, outcome.generation
+            ))
+        }
         Some("watch") => {
             let mut watcher = Watcher::open(&paths)?;
             println!("ready");
@@ -29,7 +37,9 @@ fn run(args: &[String]) -> sysgenid::Result<String> {
                 .map(|()| String::new())
         }
         Some("status") => Ok(format!("{:?}", sysgenid::status()?)),
-        _ => panic!("usage: client generation|trigger [MIN]|watch|wait MS|status"),
+        _ => {
+            panic!("usage: client generation|trigger [MIN]|trigger-if G [MIN]|watch|wait MS|status")
+        }
     }
 }
 

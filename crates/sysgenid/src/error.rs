@@ -220,8 +220,9 @@ pub enum Error {
         /// The daemon's message.
         message: String,
     },
-    /// The control socket answered something that is not a status document.
-    #[error("the control socket {} sent an unreadable status document: {source}", path.display())]
+    /// The control socket answered something this library cannot read: not a status document,
+    /// not a `trigger-if` answer.
+    #[error("the control socket {} sent an unreadable answer: {source}", path.display())]
     BadStatus {
         /// The socket path.
         path: PathBuf,

@@ -17,7 +17,7 @@
 //! | to say you have adjusted | [`Watcher::ack`] |
 //! | to be waited for by an overseer | [`Watcher::set_tracking`] |
 //! | (overseer) to wait for everyone | [`wait_watchers()`] |
-//! | (overseer, after a restore) to bump | [`trigger()`] |
+//! | (overseer, after a restore) to bump | [`trigger_if()`] (only if nothing else bumped since the snapshot), [`trigger()`] |
 //! | who is lagging, is the daemon healthy | [`status()`] |
 //!
 //! # Paths
@@ -43,8 +43,9 @@
 //!   the time between the work and the re-read, but cannot close it: a restore whose bump has
 //!   not landed yet is invisible.
 //! - **The overseer workflow** closes it: quiesce the workload before the snapshot; after the
-//!   restore, [`trigger()`] (unless a backend already bumped), [`wait_watchers()`] until every
-//!   tracked watcher has acknowledged, and only then let work resume.
+//!   restore, [`trigger_if()`] (which bumps unless a backend already did), [`wait_watchers()`]
+//!   until every tracked watcher has acknowledged, and only then let work resume. The
+//!   `sysgenid overseer` command does all of it.
 //!
 //! # The transaction-retry pattern
 //!
@@ -115,8 +116,11 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! // After restoring the snapshot, before letting traffic in:
-//! sysgenid::trigger(None)?; // needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN
+//! // Before the snapshot, with the workload quiesced:
+//! let before = sysgenid::generation()?;
+//! // After restoring it, before letting traffic in: bump, unless a hardware backend already
+//! // did (exactly one bump either way). Needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN.
+//! sysgenid::trigger_if(before, None)?;
 //! match sysgenid::wait_watchers(Some(Duration::from_secs(30))) {
 //!     Ok(()) => println!("everyone has adjusted"),
 //!     Err(sysgenid::Error::Timeout { .. }) => {
@@ -144,6 +148,7 @@
 
 #[cfg(feature = "tokio")]
 mod async_watcher;
+mod control;
 mod error;
 mod paths;
 mod probe;
@@ -152,6 +157,7 @@ mod watcher;
 
 #[cfg(feature = "tokio")]
 pub use async_watcher::AsyncWatcher;
+pub use control::{ConditionalBump, trigger_if, trigger_if_at};
 pub use error::{Error, Op, Result};
 pub use paths::Paths;
 pub use probe::{Probe, ProbeSource};

@@ -3,18 +3,13 @@
 //! The fields mirror `docs/control.md`. Unknown fields are ignored, so a newer daemon that adds
 //! some still parses.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::{STATUS_TIMEOUT, error_message, exchange};
 use crate::error::{Error, Result};
 use crate::paths::Paths;
-
-/// How long the control socket gets to answer.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The status document: what the device ABI cannot tell, such as who is lagging.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -145,34 +140,13 @@ pub fn status() -> Result<Status> {
 /// The status document from the control socket of `paths`: connect, send `status`, read one
 /// JSON line.
 pub fn status_at(paths: &Paths) -> Result<Status> {
-    let path = paths.control_socket();
-    let unavailable = |source| Error::ControlUnavailable {
-        path: path.clone(),
-        source,
-    };
-    let mut stream = UnixStream::connect(&path).map_err(unavailable)?;
-    stream
-        .set_read_timeout(Some(STATUS_TIMEOUT))
-        .map_err(unavailable)?;
-    stream
-        .set_write_timeout(Some(STATUS_TIMEOUT))
-        .map_err(unavailable)?;
-    stream.write_all(b"status\n").map_err(unavailable)?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(unavailable)?;
-    parse(&line, &path)
+    let (path, value) = exchange(paths, "status", STATUS_TIMEOUT)?;
+    from_answer(value, &path)
 }
 
-/// Parses one answer line: a status document or `{"error": ...}`.
-fn parse(line: &str, path: &std::path::Path) -> Result<Status> {
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|source| Error::BadStatus {
-            path: path.to_owned(),
-            source,
-        })?;
-    if let Some(message) = value.get("error").and_then(|m| m.as_str()) {
+/// Reads one answer: a status document or `{"error": ...}`.
+fn from_answer(value: serde_json::Value, path: &std::path::Path) -> Result<Status> {
+    if let Some(message) = error_message(&value) {
         return Err(Error::Control {
             path: path.to_owned(),
             message: message.to_owned(),
@@ -188,6 +162,15 @@ fn parse(line: &str, path: &std::path::Path) -> Result<Status> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// Parses one answer line, as `status_at` does.
+    fn parse(line: &str, path: &Path) -> Result<Status> {
+        let value = serde_json::from_str(line).map_err(|source| Error::BadStatus {
+            path: path.to_owned(),
+            source,
+        })?;
+        from_answer(value, path)
+    }
 
     /// The example of `docs/control.md`, plus a field this version does not know.
     const DOC: &str = r#"{"generation":2,"serving":true,"degraded":false,"open_files":3,

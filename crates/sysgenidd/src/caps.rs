@@ -10,10 +10,15 @@
 //! answer even after SIGKILL), so its thread id cannot be reused while the check runs. Where
 //! the kernel has thread pidfds (Linux 6.9+), the check also pins the thread with a pidfd and
 //! confirms afterwards that it is still alive; on older kernels it relies on the first argument.
+//!
+//! The control socket's `trigger-if` is judged by the same rule, for the peer process
+//! (`SO_PEERCRED`; capabilities of its main thread). The peer is pinned with the pidfd the kernel
+//! took at `connect` (`SO_PEERPIDFD`, Linux 6.5+), else with a pidfd opened when the request
+//! arrives; it is refused if it has exited by the end of the check.
 
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -68,18 +73,93 @@ impl TriggerPolicy {
         }
     }
 
+    /// Whether the process at the other end of a control connection may trigger a bump.
+    pub fn may_trigger_peer(&self, peer: &Peer) -> bool {
+        match self.check_pinned(peer.pid, peer.pidfd.as_ref()) {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                tracing::debug!(pid = peer.pid, error = %e, "cannot judge control peer; refusing");
+                false
+            }
+        }
+    }
+
     fn check(&self, tid: u32) -> io::Result<bool> {
         let pidfd = pin_thread(tid)?;
+        self.check_pinned(tid, pidfd.as_ref())
+    }
+
+    /// Judges task `tid`, refusing it if `pidfd` (which pins it) says it exited meanwhile.
+    fn check_pinned(&self, tid: u32, pidfd: Option<&OwnedFd>) -> io::Result<bool> {
         let ns = UserNs::of(&format!("/proc/{tid}/ns/user"))?;
         let status = fs::read_to_string(format!("/proc/{tid}/status"))?;
         let cap_eff = parse_cap_eff(&status).ok_or_else(|| io::Error::other("no CapEff"))?;
         if let Some(pidfd) = pidfd
-            && thread_has_exited(&pidfd)?
+            && thread_has_exited(pidfd)?
         {
             return Ok(false);
         }
         Ok(self.trusted.contains(&ns) && has_trigger_capability(cap_eff))
     }
+}
+
+/// The process at the other end of a connected Unix socket.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its process id, in the daemon's pid namespace.
+    pub pid: u32,
+    /// A pidfd that pins it, where the kernel gives one.
+    pidfd: Option<OwnedFd>,
+}
+
+impl Peer {
+    /// The peer of `socket`, pinned by the pidfd the kernel took at `connect` (Linux 6.5+) or,
+    /// on older kernels, by one opened now.
+    pub fn of(socket: BorrowedFd<'_>) -> io::Result<Peer> {
+        let cred: libc::ucred = getsockopt(socket, libc::SO_PEERCRED)?;
+        let pid = u32::try_from(cred.pid)
+            .ok()
+            .filter(|&pid| pid != 0)
+            .ok_or_else(|| io::Error::other("the peer is outside the daemon's pid namespace"))?;
+        let pidfd = match getsockopt::<libc::c_int>(socket, libc::SO_PEERPIDFD) {
+            // SAFETY: SO_PEERPIDFD returned a new file descriptor that nothing else owns.
+            Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+                let raw = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+                Some(pidfd_open(raw, PidfdFlags::empty())?)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Peer { pid, pidfd })
+    }
+}
+
+/// `getsockopt(SOL_SOCKET, name)` for an option whose value is a plain `T`.
+fn getsockopt<T: Copy>(socket: BorrowedFd<'_>, name: libc::c_int) -> io::Result<T> {
+    let mut value = std::mem::MaybeUninit::<T>::zeroed();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is a writable buffer of `len` bytes that outlives the call, and the
+    // kernel writes at most `len` bytes to it; `socket` is a valid descriptor.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            value.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<T>() {
+        return Err(io::Error::other(
+            "getsockopt returned a value of another size",
+        ));
+    }
+    // SAFETY: the buffer was zeroed and the kernel filled all of it; `T` is a plain C type
+    // (`ucred`, `int`) for which any bytes are a valid value.
+    Ok(unsafe { value.assume_init() })
 }
 
 /// A pidfd for the thread, or `None` where the kernel has no thread pidfds.
@@ -136,12 +216,12 @@ fn ancestors_of_own_user_ns() -> Vec<UserNs> {
 fn ns_get_parent(ns: &OwnedFd) -> Option<OwnedFd> {
     const NS_GET_PARENT: libc::c_ulong = 0xB702;
     // SAFETY: NS_GET_PARENT takes no argument and returns a new fd or -1; `ns` is a valid fd.
-    let fd = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(ns), NS_GET_PARENT) };
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
     if fd < 0 {
         return None;
     }
     // SAFETY: the ioctl returned a new file descriptor that nothing else owns.
-    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -173,6 +253,21 @@ mod tests {
         let cap_eff = parse_cap_eff(&fs::read_to_string("/proc/thread-self/status").unwrap());
         assert_eq!(
             policy.may_trigger(tid),
+            has_trigger_capability(cap_eff.unwrap())
+        );
+    }
+
+    #[test]
+    fn the_peer_of_a_socket_pair_is_this_process_and_judged_like_a_thread() {
+        use std::os::fd::AsFd;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let peer = Peer::of(a.as_fd()).unwrap();
+        assert_eq!(peer.pid, std::process::id());
+        assert!(peer.pidfd.is_some());
+        let policy = TriggerPolicy::for_this_process().unwrap();
+        let cap_eff = parse_cap_eff(&fs::read_to_string("/proc/self/status").unwrap());
+        assert_eq!(
+            policy.may_trigger_peer(&peer),
             has_trigger_capability(cap_eff.unwrap())
         );
     }

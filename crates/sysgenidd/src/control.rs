@@ -1,10 +1,12 @@
-//! The control socket: read-only status as one JSON line, for any local user.
+//! The control socket: status for any local user, and the overseer's conditional bump.
 //!
-//! Protocol: connect to `<state-dir>/control.sock`, send one line (`status`), read one JSON
-//! line, done. The socket thread never touches the device state: it asks the event loop for a
-//! snapshot through the inbox, then adds each outdated process's command line itself.
+//! Protocol: connect to `<state-dir>/control.sock`, send one line (`status`, or
+//! `trigger-if G [min N]`), read one JSON line, done. The socket threads never touch the device
+//! state: they ask the event loop through the inbox (a snapshot, or a conditional trigger the
+//! core judges in turn with every other bump) and format its answer.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -14,8 +16,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sysgenid_core::{BumpSource, Status};
+use sysgenid_abi::Errno;
+use sysgenid_core::{BumpSource, Caller, Reply, Status};
 
+use crate::caps::{Peer, TriggerPolicy};
 use crate::inbox::{Inbox, Message};
 
 /// At most this many control connections are served at once; more wait in the backlog.
@@ -24,6 +28,10 @@ const MAX_CONNECTIONS: usize = 32;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest request line accepted.
 const MAX_REQUEST: u64 = 256;
+/// How long a connection waits for the event loop's answer.
+const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the error of an unknown or malformed request says.
+const REQUESTS: &str = "the requests are \"status\" and \"trigger-if G [min N]\"";
 
 /// Daemon facts that the core does not hold.
 #[derive(Debug, Clone, Serialize)]
@@ -218,7 +226,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves the control socket on the current thread until the listener fails.
-pub fn serve(listener: UnixListener, inbox: Inbox) {
+pub fn serve(listener: UnixListener, inbox: Inbox, policy: Arc<TriggerPolicy>) {
     let busy = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let stream = match stream {
@@ -235,8 +243,9 @@ pub fn serve(listener: UnixListener, inbox: Inbox) {
         }
         let inbox = inbox.clone();
         let busy = Arc::clone(&busy);
+        let policy = Arc::clone(&policy);
         std::thread::spawn(move || {
-            if let Err(e) = handle(&stream, &inbox) {
+            if let Err(e) = handle(&stream, &inbox, &policy) {
                 tracing::debug!(error = %e, "control connection ended");
             }
             busy.fetch_sub(1, Ordering::AcqRel);
@@ -244,32 +253,167 @@ pub fn serve(listener: UnixListener, inbox: Inbox) {
     }
 }
 
-fn answer_error(mut stream: &UnixStream, message: &str) -> io::Result<()> {
-    let line = serde_json::json!({ "error": message });
-    writeln!(stream, "{line}")
+fn answer_error(stream: &UnixStream, message: &str) -> io::Result<()> {
+    answer(stream, &serde_json::json!({ "error": message }))
 }
 
-fn handle(stream: &UnixStream, inbox: &Inbox) -> io::Result<()> {
+fn answer(mut stream: &UnixStream, value: &impl Serialize) -> io::Result<()> {
+    let mut out = serde_json::to_vec(value).map_err(io::Error::other)?;
+    out.push(b'\n');
+    stream.write_all(&out)
+}
+
+/// One request line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `status`, or an empty line.
+    Status,
+    /// `trigger-if G [min N]`: bump with minimum `N` (default 0) only if `G` is still current.
+    TriggerIf {
+        /// The generation the caller expects to be current.
+        expect: u32,
+        /// The new generation is at least this.
+        min: u32,
+    },
+}
+
+impl Request {
+    /// Parses a request line (surrounding white space ignored), or says what is wrong.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |word: &str, what: &str| {
+            word.parse::<u32>().map_err(|_| {
+                format!("{what} {word:?} is not a generation (0 to 4294967295); {REQUESTS}")
+            })
+        };
+        match words.as_slice() {
+            [] | ["status"] => Ok(Request::Status),
+            ["trigger-if", expect] => Ok(Request::TriggerIf {
+                expect: number(expect, "G")?,
+                min: 0,
+            }),
+            ["trigger-if", expect, "min", min] => Ok(Request::TriggerIf {
+                expect: number(expect, "G")?,
+                min: number(min, "N")?,
+            }),
+            _ => Err(format!("unknown request {:?}; {REQUESTS}", line.trim())),
+        }
+    }
+}
+
+/// A conditional trigger's refusal or failure, with its errno name.
+fn trigger_if_error(errno: Errno, pid: u32) -> serde_json::Value {
+    let message = match errno {
+        Errno::Acces => format!(
+            "trigger-if refused (EACCES): the calling process (pid {pid}) needs \
+             CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the daemon's user namespace"
+        ),
+        Errno::Overflow => "trigger-if refused (EOVERFLOW): the generation is already u32::MAX \
+                            and can never change again; nothing changed"
+            .to_owned(),
+        Errno::Io => "trigger-if failed (EIO): the daemon could not persist the new generation, \
+                      so nothing changed; see last_failure in the status document"
+            .to_owned(),
+        other => format!("trigger-if failed ({})", other.name()),
+    };
+    serde_json::json!({ "error": message, "errno": errno.name() })
+}
+
+fn handle(stream: &UnixStream, inbox: &Inbox, policy: &TriggerPolicy) -> io::Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new(io::Read::take(stream, MAX_REQUEST)).read_line(&mut line)?;
-    match line.trim() {
-        "" | "status" => {
+    let no_answer = |_| io::Error::other("the event loop did not answer");
+    match Request::parse(&line) {
+        Ok(Request::Status) => {
             let (tx, rx) = mpsc::sync_channel(1);
             inbox.send(Message::Status(tx));
-            let snapshot = rx
-                .recv_timeout(REQUEST_TIMEOUT)
-                .map_err(|_| io::Error::other("the event loop did not answer"))?;
-            let report = StatusReport::new(snapshot);
-            let mut out = serde_json::to_vec(&report).map_err(io::Error::other)?;
-            out.push(b'\n');
-            let mut stream = stream;
-            stream.write_all(&out)
+            let snapshot = rx.recv_timeout(REQUEST_TIMEOUT).map_err(no_answer)?;
+            answer(stream, &StatusReport::new(snapshot))
         }
-        other => answer_error(
-            stream,
-            &format!("unknown request {other:?}; the only request is \"status\""),
-        ),
+        Ok(Request::TriggerIf { expect, min }) => {
+            let caller = match Peer::of(stream.as_fd()) {
+                Ok(peer) => Caller {
+                    pid: peer.pid,
+                    privileged: policy.may_trigger_peer(&peer),
+                },
+                Err(e) => {
+                    let message = format!("trigger-if refused: cannot identify the caller: {e}");
+                    let value = serde_json::json!({ "error": message, "errno": "EACCES" });
+                    return answer(stream, &value);
+                }
+            };
+            let (tx, rx) = mpsc::sync_channel(1);
+            inbox.send(Message::TriggerIf {
+                expect,
+                min,
+                caller,
+                reply: tx,
+            });
+            let Ok(reply) = rx.recv_timeout(LOOP_TIMEOUT) else {
+                let message = "trigger-if: the event loop did not answer in time; the bump may \
+                               still happen, so read the status document before retrying";
+                return answer_error(stream, message);
+            };
+            tracing::info!(pid = caller.pid, expect, min, ?reply, "trigger-if");
+            let value = match reply {
+                Reply::Bumped(g) => serde_json::json!({ "bumped": true, "generation": g }),
+                Reply::Unchanged(g) => serde_json::json!({ "bumped": false, "generation": g }),
+                Reply::Error(errno) => trigger_if_error(errno, caller.pid),
+                other => serde_json::json!({ "error": format!("unexpected answer {other:?}") }),
+            };
+            answer(stream, &value)
+        }
+        Err(message) => answer_error(stream, &message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_parse() {
+        assert_eq!(Request::parse("status\n"), Ok(Request::Status));
+        assert_eq!(Request::parse(""), Ok(Request::Status));
+        assert_eq!(
+            Request::parse("trigger-if 5\n"),
+            Ok(Request::TriggerIf { expect: 5, min: 0 })
+        );
+        assert_eq!(
+            Request::parse(" trigger-if 4294967295 min 9 "),
+            Ok(Request::TriggerIf {
+                expect: u32::MAX,
+                min: 9
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_requests_say_what_is_accepted() {
+        for line in [
+            "trigger-if",
+            "trigger-if -1",
+            "trigger-if 4294967296",
+            "trigger-if 5 min",
+            "trigger-if 5 max 7",
+            "trigger-if 5 min x",
+            "trigger 5",
+            "status now",
+        ] {
+            let e = Request::parse(line).unwrap_err();
+            assert!(e.contains("trigger-if G [min N]"), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_their_errno() {
+        let v = trigger_if_error(Errno::Acces, 42);
+        assert_eq!(v["errno"], "EACCES");
+        let message = v["error"].as_str().unwrap();
+        assert!(message.contains("pid 42") && message.contains("CAP_CHECKPOINT_RESTORE"));
+        assert_eq!(trigger_if_error(Errno::Overflow, 1)["errno"], "EOVERFLOW");
+        assert_eq!(trigger_if_error(Errno::Io, 1)["errno"], "EIO");
     }
 }

@@ -6,6 +6,8 @@ use std::sync::mpsc;
 
 use rustix::event::{EventfdFlags, eventfd};
 
+use sysgenid_core::{Caller, Reply};
+
 use crate::control::Snapshot;
 
 /// Something for the event loop to do.
@@ -13,6 +15,17 @@ use crate::control::Snapshot;
 pub enum Message {
     /// Send a status snapshot back.
     Status(mpsc::SyncSender<Snapshot>),
+    /// A conditional trigger from the control socket; the core's reply goes back.
+    TriggerIf {
+        /// The generation the caller expects to be current.
+        expect: u32,
+        /// The new generation is at least this.
+        min: u32,
+        /// The peer, as the control thread judged it.
+        caller: Caller,
+        /// Where the reply goes.
+        reply: mpsc::SyncSender<Reply>,
+    },
     /// A hardware backend saw a restore.
     HardwareBump {
         /// The backend's name.

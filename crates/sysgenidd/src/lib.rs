@@ -14,6 +14,7 @@ pub mod state;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use sysgenid_abi::{CONTROL_SOCKET_NAME, PAGE_FILE_NAME};
 
@@ -131,8 +132,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             source,
         }
     })?;
-    let policy =
-        caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?;
+    let policy = Arc::new(
+        caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?,
+    );
     let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
     let backend_options = backends::Options {
         state_dir: Some(state_dir.clone()),
@@ -160,7 +162,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     };
     spawn("control", {
         let inbox = inbox.clone();
-        move || control::serve(listener, inbox)
+        let policy = Arc::clone(&policy);
+        move || control::serve(listener, inbox, policy)
     });
     spawn_signal_watcher(inbox.clone()).map_err(setup("installing signal handlers"))?;
     spawn("readiness", {

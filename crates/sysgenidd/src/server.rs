@@ -4,9 +4,10 @@
 //! `poll(2)` on the channel, the inbox and the nearest timer. A blocked `read(2)` or
 //! `WAIT_WATCHERS` is an entry in the core, never a blocked thread.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -30,6 +31,9 @@ const MAX_WRITE: u32 = 4096;
 const ATTR_VALID: Duration = Duration::from_secs(3600);
 /// Requests read per wakeup before the inbox gets a turn.
 const BATCH: usize = 64;
+/// Request ids of control-socket requests have this bit set. FUSE request ids count up from 0
+/// in steps of 2 (the low bit marks interrupts), so they never reach it.
+const CONTROL_REQUEST_BIT: u64 = 1 << 63;
 
 /// Why the loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +62,11 @@ pub struct Server {
     channel: Channel,
     state: StateFile,
     page: PageFile,
-    policy: TriggerPolicy,
+    policy: Arc<TriggerPolicy>,
     inbox: InboxReceiver,
+    /// Control-socket requests the core has not answered yet, with where the answer goes.
+    control_requests: HashMap<RequestId, mpsc::SyncSender<Reply>>,
+    next_control_request: u64,
     facts: DaemonFacts,
     mode: u32,
     uid: u32,
@@ -81,7 +88,7 @@ impl Server {
         state: StateFile,
         page: PageFile,
         generation: u32,
-        policy: TriggerPolicy,
+        policy: Arc<TriggerPolicy>,
         inbox: InboxReceiver,
         facts: DaemonFacts,
     ) -> Server {
@@ -92,6 +99,8 @@ impl Server {
             page,
             policy,
             inbox,
+            control_requests: HashMap::new(),
+            next_control_request: 0,
             facts,
             mode: config.mode,
             uid: config.uid,
@@ -180,6 +189,22 @@ impl Server {
                 let _ = reply.try_send(Snapshot {
                     status: self.device.status(),
                     facts: self.facts.clone(),
+                });
+            }
+            Message::TriggerIf {
+                expect,
+                min,
+                caller,
+                reply,
+            } => {
+                self.next_control_request += 1;
+                let request = RequestId(CONTROL_REQUEST_BIT | self.next_control_request);
+                self.control_requests.insert(request, reply);
+                self.feed(Event::TriggerIf {
+                    request,
+                    expect,
+                    min,
+                    caller,
                 });
             }
             Message::HardwareBump { backend } => {
@@ -364,6 +389,11 @@ impl Server {
     fn carry_out(&mut self, action: Action) {
         match action {
             Action::Reply { request, reply } => {
+                if let Some(answer) = self.control_requests.remove(&request) {
+                    // The control thread may have given up waiting; then no one listens.
+                    let _ = answer.try_send(reply);
+                    return;
+                }
                 let unique = request.0;
                 let message = match reply {
                     Reply::Opened(file) => reply::open(
@@ -377,6 +407,11 @@ impl Server {
                     Reply::Poll(mask) => reply::poll(unique, mask),
                     Reply::Done => reply::ioctl(unique, 0, &[]),
                     Reply::Error(errno) => reply::error(unique, errno.raw()),
+                    // Only control requests get these, and they were answered above.
+                    Reply::Bumped(_) | Reply::Unchanged(_) => {
+                        tracing::error!(unique, ?reply, "a control reply for a FUSE request");
+                        reply::error(unique, libc::EIO)
+                    }
                 };
                 self.send(&message);
             }

@@ -176,6 +176,16 @@ impl Harness {
         self.ioctl(file, SYSGENID_TRIGGER_GEN_UPDATE, min, ROOT)
     }
 
+    /// A conditional trigger (`trigger-if`); its reply, or `None` if it stayed pending.
+    pub fn trigger_if(&mut self, expect: u32, min: u32, caller: Caller) -> Option<Reply> {
+        self.call(|request| Event::TriggerIf {
+            request,
+            expect,
+            min,
+            caller,
+        })
+    }
+
     /// Starts a WAIT_WATCHERS; returns the request and its immediate reply, if any.
     pub fn wait(&mut self, file: FileId, timeout_ms: u64) -> (RequestId, Option<Reply>) {
         let (request, event) = self.ioctl_event(file, SYSGENID_WAIT_WATCHERS, timeout_ms, ROOT);

@@ -1,0 +1,189 @@
+//! `trigger_if` against a live daemon: the control socket's conditional bump, its permission
+//! check on the peer process, its atomicity against other bumps, and its errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use sysgenid::{BumpSource, Error, Paths, Probe, Watcher, WatcherOptions};
+use sysgenid_e2e::{Daemon, DaemonOptions, DevFile};
+
+use common::{NOBODY, client_binary, paths, run_client};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn with_the_current_generation_it_bumps_once_publishes_and_wakes() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    sysgenid::trigger_at(&paths, Some(4)).unwrap();
+    let mut watcher = Watcher::open_with(&paths, WatcherOptions::new().tracking(true)).unwrap();
+    let probe = Probe::open(&paths).unwrap();
+
+    let outcome = sysgenid::trigger_if_at(&paths, 4, None).unwrap();
+    assert!(outcome.bumped);
+    assert_eq!(outcome.generation, 5);
+    assert_eq!(watcher.try_read().unwrap().expect("woken").generation, 5);
+    assert_eq!(probe.generation(), 5, "the page file was updated");
+    let status = sysgenid::status_at(&paths).unwrap();
+    assert_eq!((status.generation, status.outdated), (5, 1));
+    let bump = status.last_bump.expect("recorded");
+    assert_eq!(bump.source, BumpSource::Trigger);
+    assert_eq!(bump.pid, Some(std::process::id()), "the peer's pid");
+
+    let outcome = sysgenid::trigger_if_at(&paths, 5, Some(10)).unwrap();
+    assert_eq!((outcome.bumped, outcome.generation), (true, 10));
+    assert_eq!(daemon.generation(), 10);
+}
+
+#[test]
+fn with_a_stale_generation_it_bumps_nothing() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    sysgenid::trigger_at(&paths, Some(3)).unwrap();
+    let mut watcher = Watcher::open(&paths).unwrap();
+    for stale in [2, 4, 0] {
+        let outcome = sysgenid::trigger_if_at(&paths, stale, Some(100)).unwrap();
+        assert_eq!((outcome.bumped, outcome.generation), (false, 3), "{stale}");
+    }
+    assert!(watcher.try_read().unwrap().is_none(), "no one was woken");
+    let status = sysgenid::status_at(&paths).unwrap();
+    assert_eq!(status.generation, 3);
+    assert_eq!(status.last_bump.expect("the first trigger").generation, 3);
+    assert_eq!(status.failed_bumps, 0);
+}
+
+#[test]
+fn the_peer_needs_the_capability_in_the_daemons_user_namespace() {
+    let daemon = Daemon::start();
+    let out = run_client(&daemon, &NOBODY, &["trigger-if", "0"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("errno: 13"), "{}", stderr(&out));
+
+    let own_namespace = Command::new("unshare")
+        .arg("-Ur")
+        .arg(client_binary(&daemon))
+        .args(["trigger-if", "0"])
+        .env("SYSGENID_DEVICE", &daemon.device)
+        .env("SYSGENID_STATE_DIR", &daemon.state_dir)
+        .output()
+        .unwrap();
+    assert!(!own_namespace.status.success(), "{own_namespace:?}");
+    assert!(
+        stderr(&own_namespace).contains("errno: 13"),
+        "{}",
+        stderr(&own_namespace)
+    );
+    assert_eq!(daemon.generation(), 0, "nothing changed");
+
+    let checkpoint_restore = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all,+checkpoint_restore",
+        "--ambient-caps=+checkpoint_restore",
+    ];
+    let out = run_client(&daemon, &checkpoint_restore, &["trigger-if", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ok bumped=true generation=1");
+    assert_eq!(daemon.generation(), 1);
+}
+
+#[test]
+fn concurrent_conditional_bumps_and_a_trigger_make_exactly_the_bumps_they_should() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    for round in 0..5u32 {
+        let start = u32::try_from(daemon.generation()).unwrap();
+        let overseers: Vec<_> = (0..8)
+            .map(|_| {
+                let paths = paths.clone();
+                std::thread::spawn(move || sysgenid::trigger_if_at(&paths, start, None).unwrap())
+            })
+            .collect();
+        // A "backend": an unconditional bump racing with them.
+        DevFile::rw(&daemon.device).trigger(0).unwrap();
+        let outcomes: Vec<_> = overseers.into_iter().map(|t| t.join().unwrap()).collect();
+        let bumped = outcomes.iter().filter(|o| o.bumped).count() as u32;
+        let end = u32::try_from(daemon.generation()).unwrap();
+        assert!(bumped <= 1, "round {round}: {outcomes:?}");
+        assert_eq!(end, start + 1 + bumped, "round {round}: {outcomes:?}");
+        for o in outcomes.iter().filter(|o| !o.bumped) {
+            assert!(o.generation > start, "round {round}: {o:?}");
+        }
+    }
+}
+
+#[test]
+fn at_u32_max_it_overflows_only_when_current() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    sysgenid::trigger_at(&paths, Some(u32::MAX)).unwrap();
+    let err = sysgenid::trigger_if_at(&paths, u32::MAX, None).unwrap_err();
+    assert!(matches!(err, Error::Overflow), "{err:?}");
+    let outcome = sysgenid::trigger_if_at(&paths, 7, None).unwrap();
+    assert_eq!((outcome.bumped, outcome.generation), (false, u32::MAX));
+}
+
+#[test]
+fn a_failed_persist_is_persist_failed_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a small tmpfs for the state");
+    let _unmount = Unmount(&state);
+    let daemon = Daemon::start_with(DaemonOptions {
+        dir: Some(dir.path().to_owned()),
+        ..DaemonOptions::default()
+    });
+    let paths = paths(&daemon);
+    // Fill the file system so the next persist cannot write.
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", state.join("filler").display()))
+        .args(["bs=4k", "status=none"])
+        .status();
+    let err = sysgenid::trigger_if_at(&paths, 0, None).unwrap_err();
+    assert!(matches!(err, Error::PersistFailed), "{err:?}");
+    let status = sysgenid::status_at(&paths).unwrap();
+    assert_eq!(status.generation, 0);
+    assert!(status.degraded);
+    assert_eq!(status.last_failure.expect("recorded").error, "EIO");
+    drop(daemon);
+}
+
+#[test]
+fn without_a_daemon_it_asks_whether_sysgenidd_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path().join("device"), dir.path().join("state"));
+    let err = sysgenid::trigger_if_at(&paths, 0, None).unwrap_err();
+    assert!(matches!(err, Error::ControlUnavailable { .. }), "{err:?}");
+    assert!(err.daemon_not_running());
+    assert!(err.to_string().contains("is sysgenidd running?"), "{err}");
+}
+
+/// Unmounts the small tmpfs when dropped, even if the test fails.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
