@@ -35,12 +35,20 @@ fn watch_log(vm: &mut Vm) -> Vec<Value> {
 
 fn assert_services_running(vm: &mut Vm) {
     let check = vm.guest("e2e-services check");
-    let expected = if status(vm)["daemon"]["device_mmap"] == true {
-        "daemon running\nwatch running\ndev running\npage running"
-    } else {
-        "daemon running\nwatch running\npage running"
-    };
-    assert_eq!(check, expected, "guest services");
+    let mut expected = vec!["daemon", "watch", "page"];
+    if status(vm)["daemon"]["device_mmap"] == true {
+        expected.push("dev");
+    }
+    for service in expected {
+        assert!(
+            check.lines().any(|l| l == format!("{service} running")),
+            "guest services: {check}"
+        );
+    }
+    assert!(
+        check.lines().all(|l| l.ends_with(" running")),
+        "guest services: {check}"
+    );
     assert_eq!(status(vm)["serving"], true);
 }
 
@@ -343,4 +351,109 @@ fn linux_6_1_serves_with_fallbacks_and_fw_cfg_bumps_on_restore() {
     std::thread::sleep(SETTLE);
     assert_services_running(&mut vm);
     assert_generation(&mut vm, gen1 + 1);
+}
+
+/// JSON lines of a guest command's output.
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The spec's snapshot-safe workflow with the overseer: quiesce, snapshot, restore two clones;
+/// in each the hardware bump happens once, `post-restore --trigger` adds none, waits for the
+/// sample service, un-quiesces and tells the host over the readiness port, with the service's
+/// new UUID. Then a watcher that never acks makes the overseer time out and name it.
+#[test]
+fn overseer_readjusts_each_clone_and_names_a_laggard() {
+    let (mut vm, gen0) = boot_with_services();
+    assert_eq!(vm.guest("e2e-services overseer-setup"), "ready");
+    let original = vm.guest("cat /run/e2e/sample.state");
+    assert!(
+        original.starts_with(&format!("generation={gen0} uuid=")),
+        "{original}"
+    );
+
+    let pre = vm.guest_status("sysgenid --json overseer pre-snapshot");
+    assert_eq!(pre.status, 0, "{}", pre.output);
+    let quiesced = json_lines(&pre.output);
+    let last = quiesced.last().expect("a JSON line");
+    assert_eq!(last["event"], "quiesced", "{last}");
+    assert_eq!(last["generation"], gen0, "{last}");
+    assert_eq!(
+        vm.guest("cat /run/e2e/hooks.log"),
+        format!("quiesce {gen0}")
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snapshot = vm.snapshot(&dir.path().join("state"));
+    let mut uuids = vec![original.clone()];
+    for clone in 1..=2 {
+        let mut vm = Vm::restore(&snapshot);
+        let post = vm.guest_status(
+            "sysgenid --json overseer post-restore --trigger --timeout 20s \
+             --notify-host /dev/virtio-ports/org.sysgenid.ready",
+        );
+        assert_eq!(post.status, 0, "clone {clone}: {}", post.output);
+        let lines = json_lines(&post.output);
+        let bumped = lines
+            .iter()
+            .find(|l| l["event"] == "bumped")
+            .unwrap_or_else(|| panic!("no bumped line: {}", post.output));
+        assert_eq!(bumped["expected"], gen0, "{bumped}");
+        assert_eq!(
+            bumped["triggered"], false,
+            "the backend had bumped already: {bumped}"
+        );
+        let done = lines.last().expect("final line");
+        assert_eq!(done["event"], "readjusted", "{done}");
+        assert_eq!(done["generation"], gen0 + 1, "{done}");
+
+        // The host hears the service's new state, then the overseer's line.
+        let state = vm.wait_ready_line("uuid=", Duration::from_secs(10));
+        let ready = vm.wait_ready_line("\"readjusted\"", Duration::from_secs(10));
+        eprintln!("qemu: clone {clone} told the host: {state} / {ready}");
+        assert!(
+            state.starts_with(&format!("generation={} uuid=", gen0 + 1)),
+            "{state}"
+        );
+        let uuid = state.split("uuid=").nth(1).expect("uuid").to_owned();
+        assert!(
+            !uuids.iter().any(|u| u.contains(&uuid)),
+            "clone {clone} reuses a UUID: {uuid} in {uuids:?}"
+        );
+        uuids.push(uuid);
+        let ready: Value = serde_json::from_str(&ready).expect("readiness JSON");
+        assert_eq!(ready["generation"], gen0 + 1);
+        assert_eq!(
+            vm.guest("cat /run/e2e/hooks.log"),
+            format!("quiesce {gen0}\nunquiesce {}", gen0 + 1)
+        );
+        std::thread::sleep(SETTLE);
+        assert_eq!(status(&mut vm)["generation"], gen0 + 1, "exactly one bump");
+        assert_services_running(&mut vm);
+
+        if clone == 2 {
+            let laggard = vm.guest("e2e-services laggard");
+            vm.guest("sysgenid trigger");
+            let post = vm.guest_status(&format!(
+                "sysgenid --json overseer post-restore --expect {} --timeout 3s",
+                gen0 + 2
+            ));
+            assert_eq!(post.status, 3, "{}", post.output);
+            let done = json_lines(&post.output).pop().expect("final line");
+            assert_eq!(done["event"], "timeout", "{done}");
+            let laggards = done["laggards"].as_array().expect("laggards");
+            assert_eq!(laggards.len(), 1, "{done}");
+            assert_eq!(laggards[0]["pid"].to_string(), laggard, "{done}");
+            assert!(
+                laggards[0]["command"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("sysgenid-probe"),
+                "{done}"
+            );
+        }
+    }
 }
