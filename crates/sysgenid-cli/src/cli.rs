@@ -140,6 +140,33 @@ pub enum OverseerStep {
     /// (exit 6). The final JSON line also goes to each --notify-host path. Without --trigger
     /// nothing is bumped: use it to un-quiesce a machine that was not restored.
     PostRestore(PostRestoreArgs),
+    /// As CRIU's --action-script: on `post-restore`, run `post-restore` in the restored tree.
+    ///
+    /// CRIU runs its action script for every action with CRTOOLS_SCRIPT_ACTION set; every action
+    /// but `post-restore` returns 0 at once. At `post-restore` the restored tasks are still
+    /// stopped, and CRIU resumes them only after the script returns, so waiting for watchers
+    /// there would deadlock: this checks CRTOOLS_INIT_PID, starts a detached copy of itself and
+    /// returns 0. The copy enters the namespaces of CRTOOLS_INIT_PID (user, mount, pid, network,
+    /// IPC, UTS, cgroup: those that differ from its own), where the device and state directory
+    /// paths are the container's, and runs `post-restore` with these options. Its outcome goes
+    /// to --notify-host and --log.
+    ///
+    /// Use: criu restore --action-script 'sysgenid overseer criu-action --trigger --expect G
+    /// --notify-host PATH'
+    CriuAction(CriuActionArgs),
+}
+
+/// Options of `overseer criu-action`.
+#[derive(Debug, Args)]
+pub struct CriuActionArgs {
+    /// Where the detached post-restore writes its output (in the caller's file system)
+    /// [default: discarded].
+    #[arg(long, value_name = "PATH")]
+    pub log: Option<PathBuf>,
+
+    /// The options of post-restore.
+    #[command(flatten)]
+    pub post_restore: PostRestoreArgs,
 }
 
 /// Options of `overseer pre-snapshot`.

@@ -90,6 +90,9 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Overseer {
             step: OverseerStep::PostRestore(args),
         } => crate::overseer::post_restore(cli, &paths, args),
+        Command::Overseer {
+            step: OverseerStep::CriuAction(args),
+        } => crate::criu::action(cli, &paths, args),
         Command::Generate { what } => crate::generate::print(what),
     }
 }

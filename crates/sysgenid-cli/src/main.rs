@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod criu;
 mod generate;
 mod hooks;
 mod overseer;

@@ -331,6 +331,35 @@ fn a_lost_state_file_never_moves_the_counter_backwards() {
     assert!(
         daemon
             .log()
-            .contains("no state file, but the page file shows a generation")
+            .contains("no state file of this boot, but the page file shows a generation")
+    );
+}
+
+#[test]
+fn a_state_directory_from_another_boot_continues_from_its_page_file() {
+    let mut daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(7).unwrap();
+    assert!(daemon.stop());
+    let (_temp, dir) = daemon.into_dir();
+    // As if the directory came from another host or boot (CRIU carrying a container's tmpfs).
+    let state = dir.join("state/state");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let other: String = text
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some(("boot_id", _)) => "boot_id=00000000-0000-0000-0000-000000000000".to_owned(),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    assert_ne!(other, text, "the state file names its boot: {text}");
+    std::fs::write(&state, other).unwrap();
+    let daemon = restart_in(&dir);
+    assert_eq!(daemon.generation(), 7, "continued from the page file");
+    assert!(
+        daemon
+            .log()
+            .contains("persisted counter is from another boot")
     );
 }

@@ -111,17 +111,19 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
     let page_path = state_dir.join(PAGE_FILE_NAME);
     let mut generation = loaded.generation();
-    // Without a state file, a page file left on this state directory is the only record of
-    // the counter: never publish less than it shows.
-    if loaded == Loaded::Fresh
+    // Without a state file of this boot, a page file left on this state directory is the only
+    // record of the counter (a lost state file, or a state directory carried to another boot,
+    // as CRIU does with a container's tmpfs): never publish less than it shows, since mappings
+    // of that page may have come along.
+    if matches!(loaded, Loaded::Fresh | Loaded::OtherBoot { .. })
         && let Some(shown) = page::peek(&page_path)
         && shown > generation
     {
         tracing::warn!(
             generation = shown,
             state = %state.path().display(),
-            "no state file, but the page file shows a generation: continuing from it so the \
-             counter never goes backwards"
+            "no state file of this boot, but the page file shows a generation: continuing \
+             from it so the counter never goes backwards"
         );
         generation = shown;
     }

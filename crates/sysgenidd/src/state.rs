@@ -1,7 +1,8 @@
 //! The persisted counter: `<state-dir>/state`, tied to the boot it was written in.
 //!
 //! A daemon restart on the same boot continues from the persisted value, so the generation
-//! never goes backwards; a new boot starts from 0, as the driver did.
+//! never goes backwards; a new boot starts from 0, as the driver did (the daemon still never
+//! publishes less than an existing page file shows).
 
 use std::fs;
 use std::io::{self, Write};

@@ -79,6 +79,9 @@ fn run() -> Result<(), Box<dyn Error>> {
         let change = watcher.next_change()?; // blocks in poll(2)
         let state = State::new(change.generation)?;
         publish(&state, state_file.as_deref())?;
+        // Tracking does not survive a CRIU restore (files are reopened by path): turn it on
+        // again before each ack; it is cheap and idempotent.
+        watcher.set_tracking(true)?;
         // Only now: once acknowledged, the overseer may let traffic in.
         watcher.ack(change.generation)?;
     }
