@@ -297,6 +297,15 @@ fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
         "blocked:    {} reads, {} waits",
         s.pending_reads, s.pending_waits
     );
+    for b in &s.daemon.backends {
+        let how = match (b.active, &b.reason, &b.detail) {
+            (true, _, Some(detail)) => format!("active: {detail}"),
+            (true, _, None) => "active".to_owned(),
+            (false, Some(reason), _) => format!("inactive: {reason}"),
+            (false, None, _) => "inactive".to_owned(),
+        };
+        println!("backend:    {} {how}", b.name);
+    }
     if let Some(b) = &s.last_bump {
         let by = match (&b.backend, b.pid) {
             (Some(name), _) => format!("backend {name}"),

@@ -131,6 +131,11 @@ fn assert_backend_active(vm: &mut Vm) {
         detail.contains("kprobe on add_vmfork_randomness, pinned at /sys/fs/bpf/sysgenid"),
         "{probe}"
     );
+    let text = vm.guest("sysgenid status");
+    assert!(
+        text.contains("backend:    vmgenid-bpf active: kprobe on add_vmfork_randomness"),
+        "{text}"
+    );
 }
 
 fn boot_with_services() -> (Vm, u64) {
