@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::BackendChoice;
+use crate::config::{BackendChoice, BpfAttach};
 use crate::control::BackendStatus;
 use crate::inbox::{Inbox, Message};
 
@@ -48,6 +48,8 @@ pub struct Options {
     /// Where the vmgenid BPF probe is pinned (none: unpinned, restores while the daemon is
     /// down go unseen).
     pub bpf_pin_dir: Option<PathBuf>,
+    /// How the vmgenid BPF probe attaches.
+    pub bpf_attach: BpfAttach,
     /// The dedupe window.
     pub window: Duration,
 }
@@ -61,6 +63,7 @@ impl Default for Options {
             fw_cfg_interval: fw_cfg::DEFAULT_INTERVAL,
             state_dir: None,
             bpf_pin_dir: Some(PathBuf::from(vmgenid_bpf::DEFAULT_PIN_DIR)),
+            bpf_attach: BpfAttach::Auto,
             window: dedupe::DEFAULT_WINDOW,
         }
     }
@@ -166,9 +169,12 @@ pub fn start_with(
     let mut statuses = Vec::new();
     for name in names {
         let started = match name {
-            vmgenid_bpf::NAME => {
-                vmgenid_bpf::start(&reporter, options.bpf_pin_dir.as_deref()).map(Some)
-            }
+            vmgenid_bpf::NAME => vmgenid_bpf::start(
+                &reporter,
+                options.bpf_pin_dir.as_deref(),
+                options.bpf_attach,
+            )
+            .map(Some),
             "vmclock" => start_vmclock(&reporter, options).map(|()| None),
             "uevent" => start_uevent(&reporter).map(|()| None),
             fw_cfg::NAME => match immediate_active(&statuses).filter(|_| !explicit) {

@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long, value_name = "DIR|none", default_value = sysgenid_bpf_pin_default())]
     pub bpf_pin_dir: String,
 
+    /// How the vmgenid-bpf probe attaches: `auto` (a kprobe where the kernel has kprobes, else
+    /// fentry), `kprobe` or `fentry`.
+    #[arg(long, value_enum, default_value_t = BpfAttach::Auto)]
+    pub bpf_attach: BpfAttach,
+
     /// Whether clients may mmap the device itself (needs Linux 6.6+). With `off`, mmap of the
     /// device fails with ENODEV and only the page file serves probes.
     #[arg(long, value_enum, default_value_t = Toggle::On)]
@@ -71,6 +76,17 @@ pub enum Toggle {
     On,
     /// Disabled.
     Off,
+}
+
+/// How the BPF probe attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BpfAttach {
+    /// A kprobe where the kernel has kprobes, else fentry.
+    Auto,
+    /// A kprobe only.
+    Kprobe,
+    /// Fentry (BTF) only.
+    Fentry,
 }
 
 /// Which hardware backends to run.
@@ -113,6 +129,8 @@ pub struct Config {
     pub backends: BackendChoice,
     /// Where the BPF probe is pinned (none: unpinned).
     pub bpf_pin_dir: Option<PathBuf>,
+    /// How the BPF probe attaches.
+    pub bpf_attach: BpfAttach,
     /// Whether to serve mmap of the device.
     pub device_mmap: bool,
     /// Mode bits of the device file.
@@ -182,6 +200,7 @@ impl Config {
                 }
                 dir => Some(PathBuf::from(dir)),
             },
+            bpf_attach: args.bpf_attach,
             device_mmap: args.device_mmap == Toggle::On,
             mode,
             uid,

@@ -141,6 +141,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let backend_options = backends::Options {
         state_dir: Some(state_dir.clone()),
         bpf_pin_dir: config.bpf_pin_dir.clone(),
+        bpf_attach: config.bpf_attach,
         ..Default::default()
     };
     let backends = backends::start_with(&config.backends, &inbox, &backend_options)

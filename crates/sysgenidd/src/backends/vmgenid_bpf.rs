@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sysgenid_bpf::{Attached, Options as ProbeOptions, VmforkWatch};
+use sysgenid_bpf::{AttachMode, Attached, Options as ProbeOptions, VmforkWatch};
+
+use crate::config::BpfAttach;
 
 use super::Reporter;
 
@@ -46,8 +48,17 @@ impl Hits {
 
 /// Attaches (or reopens the pins), reports restores made while down, and starts the thread.
 /// Returns how it runs, for the status document.
-pub fn start(reporter: &Reporter, pin_dir: Option<&Path>) -> Result<String, String> {
-    let (watch, pinned) = match open(pin_dir) {
+pub fn start(
+    reporter: &Reporter,
+    pin_dir: Option<&Path>,
+    attach: BpfAttach,
+) -> Result<String, String> {
+    let mode = match attach {
+        BpfAttach::Auto => AttachMode::Auto,
+        BpfAttach::Kprobe => AttachMode::Kprobe,
+        BpfAttach::Fentry => AttachMode::Fentry,
+    };
+    let (watch, pinned) = match open(pin_dir, mode) {
         Ok(w) => w,
         Err(e) => return Err(e.to_string()),
     };
@@ -103,11 +114,16 @@ pub fn start(reporter: &Reporter, pin_dir: Option<&Path>) -> Result<String, Stri
 
 fn open(
     pin_dir: Option<&Path>,
+    mode: AttachMode,
 ) -> Result<(VmforkWatch, Option<PathBuf>), sysgenid_bpf::Unavailable> {
-    let Some(dir) = pin_dir else {
-        return VmforkWatch::open_with(&ProbeOptions::new(None)).map(|w| (w, None));
+    let options = |dir: Option<&Path>| ProbeOptions {
+        mode,
+        ..ProbeOptions::new(dir)
     };
-    match VmforkWatch::open_with(&ProbeOptions::new(Some(dir))) {
+    let Some(dir) = pin_dir else {
+        return VmforkWatch::open_with(&options(None)).map(|w| (w, None));
+    };
+    match VmforkWatch::open_with(&options(Some(dir))) {
         Ok(w) => Ok((w, Some(dir.to_path_buf()))),
         Err(e @ sysgenid_bpf::Unavailable::NoBpffs(..)) => {
             tracing::warn!(
@@ -115,7 +131,7 @@ fn open(
                 "vmgenid-bpf: cannot pin the probe; running unpinned, so restores while the \
                  daemon is down go unseen"
             );
-            VmforkWatch::open_with(&ProbeOptions::new(None)).map(|w| (w, None))
+            VmforkWatch::open_with(&options(None)).map(|w| (w, None))
         }
         Err(e) => Err(e),
     }
