@@ -187,3 +187,67 @@ impl Drop for Unmount<'_> {
         let _ = Command::new("umount").arg("-l").arg(self.0).status();
     }
 }
+
+/// A socket peer is not blocked while it is judged: an unprivileged process that connects, hands
+/// the socket to a child and then execs a setuid-root program must not pass as root when the
+/// child sends the request.
+#[test]
+fn a_peer_that_gains_privileges_by_exec_after_connecting_is_refused() {
+    let daemon = Daemon::start();
+    daemon.allow_other_users();
+    // A setuid-root `sleep` in the daemon's (root-owned, suid-capable) temporary directory.
+    let setuid_sleep = daemon.dir.join("setuid-sleep");
+    std::fs::copy("/bin/sleep", &setuid_sleep).unwrap();
+    std::fs::set_permissions(
+        &setuid_sleep,
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    let script = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"trigger-if 0")
+parent = os.getpid()
+if os.fork() == 0:
+    # Wait until the parent runs the setuid program (effective uid 0), then send.
+    for _ in range(500):
+        with open(f"/proc/{parent}/status") as f:
+            uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
+        if uids[1] == "0":
+            break
+        time.sleep(0.01)
+    else:
+        print("the parent never became root", flush=True)
+        os._exit(1)
+    s.sendall(b"\n")
+    print(s.recv(4096).decode().strip(), flush=True)
+    os._exit(0)
+os.execv(sys.argv[2], [sys.argv[2], "3"])
+"#;
+    // Not `NOBODY`: its empty bounding set would keep the setuid program from gaining anything.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .arg(daemon.control_socket())
+        .arg(&setuid_sleep)
+        .output()
+        .unwrap();
+    // The python parent became `sleep`; its forked child printed the answer before exiting.
+    let answer = stdout(&out);
+    assert!(answer.contains("EACCES"), "{answer:?} {}", stderr(&out));
+    assert_eq!(daemon.generation(), 0, "nothing was bumped");
+    assert!(
+        daemon
+            .log()
+            .contains("credentials changed since it connected"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -74,14 +74,45 @@ impl TriggerPolicy {
     }
 
     /// Whether the process at the other end of a control connection may trigger a bump.
+    ///
+    /// Unlike an ioctl caller, a socket peer is not blocked while it is judged: it may have
+    /// exec'd a setuid or file-capability program since it connected (or handed the socket to
+    /// a child and then done so). So besides the capability rule, its credentials now must be
+    /// those it connected with (every uid and gid of `/proc/PID/status` equal to
+    /// `SO_PEERCRED`'s), and it must still own its `/proc/PID` (an exec that gains privileges
+    /// makes a process non-dumpable, and `/proc/PID` then belongs to root).
     pub fn may_trigger_peer(&self, peer: &Peer) -> bool {
-        match self.check_pinned(peer.pid, peer.pidfd.as_ref()) {
+        match self.check_peer(peer) {
             Ok(allowed) => allowed,
             Err(e) => {
                 tracing::debug!(pid = peer.pid, error = %e, "cannot judge control peer; refusing");
                 false
             }
         }
+    }
+
+    fn check_peer(&self, peer: &Peer) -> io::Result<bool> {
+        let ns = UserNs::of(&format!("/proc/{}/ns/user", peer.pid))?;
+        let status = fs::read_to_string(format!("/proc/{}/status", peer.pid))?;
+        let cap_eff = parse_cap_eff(&status).ok_or_else(|| io::Error::other("no CapEff"))?;
+        let unchanged = same_ids(&status, "Uid:", peer.uid) && same_ids(&status, "Gid:", peer.gid);
+        // After the status read: an exec that had already gained privileges shows here.
+        let owner = fs::metadata(format!("/proc/{}", peer.pid))?.uid();
+        if let Some(pidfd) = &peer.pidfd
+            && thread_has_exited(pidfd)?
+        {
+            return Ok(false);
+        }
+        if !unchanged || owner != peer.uid {
+            tracing::info!(
+                pid = peer.pid,
+                uid = peer.uid,
+                owner,
+                "control peer's credentials changed since it connected (an exec?); refusing"
+            );
+            return Ok(false);
+        }
+        Ok(self.trusted.contains(&ns) && has_trigger_capability(cap_eff))
     }
 
     fn check(&self, tid: u32) -> io::Result<bool> {
@@ -108,6 +139,10 @@ impl TriggerPolicy {
 pub struct Peer {
     /// Its process id, in the daemon's pid namespace.
     pub pid: u32,
+    /// Its user id when it connected, in the daemon's user namespace.
+    pub uid: u32,
+    /// Its group id when it connected.
+    pub gid: u32,
     /// A pidfd that pins it, where the kernel gives one.
     pidfd: Option<OwnedFd>,
 }
@@ -130,7 +165,12 @@ impl Peer {
             }
             Err(e) => return Err(e),
         };
-        Ok(Peer { pid, pidfd })
+        Ok(Peer {
+            pid,
+            uid: cred.uid,
+            gid: cred.gid,
+            pidfd,
+        })
     }
 }
 
@@ -186,6 +226,16 @@ pub fn has_trigger_capability(cap_eff: u64) -> bool {
     cap_eff & (1 << CAP_SYS_ADMIN) != 0 || cap_eff & (1 << CAP_CHECKPOINT_RESTORE) != 0
 }
 
+/// Whether the real, effective, saved and filesystem ids of a `/proc/*/status` line (`Uid:` or
+/// `Gid:`) are all `id`.
+pub fn same_ids(status: &str, field: &str, id: u32) -> bool {
+    let Some(ids) = status.lines().find_map(|l| l.strip_prefix(field)) else {
+        return false;
+    };
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    ids.len() == 4 && ids.iter().all(|v| v.parse::<u32>() == Ok(id))
+}
+
 /// The `CapEff:` mask of a `/proc/*/status` text.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
@@ -227,6 +277,23 @@ fn ns_get_parent(ns: &OwnedFd) -> Option<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_must_all_match_the_connect_time_id() {
+        let status = "Uid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n";
+        assert!(same_ids(status, "Uid:", 1000));
+        assert!(same_ids(status, "Gid:", 100));
+        assert!(!same_ids(status, "Uid:", 0));
+        // A setuid exec: the effective and saved ids changed.
+        let setuid = "Uid:\t1000\t0\t0\t0\n";
+        assert!(!same_ids(setuid, "Uid:", 1000));
+        assert!(!same_ids(setuid, "Uid:", 0));
+        assert!(!same_ids("Name:\tx\n", "Uid:", 0), "no line means no");
+        assert!(
+            !same_ids("Uid:\t0\t0\n", "Uid:", 0),
+            "a short line means no"
+        );
+    }
 
     #[test]
     fn cap_eff_is_parsed_from_proc_status() {
