@@ -378,6 +378,13 @@ impl VmforkWatch {
         sys::array_set(self.counter.as_fd(), 1, count)
     }
 
+    /// A handle that records acks from another thread (it holds its own fd of the counter map).
+    pub fn acker(&self) -> io::Result<Acker> {
+        Ok(Acker {
+            counter: self.counter.try_clone()?,
+        })
+    }
+
     /// How the probe is attached.
     pub fn attached(&self) -> Attached {
         self.attached
@@ -391,6 +398,19 @@ impl VmforkWatch {
     /// Whether this value holds a link (always, today).
     pub fn has_link(&self) -> bool {
         self.link.is_some()
+    }
+}
+
+/// Records acks in the counter map; see [`VmforkWatch::acker`].
+#[derive(Debug)]
+pub struct Acker {
+    counter: OwnedFd,
+}
+
+impl Acker {
+    /// Same as [`VmforkWatch::ack`].
+    pub fn ack(&self, count: u64) -> io::Result<()> {
+        sys::array_set(self.counter.as_fd(), 1, count)
     }
 }
 

@@ -72,9 +72,25 @@ fn a_container_root_triggers_its_own_daemon_and_host_bumps_stay_outside() {
         sysgenid trigger --min 40 >/dev/null
         echo \"after-min $(sysgenid get)\"
         sysgenid --json status | grep -o '\"source\":\"trigger\"'
+        touch \"$C/ready\"
+        until [ -e \"$C/go\" ]; do sleep 0.05; done
+        echo \"after-host-bump $(sysgenid get)\"
         {STOP}"
     );
+    // While the container's daemon runs, the host bumps its own daemon.
+    let host_bump = {
+        let device = host.device_str().to_owned();
+        let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
+        std::thread::spawn(move || {
+            sysgenid_e2e::eventually("the container's first steps", || ready.exists());
+            DevFile::rw(Path::new(&device))
+                .trigger(9)
+                .expect("host trigger");
+            std::fs::write(go, "").unwrap();
+        })
+    };
     let out = in_container(dir.path(), &script);
+    host_bump.join().unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines[0], "start 0",
@@ -85,16 +101,16 @@ fn a_container_root_triggers_its_own_daemon_and_host_bumps_stay_outside() {
     assert_eq!(lines[3], "after-min 40", "{out}");
     assert_eq!(lines[4], "\"source\":\"trigger\"", "{out}");
     assert_eq!(
+        lines[5], "after-host-bump 40",
+        "the host's bump never reaches the container's daemon: {out}"
+    );
+    assert_eq!(
         host.status()["generation"],
-        5,
-        "the container's bumps never reach the host's daemon"
+        9,
+        "the container's bumps never reach the host's daemon (5, then the host's own 9)"
     );
 
-    // The host bumps its own daemon; the container's counter (persisted in its state
-    // directory, same boot) continues where it was.
-    DevFile::rw(Path::new(host.device_str()))
-        .trigger(9)
-        .expect("host trigger");
+    // A restarted container daemon continues from its persisted counter (same boot).
     let out = in_container(
         dir.path(),
         &format!("{START}\necho \"restarted $(sysgenid get)\"\n{STOP}"),

@@ -251,3 +251,58 @@ os.execv(sys.argv[2], [sys.argv[2], "3"])
         daemon.log()
     );
 }
+
+/// The overseer bumped for a restore before a slower backend noticed it: the backend's report
+/// is the same restore (the daemon's dedupe window opens at the conditional bump), and a later
+/// change is a new restore.
+#[test]
+fn a_backend_that_notices_the_restore_after_the_overseer_bumps_nothing_more() {
+    use std::os::unix::fs::FileExt;
+    let blob_dir = tempfile::tempdir().unwrap();
+    let blob = blob_dir.path().join("vmgenid_guid");
+    let set_guid = |guid: u128| {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&blob)
+            .unwrap();
+        f.set_len(4096).unwrap();
+        f.write_at(&guid.to_le_bytes(), 40).unwrap();
+    };
+    set_guid(1);
+    let daemon = Daemon::start_with(DaemonOptions {
+        args: vec![
+            "--backends".into(),
+            "fw-cfg".into(),
+            "--fw-cfg-path".into(),
+            blob.display().to_string(),
+        ],
+        ..DaemonOptions::default()
+    });
+    let paths = paths(&daemon);
+    assert!(sysgenid::status_at(&paths).unwrap().daemon.backends[0].active);
+
+    // The restore: the overseer bumps first, then the hardware changes (polled every 250 ms).
+    let outcome = sysgenid::trigger_if_at(&paths, 0, None).unwrap();
+    assert_eq!((outcome.bumped, outcome.generation), (true, 1));
+    set_guid(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !daemon.log().contains("same restore already reported") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(daemon.log().contains("winner=trigger-if"), "{}", daemon.log());
+    assert_eq!(daemon.generation(), 1, "one restore, one bump");
+
+    // After the window, a change is another restore.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    set_guid(3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while daemon.generation() != 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = sysgenid::status_at(&paths).unwrap();
+    assert_eq!(status.last_bump.unwrap().backend.as_deref(), Some("fw-cfg"));
+}

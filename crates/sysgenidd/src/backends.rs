@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{BackendChoice, BpfAttach};
 use crate::control::BackendStatus;
-use crate::inbox::{Inbox, Message};
+use crate::inbox::{Applied, Inbox, Message};
 
 /// The names of the backends this build knows.
 pub const KNOWN: &[&str] = &[vmgenid_bpf::NAME, "vmclock", "uevent", fw_cfg::NAME];
@@ -96,8 +96,10 @@ impl Reporter {
         self.policy().note_key(backend, key);
     }
 
-    /// Reports a restore; returns whether a bump was sent.
-    pub fn report(&self, backend: &str, key: Option<u128>) -> bool {
+    /// Reports a restore; returns whether a bump was sent. `applied` runs once that bump is
+    /// persisted and published, or at once when the report is dropped (the restore is already
+    /// counted).
+    pub fn report(&self, backend: &str, key: Option<u128>, applied: Applied) -> bool {
         let now = self.epoch.elapsed();
         let verdict = self.policy().offer(backend, key, now);
         match verdict {
@@ -105,18 +107,28 @@ impl Reporter {
                 tracing::info!(backend, ?key, "hardware restore: bumping the generation");
                 self.inbox.send(Message::HardwareBump {
                     backend: backend.to_owned(),
+                    applied,
                 });
                 true
             }
             dedupe::Verdict::Duplicate { winner, after } => {
                 tracing::info!(backend, ?key, %winner, ?after, "same restore already reported");
+                applied.run();
                 false
             }
             dedupe::Verdict::SameKey => {
                 tracing::debug!(backend, ?key, "key already reported");
+                applied.run();
                 false
             }
         }
+    }
+
+    /// Records that the overseer's conditional trigger bumped for a restore: backends that
+    /// report it within the window are the same restore.
+    pub fn bumped_by_overseer(&self) {
+        let now = self.epoch.elapsed();
+        self.policy().bumped_by("trigger-if", now);
     }
 }
 
@@ -129,6 +141,19 @@ pub fn start(choice: &BackendChoice, inbox: &Inbox) -> Result<Vec<BackendStatus>
 pub fn start_with(
     choice: &BackendChoice,
     inbox: &Inbox,
+    options: &Options,
+) -> Result<Vec<BackendStatus>, String> {
+    start_reporting(
+        choice,
+        &Reporter::new(inbox.clone(), options.window),
+        options,
+    )
+}
+
+/// Starts the chosen backends, reporting through `reporter`, and reports on each.
+pub fn start_reporting(
+    choice: &BackendChoice,
+    reporter: &Reporter,
     options: &Options,
 ) -> Result<Vec<BackendStatus>, String> {
     let names: Vec<&str> = match choice {
@@ -165,25 +190,24 @@ pub fn start_with(
         }
     };
     let explicit = matches!(choice, BackendChoice::List(_));
-    let reporter = Reporter::new(inbox.clone(), options.window);
     let mut statuses = Vec::new();
     for name in names {
         let started = match name {
             vmgenid_bpf::NAME => vmgenid_bpf::start(
-                &reporter,
+                reporter,
                 options.bpf_pin_dir.as_deref(),
                 options.bpf_attach,
             )
             .map(Some),
-            "vmclock" => start_vmclock(&reporter, options).map(|()| None),
-            "uevent" => start_uevent(&reporter).map(|()| None),
+            "vmclock" => start_vmclock(reporter, options).map(|()| None),
+            "uevent" => start_uevent(reporter).map(|()| None),
             fw_cfg::NAME => match immediate_active(&statuses).filter(|_| !explicit) {
                 Some(better) => Err(format!(
                     "not needed: {better} sees restores at once (name {} in --backends to poll \
                      it too)",
                     fw_cfg::NAME
                 )),
-                None => start_fw_cfg(&reporter, options).map(|()| None),
+                None => start_fw_cfg(reporter, options).map(|()| None),
             },
             _ => unreachable!("checked against KNOWN"),
         };
@@ -239,7 +263,7 @@ fn start_vmclock(reporter: &Reporter, options: &Options) -> Result<(), String> {
         notified = watcher.notified(),
         "vmclock vm_generation_counter at start"
     );
-    let save = record::resume(
+    let recorder = record::resume(
         reporter,
         "vmclock",
         options.state_dir.as_deref(),
@@ -252,8 +276,7 @@ fn start_vmclock(reporter: &Reporter, options: &Options) -> Result<(), String> {
             match watcher.step() {
                 Ok(Some(value)) => {
                     torn = false;
-                    reporter.report("vmclock", Some(value.into()));
-                    save(value.into());
+                    recorder.report(&reporter, value.into());
                 }
                 Ok(None) => torn = false,
                 Err(e) => {
@@ -268,10 +291,16 @@ fn start_vmclock(reporter: &Reporter, options: &Options) -> Result<(), String> {
     })
 }
 
+/// An active backend that sees restores at once: vmclock, or the probe when a device is bound
+/// to the kernel's vmgenid driver (without one the probe never fires).
 fn immediate_active(statuses: &[BackendStatus]) -> Option<&str> {
     statuses
         .iter()
-        .find(|s| s.active && IMMEDIATE.contains(&s.name.as_str()))
+        .find(|s| {
+            s.active
+                && IMMEDIATE.contains(&s.name.as_str())
+                && (s.name != vmgenid_bpf::NAME || vmgenid_bpf::vmgenid_bound())
+        })
         .map(|s| s.name.as_str())
 }
 
@@ -281,7 +310,7 @@ fn start_fw_cfg(reporter: &Reporter, options: &Options) -> Result<(), String> {
         guid = format_args!("{guid:032x}"),
         "fw_cfg vmgenid GUID at start"
     );
-    let save = record::resume(reporter, fw_cfg::NAME, options.state_dir.as_deref(), guid);
+    let recorder = record::resume(reporter, fw_cfg::NAME, options.state_dir.as_deref(), guid);
     let reporter = reporter.clone();
     let interval = options.fw_cfg_interval;
     spawn(fw_cfg::NAME, move || {
@@ -294,8 +323,7 @@ fn start_fw_cfg(reporter: &Reporter, options: &Options) -> Result<(), String> {
                     failing = false;
                     if now != last {
                         last = now;
-                        reporter.report(fw_cfg::NAME, Some(now));
-                        save(now);
+                        recorder.report(&reporter, now);
                     }
                 }
                 Err(e) => {
@@ -315,7 +343,7 @@ fn start_uevent(reporter: &Reporter) -> Result<(), String> {
     let reporter = reporter.clone();
     spawn("uevent", move || {
         uevent::run(socket, || {
-            reporter.report("uevent", None);
+            reporter.report("uevent", None, Applied::nothing());
         })
     })
 }

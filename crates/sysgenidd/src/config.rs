@@ -17,7 +17,7 @@ use sysgenid_abi::{DEFAULT_DEVICE, DEFAULT_STATE_DIR, WRITER_GROUP};
 /// TRIGGER_GEN_UPDATE ioctl (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN); hardware backends
 /// bump it when the machine is restored from a snapshot.
 #[derive(Debug, Parser)]
-#[command(name = "sysgenidd", version, verbatim_doc_comment)]
+#[command(name = "sysgenidd", version, verbatim_doc_comment, args_override_self = true)]
 pub struct Args {
     /// The device file to serve (created as an empty file no one else can read if missing).
     /// Defaults to /dev/sysgenid as root, $XDG_RUNTIME_DIR/sysgenid/device otherwise.
@@ -63,6 +63,10 @@ pub struct Args {
         env = "SYSGENIDD_LOG"
     )]
     pub log: String,
+
+    /// The fw_cfg GUID blob the fw-cfg backend reads (tests point it at a file).
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub fw_cfg_path: Option<PathBuf>,
 
     /// Print the man page (roff) and exit.
     #[arg(long, hide = true)]
@@ -131,6 +135,8 @@ pub struct Config {
     pub bpf_pin_dir: Option<PathBuf>,
     /// How the BPF probe attaches.
     pub bpf_attach: BpfAttach,
+    /// Another fw_cfg GUID blob than the kernel's.
+    pub fw_cfg_path: Option<PathBuf>,
     /// Whether to serve mmap of the device.
     pub device_mmap: bool,
     /// Mode bits of the device file.
@@ -201,6 +207,7 @@ impl Config {
                 dir => Some(PathBuf::from(dir)),
             },
             bpf_attach: args.bpf_attach,
+            fw_cfg_path: args.fw_cfg_path.clone(),
             device_mmap: args.device_mmap == Toggle::On,
             mode,
             uid,

@@ -30,6 +30,9 @@ pub enum Message {
     HardwareBump {
         /// The backend's name.
         backend: String,
+        /// Run once the bump is persisted and published: the backend records the restore as
+        /// handled only then, so a daemon that dies first sees it again at its next start.
+        applied: Applied,
     },
     /// The device answered its first stat: the daemon is serving.
     Serving,
@@ -38,6 +41,38 @@ pub enum Message {
         /// Why, for the log.
         reason: String,
     },
+}
+
+/// What a backend does once its bump is applied (write its record, acknowledge its probe).
+pub struct Applied(Option<Box<dyn FnOnce() + Send>>);
+
+impl Applied {
+    /// Nothing to do.
+    pub fn nothing() -> Applied {
+        Applied(None)
+    }
+
+    /// Run `f` once the bump is applied.
+    pub fn then(f: impl FnOnce() + Send + 'static) -> Applied {
+        Applied(Some(Box::new(f)))
+    }
+
+    /// Runs it now.
+    pub fn run(self) {
+        if let Some(f) = self.0 {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Applied(..)"
+        } else {
+            "Applied(none)"
+        })
+    }
 }
 
 /// The sending side, cheap to clone into any thread.

@@ -138,13 +138,16 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?,
     );
     let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
+    let defaults = backends::Options::default();
     let backend_options = backends::Options {
+        fw_cfg_path: config.fw_cfg_path.clone().unwrap_or(defaults.fw_cfg_path),
         state_dir: Some(state_dir.clone()),
         bpf_pin_dir: config.bpf_pin_dir.clone(),
         bpf_attach: config.bpf_attach,
-        ..Default::default()
+        ..defaults
     };
-    let backends = backends::start_with(&config.backends, &inbox, &backend_options)
+    let reporter = backends::Reporter::new(inbox.clone(), backend_options.window);
+    let backends = backends::start_reporting(&config.backends, &reporter, &backend_options)
         .map_err(DaemonError::Backends)?;
 
     server::prepare_device_path(&config.device)?;
@@ -190,7 +193,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     };
     let mut server = Server::new(
         config, channel, state, page, generation, policy, receiver, facts,
-    );
+    )
+    .with_reporter(reporter);
     let stopped = server.run();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&control_path);

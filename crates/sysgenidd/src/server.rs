@@ -4,7 +4,7 @@
 //! `poll(2)` on the channel, the inbox and the nearest timer. A blocked `read(2)` or
 //! `WAIT_WATCHERS` is an entry in the core, never a blocked thread.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, mpsc};
@@ -12,16 +12,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use sysgenid_abi::{Errno, Ioctl, PAGE_SIZE, encode_generation};
-use sysgenid_core::{Action, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time};
+use sysgenid_core::{
+    Action, BumpSource, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+};
 use sysgenid_fuse::{
     Channel, InitWants, Mount, MountOptions, MountState, Negotiated, Operation, Received,
     RequestBuffer, RequestHeader, Sent, reply, wire,
 };
 
+use crate::backends::Reporter;
 use crate::caps::TriggerPolicy;
 use crate::config::Config;
 use crate::control::{DaemonFacts, Snapshot};
-use crate::inbox::{InboxReceiver, Message};
+use crate::inbox::{Applied, InboxReceiver, Message};
 use crate::page::PageFile;
 use crate::state::StateFile;
 
@@ -67,6 +70,10 @@ pub struct Server {
     /// Control-socket requests the core has not answered yet, with where the answer goes.
     control_requests: HashMap<RequestId, mpsc::SyncSender<Reply>>,
     next_control_request: u64,
+    /// Backend bumps not applied yet, oldest first, with what to run once they are.
+    pending_backend_bumps: VecDeque<(String, Applied)>,
+    /// The backends' dedupe policy, told of the overseer's conditional bumps.
+    reporter: Option<Reporter>,
     facts: DaemonFacts,
     mode: u32,
     uid: u32,
@@ -101,6 +108,8 @@ impl Server {
             inbox,
             control_requests: HashMap::new(),
             next_control_request: 0,
+            pending_backend_bumps: VecDeque::new(),
+            reporter: None,
             facts,
             mode: config.mode,
             uid: config.uid,
@@ -113,6 +122,12 @@ impl Server {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default(),
         }
+    }
+
+    /// Tells the backends' dedupe policy of the overseer's conditional bumps.
+    pub fn with_reporter(mut self, reporter: Reporter) -> Server {
+        self.reporter = Some(reporter);
+        self
     }
 
     fn now(&self) -> Time {
@@ -207,8 +222,11 @@ impl Server {
                     caller,
                 });
             }
-            Message::HardwareBump { backend } => {
-                self.feed(Event::HardwareBump { backend: &backend })
+            Message::HardwareBump { backend, applied } => {
+                // Queued first: the bump may be persisted and published inside `feed`.
+                self.pending_backend_bumps
+                    .push_back((backend.clone(), applied));
+                self.feed(Event::HardwareBump { backend: &backend });
             }
             Message::Serving => {
                 self.facts.serving = true;
@@ -390,6 +408,9 @@ impl Server {
         match action {
             Action::Reply { request, reply } => {
                 if let Some(answer) = self.control_requests.remove(&request) {
+                    if let (Reply::Bumped(_), Some(reporter)) = (&reply, &self.reporter) {
+                        reporter.bumped_by_overseer();
+                    }
                     // The control thread may have given up waiting; then no one listens.
                     let _ = answer.try_send(reply);
                     return;
@@ -429,6 +450,11 @@ impl Server {
                 tracing::info!(generation, %source, "new generation");
                 let status = format!("serving generation {generation}");
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
+                if let BumpSource::Backend(backend) = &source
+                    && let Some(applied) = self.take_backend_bump(backend)
+                {
+                    applied.run();
+                }
             }
             Action::BumpFailed {
                 source,
@@ -440,6 +466,14 @@ impl Server {
                     _ => detail.unwrap_or_else(|| error.name().to_owned()),
                 };
                 tracing::error!(%source, error = error.name(), why, "bump failed; the generation is unchanged");
+                if let BumpSource::Backend(backend) = &source
+                    && self.take_backend_bump(backend).is_some()
+                {
+                    tracing::warn!(
+                        backend,
+                        "the backend's restore stays unacknowledged: its next start reports it again"
+                    );
+                }
             }
             Action::ArmTimer { request, deadline } => {
                 self.timers.retain(|&(_, r)| r != request);
@@ -447,6 +481,15 @@ impl Server {
             }
             Action::CancelTimer { request } => self.timers.retain(|&(_, r)| r != request),
         }
+    }
+
+    /// The completion of the oldest pending bump of `backend` (the core applies bumps in order).
+    fn take_backend_bump(&mut self, backend: &str) -> Option<Applied> {
+        let at = self
+            .pending_backend_bumps
+            .iter()
+            .position(|(b, _)| b == backend)?;
+        self.pending_backend_bumps.remove(at).map(|(_, a)| a)
     }
 
     /// Updates resident pages of every device mapping in place.

@@ -26,6 +26,10 @@
 //! Time is an input (a [`Duration`] since any fixed epoch); the policy reads no clock. A time
 //! earlier than the last forwarded report counts as inside the window.
 //!
+//! A bump for a restore made elsewhere, the overseer's conditional trigger, opens a window too
+//! ([`Dedupe::bumped_by`]): a backend that notices the restore after the overseer bumped for it
+//! is the same restore.
+//!
 //! What it costs: two genuine restores less than a window apart, seen only by unkeyed
 //! backends (or by a keyed one after an unkeyed one won the first), count as one bump. A
 //! single bump already marks every watcher outdated, so the second restore's effect on
@@ -80,6 +84,12 @@ impl Dedupe {
     /// Records a backend's current key without reporting a restore (its value at start).
     pub fn note_key(&mut self, backend: &str, key: u128) {
         self.keys.insert(backend.to_owned(), key);
+    }
+
+    /// Records a bump made for a restore by something other than a backend (the overseer's
+    /// conditional trigger): backend reports of the same restore inside the window are dropped.
+    pub fn bumped_by(&mut self, source: &str, now: Duration) {
+        self.forwarded = Some((now, source.to_owned()));
     }
 
     /// Judges a report from `backend` with an optional `key`, made at time `now`.
@@ -205,6 +215,20 @@ mod tests {
                 after: Duration::ZERO
             }
         );
+    }
+
+    #[test]
+    fn a_conditional_trigger_opens_the_window_for_late_backends() {
+        let mut p = Dedupe::default();
+        p.bumped_by("trigger-if", ms(1000));
+        assert_eq!(
+            p.offer("fw-cfg", Some(9), ms(1250)),
+            Verdict::Duplicate {
+                winner: "trigger-if".into(),
+                after: ms(250)
+            }
+        );
+        assert_eq!(p.offer("vmgenid-bpf", Some(1), ms(3000)), Verdict::Forward);
     }
 
     #[test]

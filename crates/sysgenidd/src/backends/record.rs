@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::Reporter;
+use crate::inbox::Applied;
 
 /// A backend's record file in a state directory.
 pub fn path(state_dir: &Path, backend: &str) -> PathBuf {
@@ -32,16 +33,48 @@ pub fn write(path: &Path, value: u128) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Compares the hardware's value at start with the record, reports a restore made while down,
-/// and returns the function that records each new value.
+/// Where a backend keeps its value; cheap to clone into a completion.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    backend: &'static str,
+    path: Option<PathBuf>,
+}
+
+impl Recorder {
+    /// Records `value`, logging a failure.
+    pub fn save(&self, value: u128) {
+        if let Some(path) = &self.path
+            && let Err(e) = write(path, value)
+        {
+            tracing::warn!(backend = self.backend, path = %path.display(), error = %e, "cannot record the value");
+        }
+    }
+
+    /// Reports a new value; it is recorded once the bump is applied (or at once if the report
+    /// is a duplicate of a restore already counted).
+    pub fn report(&self, reporter: &Reporter, value: u128) {
+        let me = self.clone();
+        reporter.report(
+            self.backend,
+            Some(value),
+            Applied::then(move || me.save(value)),
+        );
+    }
+}
+
+/// Compares the hardware's value at start with the record and reports a restore made while
+/// down; returns the recorder for later values.
 pub fn resume(
     reporter: &Reporter,
     backend: &'static str,
     state_dir: Option<&Path>,
     now: u128,
-) -> impl Fn(u128) + Send + 'static {
-    let record = state_dir.map(|dir| path(dir, backend));
-    let recorded = record.as_deref().and_then(read);
+) -> Recorder {
+    let recorder = Recorder {
+        backend,
+        path: state_dir.map(|dir| path(dir, backend)),
+    };
+    let recorded = recorder.path.as_deref().and_then(read);
     if let Some(r) = recorded {
         reporter.note_key(backend, r);
     }
@@ -52,19 +85,12 @@ pub fn resume(
             recorded = format_args!("{:x}", recorded.unwrap_or_default()),
             "the value changed while the daemon was down: a restore"
         );
-        reporter.report(backend, Some(now));
+        recorder.report(reporter, now);
     } else {
         reporter.note_key(backend, now);
+        recorder.save(now);
     }
-    let save = move |value: u128| {
-        if let Some(path) = &record
-            && let Err(e) = write(path, value)
-        {
-            tracing::warn!(backend, path = %path.display(), error = %e, "cannot record the value");
-        }
-    };
-    save(now);
-    save
+    recorder
 }
 
 #[cfg(test)]

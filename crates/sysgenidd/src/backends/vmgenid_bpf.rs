@@ -7,11 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
-use sysgenid_bpf::{AttachMode, Attached, Options as ProbeOptions, VmforkWatch};
+use std::sync::Arc;
+
+use sysgenid_bpf::{Acker, AttachMode, Attached, Options as ProbeOptions, VmforkWatch};
 
 use crate::config::BpfAttach;
 
 use super::Reporter;
+use crate::inbox::Applied;
 
 /// The backend's name.
 pub const NAME: &str = "vmgenid-bpf";
@@ -62,21 +65,27 @@ pub fn start(
         Ok(w) => w,
         Err(e) => return Err(e.to_string()),
     };
+    let mut watch = watch;
+    // Drain first, then read the count: a hit after the drain wakes the thread below, and a hit
+    // before the read is in the count.
+    let queued = watch.read_events();
+    if !queued.is_empty() {
+        tracing::debug!(records = queued.len(), "drained records queued while down");
+    }
     let counter = watch
         .counter()
         .map_err(|e| format!("cannot read the probe counter: {e}"))?;
     let acked = watch
         .acked()
         .map_err(|e| format!("cannot read the probe ack: {e}"))?;
+    let acker = Arc::new(
+        watch
+            .acker()
+            .map_err(|e| format!("cannot share the probe counter: {e}"))?,
+    );
     let attached = watch.attached();
     tracing::info!(counter, acked, ?attached, pinned = ?pinned, "vmgenid-bpf probe ready");
     let (mut hits, missed) = Hits::at_start(counter, acked);
-    let mut watch = watch;
-    // Records queued while no daemon ran describe the count read above.
-    let queued = watch.read_events();
-    if !queued.is_empty() {
-        tracing::debug!(records = queued.len(), "drained records queued while down");
-    }
     reporter.note_key(NAME, u128::from(acked));
     if let Some(n) = missed {
         tracing::info!(
@@ -84,10 +93,12 @@ pub fn start(
             acked,
             "add_vmfork_randomness ran while the daemon was down"
         );
-        reporter.report(NAME, Some(n.into()));
+        report(reporter, &acker, n);
     }
-    ack(&watch, counter);
-    let how = describe(attached, pinned.as_deref());
+    let mut how = describe(attached, pinned.as_deref());
+    if !vmgenid_bound() {
+        how.push_str("; no device is bound to the vmgenid driver, so it cannot fire");
+    }
     let reporter = reporter.clone();
     super::spawn(NAME, move || {
         loop {
@@ -101,8 +112,7 @@ pub fn start(
             match watch.counter() {
                 Ok(counter) => {
                     if let Some(n) = hits.offer(counter) {
-                        reporter.report(NAME, Some(n.into()));
-                        ack(&watch, n);
+                        report(&reporter, &acker, n);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "vmgenid-bpf: cannot read the counter"),
@@ -156,10 +166,30 @@ fn describe(attached: Attached, pinned: Option<&Path>) -> String {
     }
 }
 
-fn ack(watch: &VmforkWatch, count: u64) {
-    if let Err(e) = watch.ack(count) {
-        tracing::warn!(error = %e, count, "vmgenid-bpf: cannot record the ack");
-    }
+/// Reports hit count `n`; the ack is recorded once the bump is applied.
+fn report(reporter: &Reporter, acker: &Arc<Acker>, n: u64) {
+    let acker = Arc::clone(acker);
+    let applied = Applied::then(move || {
+        if let Err(e) = acker.ack(n) {
+            tracing::warn!(error = %e, count = n, "vmgenid-bpf: cannot record the ack");
+        }
+    });
+    reporter.report(NAME, Some(n.into()), applied);
+}
+
+/// Whether the kernel's vmgenid driver has a device (ACPI or devicetree): without one,
+/// `add_vmfork_randomness` is never called.
+pub fn vmgenid_bound() -> bool {
+    const NOT_DEVICES: [&str; 6] = ["bind", "unbind", "uevent", "module", "new_id", "remove_id"];
+    [
+        "/sys/bus/platform/drivers/vmgenid",
+        "/sys/bus/acpi/drivers/vmgenid",
+    ]
+    .iter()
+    .filter_map(|d| std::fs::read_dir(d).ok())
+    .flatten()
+    .filter_map(Result::ok)
+    .any(|e| !NOT_DEVICES.contains(&e.file_name().to_string_lossy().as_ref()))
 }
 
 fn wait_readable(watch: &VmforkWatch) -> std::io::Result<()> {
