@@ -89,7 +89,8 @@ mod boundary;
 pub use boundary::sysgenid_private_inject_panic;
 pub use errors::{SYSGENID_E_PANIC, sysgenid_strerror, sysgenid_version};
 pub use overseer::{
-    sysgenid_trigger, sysgenid_trigger_at, sysgenid_wait_watchers, sysgenid_wait_watchers_at,
+    sysgenid_trigger, sysgenid_trigger_at, sysgenid_trigger_if, sysgenid_trigger_if_at,
+    sysgenid_wait_watchers, sysgenid_wait_watchers_at,
 };
 pub use probe::{
     sysgenid_generation, sysgenid_probe, sysgenid_probe_free, sysgenid_probe_generation,

@@ -512,3 +512,49 @@ fn a_watcher_whose_call_panicked_refuses_every_later_call() {
     free(watcher);
     assert_eq!(paths.wait(5_000), 0);
 }
+
+#[test]
+fn trigger_if_bumps_only_from_the_expected_generation_and_checks_its_out_parameters() {
+    let daemon = Daemon::start();
+    let paths = CPaths::of(&daemon);
+    let trigger_if = |expect: u32, min: u32, generation: *mut u32, bumped: *mut bool| {
+        // SAFETY: valid C strings; the out-parameters are NULL or point at locals.
+        unsafe {
+            sysgenid_trigger_if_at(
+                paths.device.as_ptr(),
+                paths.state_dir.as_ptr(),
+                expect,
+                min,
+                generation,
+                bumped,
+            )
+        }
+    };
+    let mut generation = SENTINEL;
+    let mut bumped = false;
+    assert_eq!(trigger_if(0, 0, ptr::null_mut(), &mut bumped), EINVAL);
+    assert_eq!(trigger_if(0, 0, &mut generation, ptr::null_mut()), EINVAL);
+    assert_eq!(generation, SENTINEL, "nothing written on error");
+    assert_eq!(daemon.generation(), 0, "nothing bumped on error");
+
+    assert_eq!(trigger_if(0, 7, &mut generation, &mut bumped), 0);
+    assert_eq!((generation, bumped), (7, true));
+    assert_eq!(trigger_if(0, 0, &mut generation, &mut bumped), 0);
+    assert_eq!((generation, bumped), (7, false), "7 is not the expected 0");
+    assert_eq!(daemon.generation(), 7);
+
+    // No daemon behind the state directory: the socket's errno.
+    let gone = CPaths::new("/nonexistent/device", "/nonexistent/state");
+    // SAFETY: valid C strings and out-parameters.
+    let rc = unsafe {
+        sysgenid_trigger_if_at(
+            gone.device.as_ptr(),
+            gone.state_dir.as_ptr(),
+            0,
+            0,
+            &mut generation,
+            &mut bumped,
+        )
+    };
+    assert_eq!(rc, -libc::ENOENT, "{}", message(rc));
+}

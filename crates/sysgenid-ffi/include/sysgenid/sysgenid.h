@@ -298,6 +298,42 @@ int sysgenid_trigger(uint32_t min);
 int sysgenid_trigger_at(const char *device, const char *state_dir, uint32_t min);
 
 /**
+ * The conditional bump of the daemon whose state directory comes from `SYSGENID_STATE_DIR`
+ * (default `/run/sysgenid`); see `sysgenid_trigger_if_at`.
+ *
+ * # Safety
+ *
+ * `out_generation` and `out_bumped` must each be NULL or valid for one write.
+ */
+int sysgenid_trigger_if(uint32_t expect, uint32_t min, uint32_t *out_generation, bool *out_bumped);
+
+/**
+ * Bumps the generation (to the larger of `min` and the current one plus 1) only if it is
+ * still `expect`, through the daemon's control socket `<state_dir>/control.sock`: what an
+ * overseer calls after a restore, so that a hardware backend that already bumped for the
+ * restore is not followed by a second bump. The check and the bump are one step in the daemon.
+ * Needs `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, held by the calling process since it
+ * connected (not gained by exec'ing a setuid or file-capability program).
+ *
+ * On success `*out_generation` is the generation now (the new one, or the current one that had
+ * already moved past `expect`) and `*out_bumped` says whether this call bumped. Returns 0, or
+ * `-EACCES`, `-EOVERFLOW`, `-EIO` (not persisted, or the daemon gave an answer this library
+ * does not know), `-EINVAL` (a NULL argument), `-ENOENT` or `-ECONNREFUSED` (no daemon).
+ * Out-parameters are written only on success.
+ *
+ * # Safety
+ *
+ * `device` and `state_dir` must each be NULL or a NUL-terminated string; `out_generation`
+ * and `out_bumped` must each be NULL or valid for one write.
+ */
+int sysgenid_trigger_if_at(const char *device,
+                           const char *state_dir,
+                           uint32_t expect,
+                           uint32_t min,
+                           uint32_t *out_generation,
+                           bool *out_bumped);
+
+/**
  * A static, NUL-terminated message for a code this library returns (`-errno`, `0`, or
  * `SYSGENID_E_PANIC`; a positive errno is taken as its negation): what happened and what to
  * do. Never NULL; do not free it.
