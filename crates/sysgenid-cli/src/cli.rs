@@ -133,12 +133,15 @@ pub enum OverseerStep {
     ///
     /// With --trigger it waits up to --grace for a hardware backend to move the generation past
     /// the recorded one (or --expect), and otherwise bumps it with a conditional trigger that
-    /// is a no-op if a backend got there first: exactly one bump either way. It then removes the
+    /// is a no-op if a backend got there first (a backend that reports later than the daemon's
+    /// dedupe window after that bump bumps again; see docs/overseer.md). It then removes the
     /// record, waits until every tracked watcher has acknowledged (--timeout), runs the
     /// un-quiesce hooks (also after a timeout, unless --no-unquiesce-on-timeout), and reports the
     /// outcome: "readjusted" (exit 0), "timeout" (exit 3, naming the laggards) or "hook-failed"
-    /// (exit 6). The final JSON line also goes to each --notify-host path. Without --trigger
-    /// nothing is bumped: use it to un-quiesce a machine that was not restored.
+    /// (exit 6). If a step fails, the un-quiesce hooks still run with SYSGENID_OUTCOME=error
+    /// (unless --no-unquiesce-on-error) and the error keeps its exit code. The final JSON line
+    /// also goes to each --notify-host path. Without --trigger nothing is bumped: use it to
+    /// un-quiesce a machine that was not restored.
     PostRestore(PostRestoreArgs),
     /// As CRIU's --action-script: on `post-restore`, run `post-restore` in the restored tree.
     ///
@@ -146,10 +149,11 @@ pub enum OverseerStep {
     /// but `post-restore` returns 0 at once. At `post-restore` the restored tasks are still
     /// stopped, and CRIU resumes them only after the script returns, so waiting for watchers
     /// there would deadlock: this checks CRTOOLS_INIT_PID, starts a detached copy of itself and
-    /// returns 0. The copy enters the namespaces of CRTOOLS_INIT_PID (user, mount, pid, network,
-    /// IPC, UTS, cgroup: those that differ from its own), where the device and state directory
-    /// paths are the container's, and runs `post-restore` with these options. Its outcome goes
-    /// to --notify-host and --log.
+    /// returns 0. The copy closes the file descriptors it inherited (all but 0-2), starts its
+    /// own session, joins the pid namespace of CRTOOLS_INIT_PID and starts a child there, which
+    /// joins its other namespaces (user, mount, network, IPC, UTS, cgroup: those that differ),
+    /// where the device and state directory paths are the container's, and runs `post-restore`
+    /// with these options. Its outcome goes to --notify-host and --log.
     ///
     /// Use: criu restore --action-script 'sysgenid overseer criu-action --trigger --expect G
     /// --notify-host PATH'
@@ -235,6 +239,11 @@ pub struct PostRestoreArgs {
     #[arg(long)]
     pub no_unquiesce_on_timeout: bool,
 
+    /// After an error (no generation to expect, a bad record, the bump refused or failed, no
+    /// daemon), leave the machine quiesced: do not run the un-quiesce hooks.
+    #[arg(long)]
+    pub no_unquiesce_on_error: bool,
+
     /// Append the final JSON line to this file or device, such as a virtio-serial port
     /// (/dev/virtio-ports/NAME) or a serial port (/dev/ttyS1): the host's readiness channel.
     /// It must exist. Repeatable.
@@ -312,7 +321,7 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(30));
         assert_eq!(args.hook_timeout, Duration::from_secs(30));
         assert_eq!(args.exec, ["a", "b"]);
-        assert!(!args.no_unquiesce_on_timeout);
+        assert!(!args.no_unquiesce_on_timeout && !args.no_unquiesce_on_error);
         assert!(
             Cli::try_parse_from(["sysgenid", "overseer", "post-restore", "--min", "9"]).is_err(),
             "--min needs --trigger"

@@ -112,6 +112,7 @@ fn run(hook: &Hook, env: &[(&str, String)], timeout: Duration) -> Result<(), Str
         .map_err(|e| format!("cannot run it: {e}"))?;
     command
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove(crate::criu::STAGE)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
         .process_group(0);

@@ -146,7 +146,7 @@ fn quiesce(paths: &Paths, args: &PreSnapshotArgs) -> Result<Ending, Failure> {
     let hooks = hooks_of(&args.hooks_dir, QUIESCE_DIR, &args.exec)?;
     // The daemon must be running: post-restore will need it.
     let before = sysgenid::status_at(paths)?.generation;
-    let env = hook_env(paths, "quiesce", before, None);
+    let env = hook_env(paths, "quiesce", Some(before), None);
     if let Some(f) = hooks::run_all(&hooks, &env, args.hook_timeout, true).first() {
         let line = json!({
             "event": "hook-failed", "phase": "quiesce", "hook": f.hook, "status": f.status,
@@ -182,46 +182,25 @@ fn quiesce(paths: &Paths, args: &PreSnapshotArgs) -> Result<Ending, Failure> {
     })
 }
 
+/// What post-restore has done so far, for its report if it fails.
+#[derive(Debug, Default)]
+struct Progress {
+    expected: Option<u32>,
+    triggered: bool,
+}
+
 fn readjust(report: &Report, paths: &Paths, args: &PostRestoreArgs) -> Result<Ending, Failure> {
     let hooks = hooks_of(&args.unquiesce_dir, UNQUIESCE_DIR, &args.exec)?;
-    let record_path = record_path(paths, &args.record);
-    let record = read_record(&record_path)?;
-    let expected = args.expect.or(record.as_ref().map(|r| r.generation));
-    let mut triggered = false;
-    if args.trigger {
-        let expected = expected.ok_or_else(|| {
-            failure(
-                exit::ERROR,
-                format!(
-                    "no generation to expect: {} does not exist; run `sysgenid overseer \
-                     pre-snapshot` before taking the snapshot, or pass --expect G",
-                    record_path.display()
-                ),
-            )
-        })?;
-        let (generation, bumped) = bump_unless_moved(paths, expected, args.min, args.grace)?;
-        triggered = bumped;
-        let line = json!({
-            "event": "bumped", "expected": expected, "generation": generation,
-            "triggered": bumped,
-        });
-        report.line(&line, || {
-            if bumped {
-                format!("generation {generation}: bumped from {expected}")
-            } else {
-                format!("generation {generation}: already moved past {expected}; no trigger")
-            }
-        });
-    }
-    // The cycle is over: a stale record must never make a later restore skip its bump.
-    if record.is_some()
-        && let Err(e) = std::fs::remove_file(&record_path)
-    {
-        eprintln!("sysgenid: cannot remove {}: {e}", record_path.display());
-    }
-
-    let timed_out = wait_with_progress(report, paths, args.timeout)?;
-    let generation = sysgenid::status_at(paths)?.generation;
+    // From here on the hooks are known: a failure still un-quiesces.
+    let mut progress = Progress::default();
+    let (generation, timed_out) = match bump_and_wait(report, paths, args, &mut progress) {
+        Ok(done) => done,
+        Err(f) => return Ok(unquiesce_after_error(paths, args, &hooks, &progress, f)),
+    };
+    let Progress {
+        expected,
+        triggered,
+    } = progress;
     let unquiesce = timed_out.is_none() || !args.no_unquiesce_on_timeout;
     let outcome = if timed_out.is_some() {
         "timeout"
@@ -229,7 +208,7 @@ fn readjust(report: &Report, paths: &Paths, args: &PostRestoreArgs) -> Result<En
         "readjusted"
     };
     let failed = if unquiesce {
-        let env = hook_env(paths, "unquiesce", generation, Some(outcome));
+        let env = hook_env(paths, "unquiesce", Some(generation), Some(outcome));
         hooks::run_all(&hooks, &env, args.hook_timeout, false)
     } else {
         Vec::new()
@@ -296,6 +275,97 @@ fn readjust(report: &Report, paths: &Paths, args: &PostRestoreArgs) -> Result<En
     })
 }
 
+/// The bump (with --trigger), the record's removal and the wait: the generation after it, and
+/// the laggards if it timed out.
+fn bump_and_wait(
+    report: &Report,
+    paths: &Paths,
+    args: &PostRestoreArgs,
+    progress: &mut Progress,
+) -> Result<(u32, Option<Vec<Laggard>>), Failure> {
+    let record_path = record_path(paths, &args.record);
+    let record = read_record(&record_path)?;
+    let expected = args.expect.or(record.as_ref().map(|r| r.generation));
+    progress.expected = expected;
+    if args.trigger {
+        let expected = expected.ok_or_else(|| {
+            failure(
+                exit::ERROR,
+                format!(
+                    "no generation to expect: {} does not exist; run `sysgenid overseer \
+                     pre-snapshot` before taking the snapshot, or pass --expect G",
+                    record_path.display()
+                ),
+            )
+        })?;
+        let (generation, bumped) = bump_unless_moved(paths, expected, args.min, args.grace)?;
+        progress.triggered = bumped;
+        let line = json!({
+            "event": "bumped", "expected": expected, "generation": generation,
+            "triggered": bumped,
+        });
+        report.line(&line, || {
+            if bumped {
+                format!("generation {generation}: bumped from {expected}")
+            } else {
+                format!("generation {generation}: already moved past {expected}; no trigger")
+            }
+        });
+    }
+    // The cycle is over: a later restore must not reuse the record.
+    if record.is_some()
+        && let Err(e) = std::fs::remove_file(&record_path)
+    {
+        eprintln!("sysgenid: cannot remove {}: {e}", record_path.display());
+    }
+    let timed_out = wait_with_progress(report, paths, args.timeout)?;
+    let generation = sysgenid::status_at(paths)?.generation;
+    Ok((generation, timed_out))
+}
+
+/// After post-restore failed: runs the un-quiesce hooks with SYSGENID_OUTCOME=error (unless
+/// --no-unquiesce-on-error), logging their failures, and reports the original failure.
+fn unquiesce_after_error(
+    paths: &Paths,
+    args: &PostRestoreArgs,
+    hooks: &[Hook],
+    progress: &Progress,
+    mut failed: Failure,
+) -> Ending {
+    let generation = Probe::open(paths).ok().map(|p| p.generation());
+    let unquiesce = !args.no_unquiesce_on_error;
+    let hook_failures = if unquiesce {
+        let env = hook_env(paths, "unquiesce", generation, Some("error"));
+        hooks::run_all(hooks, &env, args.hook_timeout, false)
+    } else {
+        Vec::new()
+    };
+    for HookFailure { hook, status } in &hook_failures {
+        eprintln!("sysgenid: un-quiesce hook {hook} failed ({status})");
+    }
+    let unquiesced = unquiesce && hook_failures.is_empty();
+    let what = if !unquiesce {
+        "left quiesced (--no-unquiesce-on-error)"
+    } else if unquiesced {
+        "un-quiesced anyway (SYSGENID_OUTCOME=error)"
+    } else {
+        "un-quiesce hooks failed too"
+    };
+    failed.message = format!("{}; {what}", failed.message);
+    let mut line = json!({
+        "event": "error", "error": failed.message, "exit": failed.code,
+        "expected": progress.expected, "triggered": progress.triggered, "unquiesced": unquiesced,
+    });
+    if let Some(generation) = generation {
+        line["generation"] = json!(generation);
+    }
+    Ending {
+        line,
+        text: None,
+        failure: Some(failed),
+    }
+}
+
 /// "1 hook", "2 hooks".
 fn hooks_count(n: usize) -> String {
     match n {
@@ -313,22 +383,25 @@ fn hooks_of(dir: &Option<PathBuf>, default: &str, execs: &[String]) -> Result<Ve
     hooks::collect(&dir, required, execs).map_err(|e| failure(exit::ERROR, e))
 }
 
-/// What hooks find in their environment.
+/// What hooks find in their environment; SYSGENID_GENERATION is left out when it cannot be
+/// read.
 fn hook_env(
     paths: &Paths,
     phase: &str,
-    generation: u32,
+    generation: Option<u32>,
     outcome: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("SYSGENID_PHASE", phase.to_owned()),
-        ("SYSGENID_GENERATION", generation.to_string()),
         ("SYSGENID_DEVICE", paths.device().display().to_string()),
         (
             "SYSGENID_STATE_DIR",
             paths.state_dir().display().to_string(),
         ),
     ];
+    if let Some(generation) = generation {
+        env.push(("SYSGENID_GENERATION", generation.to_string()));
+    }
     if let Some(outcome) = outcome {
         env.push(("SYSGENID_OUTCOME", outcome.to_owned()));
     }

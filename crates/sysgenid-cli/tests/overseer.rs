@@ -482,6 +482,73 @@ fn post_restore_trigger_needs_a_record_or_expect_and_without_trigger_just_unquie
 }
 
 #[test]
+fn a_failed_post_restore_still_unquiesces_and_keeps_its_exit_code() {
+    let mut daemon = Daemon::start();
+    let log = daemon.dir.join("log");
+    let resume = format!(
+        "echo \"unquiesce $SYSGENID_OUTCOME ${{SYSGENID_GENERATION-unknown}}\" >> '{}'",
+        log.display()
+    );
+    // --trigger with no record and no --expect: nothing to compare with.
+    let out = run(
+        &daemon,
+        &["overseer", "post-restore", "--trigger", "--exec", &resume],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(read(&log), "unquiesce error 0\n", "un-quiesced anyway");
+    let message = stderr(&out);
+    assert!(
+        message.contains("--expect G") && message.contains("un-quiesced anyway"),
+        "{message}"
+    );
+    let error = last_line(&out);
+    assert_eq!(error["event"], "error", "{error}");
+    assert_eq!(error["exit"], 1, "{error}");
+    assert_eq!(error["unquiesced"], true, "{error}");
+    assert_eq!(error["triggered"], false, "{error}");
+    assert_eq!(daemon.generation(), 0);
+
+    // Kept quiesced on request.
+    let out = run(
+        &daemon,
+        &[
+            "overseer",
+            "post-restore",
+            "--trigger",
+            "--no-unquiesce-on-error",
+            "--exec",
+            &resume,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("left quiesced"), "{}", stderr(&out));
+    assert_eq!(last_line(&out)["unquiesced"], false);
+    assert_eq!(read(&log), "unquiesce error 0\n", "no un-quiesce hook ran");
+
+    // A hook that fails then is only logged: the exit code stays the original error's.
+    let out = run(
+        &daemon,
+        &["overseer", "post-restore", "--trigger", "--exec", "exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("un-quiesce hook exit 7 failed (exit status 7)"),
+        "{message}"
+    );
+    assert_eq!(last_line(&out)["unquiesced"], false);
+
+    // No daemon: the wait fails with 5, after which the hooks still run.
+    assert!(daemon.stop());
+    let out = run(&daemon, &["overseer", "post-restore", "--exec", &resume]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let logged = read(&log);
+    let last = logged.lines().last().unwrap_or_default();
+    assert!(last.starts_with("unquiesce error "), "{logged}");
+    assert_eq!(last_line(&out)["exit"], 5);
+}
+
+#[test]
 fn a_failing_unquiesce_hook_exits_6_after_the_others_ran() {
     let daemon = Daemon::start();
     let log = daemon.dir.join("log");
@@ -509,9 +576,17 @@ fn a_failing_unquiesce_hook_exits_6_after_the_others_ran() {
 }
 
 #[test]
-fn post_restore_trigger_without_the_capability_exits_4() {
+fn post_restore_trigger_without_the_capability_exits_4_and_still_unquiesces() {
     let daemon = Daemon::start();
     daemon.allow_other_users();
+    // The hook runs as nobody too.
+    let log = daemon.dir.join("log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let resume = format!(
+        "echo \"unquiesce $SYSGENID_OUTCOME\" >> '{}'",
+        log.display()
+    );
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -525,16 +600,26 @@ fn post_restore_trigger_without_the_capability_exits_4() {
         .args(["--state-dir", path_str(&daemon.state_dir)])
         .args(["overseer", "post-restore", "--trigger", "--expect", "0"])
         .args(["--grace", "0s", "--record", "/nonexistent/record"])
+        .args(["--exec", &resume])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(
+        read(&log),
+        "unquiesce error\n",
+        "the refused bump still un-quiesces"
+    );
     assert!(
         stderr(&out).contains("CAP_CHECKPOINT_RESTORE"),
         "{}",
         stderr(&out)
     );
-    assert_eq!(last_line(&out)["exit"], 4);
+    let error = last_line(&out);
+    assert_eq!(
+        (&error["exit"], &error["unquiesced"]),
+        (&Value::from(4), &Value::from(true))
+    );
     assert_eq!(daemon.generation(), 0);
 }
 

@@ -292,7 +292,11 @@ fn a_backend_that_notices_the_restore_after_the_overseer_bumps_nothing_more() {
         assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(daemon.log().contains("winner=trigger-if"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("winner=trigger-if"),
+        "{}",
+        daemon.log()
+    );
     assert_eq!(daemon.generation(), 1, "one restore, one bump");
 
     // After the window, a change is another restore.
