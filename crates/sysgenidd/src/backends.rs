@@ -193,12 +193,10 @@ pub fn start_reporting(
     let mut statuses = Vec::new();
     for name in names {
         let started = match name {
-            vmgenid_bpf::NAME => vmgenid_bpf::start(
-                reporter,
-                options.bpf_pin_dir.as_deref(),
-                options.bpf_attach,
-            )
-            .map(Some),
+            vmgenid_bpf::NAME => {
+                vmgenid_bpf::start(reporter, options.bpf_pin_dir.as_deref(), options.bpf_attach)
+                    .map(Some)
+            }
             "vmclock" => start_vmclock(reporter, options).map(|()| None),
             "uevent" => start_uevent(reporter).map(|()| None),
             fw_cfg::NAME => match immediate_active(&statuses).filter(|_| !explicit) {

@@ -17,7 +17,12 @@ use sysgenid_abi::{DEFAULT_DEVICE, DEFAULT_STATE_DIR, WRITER_GROUP};
 /// TRIGGER_GEN_UPDATE ioctl (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN); hardware backends
 /// bump it when the machine is restored from a snapshot.
 #[derive(Debug, Parser)]
-#[command(name = "sysgenidd", version, verbatim_doc_comment, args_override_self = true)]
+#[command(
+    name = "sysgenidd",
+    version,
+    verbatim_doc_comment,
+    args_override_self = true
+)]
 pub struct Args {
     /// The device file to serve (created as an empty file no one else can read if missing).
     /// Defaults to /dev/sysgenid as root, $XDG_RUNTIME_DIR/sysgenid/device otherwise.
