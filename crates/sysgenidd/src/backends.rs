@@ -97,8 +97,8 @@ impl Reporter {
     }
 
     /// Reports a restore; returns whether a bump was sent. `applied` runs once that bump is
-    /// persisted and published, or at once when the report is dropped (the restore is already
-    /// counted).
+    /// persisted and published; for a dropped report, once the bump that counted the restore
+    /// is (the event loop runs it at once if that bump was already applied).
     pub fn report(&self, backend: &str, key: Option<u128>, applied: Applied) -> bool {
         let now = self.epoch.elapsed();
         let verdict = self.policy().offer(backend, key, now);
@@ -113,12 +113,15 @@ impl Reporter {
             }
             dedupe::Verdict::Duplicate { winner, after } => {
                 tracing::info!(backend, ?key, %winner, ?after, "same restore already reported");
-                applied.run();
+                self.inbox.send(Message::AfterBump { winner, applied });
                 false
             }
             dedupe::Verdict::SameKey => {
                 tracing::debug!(backend, ?key, "key already reported");
-                applied.run();
+                self.inbox.send(Message::AfterBump {
+                    winner: backend.to_owned(),
+                    applied,
+                });
                 false
             }
         }

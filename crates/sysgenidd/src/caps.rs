@@ -79,8 +79,9 @@ impl TriggerPolicy {
     /// exec'd a setuid or file-capability program since it connected (or handed the socket to
     /// a child and then done so). So besides the capability rule, its credentials now must be
     /// those it connected with (every uid and gid of `/proc/PID/status` equal to
-    /// `SO_PEERCRED`'s), and it must still own its `/proc/PID` (an exec that gains privileges
-    /// makes a process non-dumpable, and `/proc/PID` then belongs to root).
+    /// `SO_PEERCRED`'s), it must still own its `/proc/PID` (an exec that gains privileges
+    /// makes a process non-dumpable, and `/proc/PID` then belongs to root), and a non-root
+    /// peer must hold the capability as an ambient one.
     pub fn may_trigger_peer(&self, peer: &Peer) -> bool {
         match self.check_peer(peer) {
             Ok(allowed) => allowed,
@@ -95,6 +96,7 @@ impl TriggerPolicy {
         let ns = UserNs::of(&format!("/proc/{}/ns/user", peer.pid))?;
         let status = fs::read_to_string(format!("/proc/{}/status", peer.pid))?;
         let cap_eff = parse_cap_eff(&status).ok_or_else(|| io::Error::other("no CapEff"))?;
+        let cap_amb = parse_cap(&status, "CapAmb:").unwrap_or(0);
         let unchanged = same_ids(&status, "Uid:", peer.uid) && same_ids(&status, "Gid:", peer.gid);
         // After the status read: an exec that had already gained privileges shows here.
         let owner = fs::metadata(format!("/proc/{}", peer.pid))?.uid();
@@ -112,7 +114,15 @@ impl TriggerPolicy {
             );
             return Ok(false);
         }
-        Ok(self.trusted.contains(&ns) && has_trigger_capability(cap_eff))
+        // A non-root peer's capability must be ambient: an exec of a setuid or file-capability
+        // program clears the ambient set, even where it leaves the process dumpable
+        // (fs.suid_dumpable, or the program re-enabling it).
+        let held = if peer.uid == 0 {
+            cap_eff
+        } else {
+            cap_eff & cap_amb
+        };
+        Ok(self.trusted.contains(&ns) && has_trigger_capability(held))
     }
 
     fn check(&self, tid: u32) -> io::Result<bool> {
@@ -238,7 +248,12 @@ pub fn same_ids(status: &str, field: &str, id: u32) -> bool {
 
 /// The `CapEff:` mask of a `/proc/*/status` text.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    parse_cap(status, "CapEff:")
+}
+
+/// A capability mask line (`CapEff:`, `CapAmb:`, ...) of a `/proc/*/status` text.
+pub fn parse_cap(status: &str, field: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix(field))?;
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
@@ -277,6 +292,16 @@ fn ns_get_parent(ns: &OwnedFd) -> Option<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ambient_capabilities_are_parsed() {
+        let status = "CapEff:\t0000010000000000\nCapAmb:\t0000010000000000\n";
+        assert_eq!(
+            parse_cap(status, "CapAmb:"),
+            Some(1 << CAP_CHECKPOINT_RESTORE)
+        );
+        assert_eq!(parse_cap("CapEff:\t0\n", "CapAmb:"), None);
+    }
 
     #[test]
     fn ids_must_all_match_the_connect_time_id() {

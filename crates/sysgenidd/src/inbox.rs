@@ -34,6 +34,14 @@ pub enum Message {
         /// handled only then, so a daemon that dies first sees it again at its next start.
         applied: Applied,
     },
+    /// A report that was the same restore as `winner`'s bump: run `applied` once that bump is
+    /// applied (at once if it already was; dropped if it fails).
+    AfterBump {
+        /// The backend (or `trigger-if`) whose bump counted the restore.
+        winner: String,
+        /// What the dropped report's backend does then.
+        applied: Applied,
+    },
     /// The device answered its first stat: the daemon is serving.
     Serving,
     /// Stop serving: unmount and exit.
@@ -61,6 +69,18 @@ impl Applied {
     pub fn run(self) {
         if let Some(f) = self.0 {
             f();
+        }
+    }
+
+    /// This, then `next`.
+    pub fn and(self, next: Applied) -> Applied {
+        match (self.0, next.0) {
+            (None, next) => Applied(next),
+            (first, None) => Applied(first),
+            (Some(first), Some(next)) => Applied::then(move || {
+                first();
+                next();
+            }),
         }
     }
 }

@@ -228,6 +228,20 @@ impl Server {
                     .push_back((backend.clone(), applied));
                 self.feed(Event::HardwareBump { backend: &backend });
             }
+            Message::AfterBump { winner, applied } => {
+                match self
+                    .pending_backend_bumps
+                    .iter_mut()
+                    .rev()
+                    .find(|(b, _)| *b == winner)
+                {
+                    Some((_, pending)) => {
+                        let first = std::mem::replace(pending, Applied::nothing());
+                        *pending = first.and(applied);
+                    }
+                    None => applied.run(),
+                }
+            }
             Message::Serving => {
                 self.facts.serving = true;
                 tracing::info!(
