@@ -151,9 +151,11 @@ pub enum OverseerStep {
     /// there would deadlock: this checks CRTOOLS_INIT_PID, starts a detached copy of itself and
     /// returns 0. The copy closes the file descriptors it inherited (all but 0-2), starts its
     /// own session, joins the pid namespace of CRTOOLS_INIT_PID and starts a child there, which
-    /// joins its other namespaces (user, mount, network, IPC, UTS, cgroup: those that differ),
-    /// where the device and state directory paths are the container's, and runs `post-restore`
-    /// with these options. Its outcome goes to --notify-host and --log.
+    /// joins its cgroup (v2) and other namespaces (user, mount, network, IPC, UTS, cgroup: those
+    /// that differ), where the device and state directory paths are the container's, becomes
+    /// root of its user namespace, and runs `post-restore` with these options. A container
+    /// without a user namespace of its own gets no un-quiesce hook or --exec command run: they
+    /// would run as host root. Its outcome goes to --notify-host and --log.
     ///
     /// Use: criu restore --action-script 'sysgenid overseer criu-action --trigger --expect G
     /// --notify-host PATH'

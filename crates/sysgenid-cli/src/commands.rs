@@ -89,7 +89,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         } => crate::overseer::pre_snapshot(cli, &paths, args),
         Command::Overseer {
             step: OverseerStep::PostRestore(args),
-        } => crate::overseer::post_restore(cli, &paths, args),
+        } => crate::overseer::post_restore(cli, &paths, args, crate::overseer::HookPolicy::Run),
         Command::Overseer {
             step: OverseerStep::CriuAction(args),
         } => crate::criu::action(cli, &paths, args),

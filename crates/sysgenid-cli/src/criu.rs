@@ -4,21 +4,32 @@
 //! Three processes take part. CRIU's call checks the tree and starts a detached copy, then
 //! returns. The copy drops the files CRIU passed down, starts its own session, joins the pid
 //! namespace of the tree (which only its children enter) and starts a second copy. That child,
-//! inside the tree's pid namespace, joins the other namespaces and runs `post-restore`; the copy
-//! waits for it and exits with its status.
+//! inside the tree's pid namespace, joins the tree's cgroup and other namespaces and runs
+//! `post-restore`; the copy waits for it and exits with its status.
+//!
+//! The child runs the container's un-quiesce hooks, so it must not run them with CRIU's
+//! privileges: in a container's user namespace it becomes that namespace's root (as
+//! `nsenter -U` does) and keeps no capability outside it; a container without a user namespace
+//! of its own gets no hooks run at all, since they would run as host root.
 
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rustix::fs::{Dir, Mode, OFlags};
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
-use rustix::thread::{ThreadNameSpaceType, move_into_thread_name_spaces};
+use rustix::io::Errno;
+use rustix::process::{DumpableBehavior, Pid, PidfdFlags, pidfd_open, set_dumpable_behavior};
+use rustix::thread::{
+    Gid, ThreadNameSpaceType, Uid, move_into_thread_name_spaces, set_thread_groups,
+    set_thread_res_gid, set_thread_res_uid,
+};
 use sysgenid::Paths;
 
 use crate::cli::{Cli, CriuActionArgs, exit};
 use crate::commands::{Failure, failure};
+use crate::overseer::HookPolicy;
 
 /// Which copy this is: unset in CRIU's call, [`DETACHED`] or [`INSIDE`] in the copies (and
 /// removed for hooks).
@@ -62,8 +73,8 @@ pub fn action(cli: &Cli, paths: &Paths, args: &CriuActionArgs) -> Result<(), Fai
         None => detach(args, pid),
         Some(DETACHED) => run_in_pid_namespace(pid),
         Some(INSIDE) => {
-            enter_namespaces(pid)?;
-            crate::overseer::post_restore(cli, paths, &args.post_restore)
+            let policy = enter_namespaces(pid)?;
+            crate::overseer::post_restore(cli, paths, &args.post_restore, policy)
         }
         Some(other) => Err(failure(
             exit::USAGE,
@@ -224,8 +235,10 @@ fn differs(pid: i32, ns: &str) -> Result<bool, Failure> {
     }
 }
 
-/// The child: joins every other namespace of `pid` that differs from ours.
-fn enter_namespaces(pid: i32) -> Result<(), Failure> {
+/// The child: joins the cgroup of `pid` and every other namespace of it that differs from ours;
+/// in its user namespace, becomes root there. Whether the hooks may run: not when the tree has
+/// our user namespace but its own file system, whose hooks would run as our (host) root.
+fn enter_namespaces(pid: i32) -> Result<HookPolicy, Failure> {
     if differs(pid, "pid")? {
         return Err(failure(
             exit::ERROR,
@@ -239,8 +252,35 @@ fn enter_namespaces(pid: i32) -> Result<(), Failure> {
             join |= kind;
         }
     }
+    let user = join.contains(ThreadNameSpaceType::USER);
+    let policy = if !user && join.contains(ThreadNameSpaceType::MOUNT) {
+        eprintln!(
+            "sysgenid: no user namespace: hooks from the container's file system are not run as \
+             host root"
+        );
+        HookPolicy::Skip
+    } else {
+        HookPolicy::Run
+    };
+    // Read and written through our /proc and cgroup mount: before the mount namespace changes.
+    if let Err(e) = join_cgroup(pid) {
+        eprintln!("sysgenid: warning: post-restore stays out of the cgroup of pid {pid}: {e}");
+    }
     if join.is_empty() {
-        return Ok(());
+        return Ok(policy);
+    }
+    // Per-thread calls (the kernel's) set the ids of the whole process below: it has one
+    // thread, as joining a user namespace requires.
+    let mut groups_dropped = false;
+    if user {
+        // Host groups mean nothing in the container. Dropped first here, where setgroups is
+        // allowed to root (the container's /proc/PID/setgroups may say "deny").
+        groups_dropped = drop_groups()?;
+        // Until it is the container's root, the container's root must not ptrace it: joining
+        // the user namespace gives the container's root power over it, and it still has our
+        // uid.
+        set_dumpable_behavior(DumpableBehavior::NotDumpable)
+            .map_err(|e| failure(exit::ERROR, format!("prctl(PR_SET_DUMPABLE): {e}")))?;
     }
     // A fresh process that has started no thread yet: joining a user or mount namespace needs
     // a single-threaded caller.
@@ -249,7 +289,125 @@ fn enter_namespaces(pid: i32) -> Result<(), Failure> {
             exit::NOT_PERMITTED,
             format!("cannot enter the namespaces of pid {pid}: {e}"),
         )
-    })
+    })?;
+    if user {
+        if !groups_dropped && !drop_groups()? {
+            eprintln!(
+                "sysgenid: warning: setgroups is denied: post-restore and its hooks keep CRIU's \
+                 supplementary groups"
+            );
+        }
+        become_root_of_user_namespace(pid)?;
+    }
+    Ok(policy)
+}
+
+/// Drops every supplementary group; `false` if setgroups is denied here.
+fn drop_groups() -> Result<bool, Failure> {
+    match set_thread_groups(&[]) {
+        Ok(()) => Ok(true),
+        Err(Errno::PERM) => Ok(false),
+        Err(e) => Err(failure(exit::ERROR, format!("setgroups: {e}"))),
+    }
+}
+
+/// After joining the user namespace of `pid`: uid and gid 0 there, as `nsenter -U` sets them,
+/// so that post-restore and its hooks act as the container's root rather than as our uid (which
+/// the namespace may not map). Fails if 0 is not mapped there.
+fn become_root_of_user_namespace(pid: i32) -> Result<(), Failure> {
+    let refuse = |id: &str, e: Errno| {
+        let why = if e == Errno::INVAL {
+            format!("{id} 0 is not mapped in the user namespace of pid {pid}")
+        } else {
+            format!("cannot take {id} 0 in the user namespace of pid {pid}: {e}")
+        };
+        failure(
+            exit::NOT_PERMITTED,
+            format!("{why}; refusing to run post-restore and its hooks as an unmapped {id}"),
+        )
+    };
+    // Per-thread calls, but the process has one thread (see enter_namespaces).
+    set_thread_res_gid(Gid::ROOT, Gid::ROOT, Gid::ROOT).map_err(|e| refuse("gid", e))?;
+    set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT).map_err(|e| refuse("uid", e))?;
+    // Dumpable again, as an exec would leave it: the container's daemon must read our
+    // /proc/PID/ns/user to accept our bump, and we now hold nothing its root lacks.
+    set_dumpable_behavior(DumpableBehavior::Dumpable)
+        .map_err(|e| failure(exit::ERROR, format!("prctl(PR_SET_DUMPABLE): {e}")))
+}
+
+/// Moves this process into the cgroup v2 cgroup of `pid`, unless it is ours already.
+fn join_cgroup(pid: i32) -> Result<(), String> {
+    let theirs = unified_cgroup(&format!("/proc/{pid}/cgroup"))?;
+    if theirs == unified_cgroup("/proc/self/cgroup")? {
+        return Ok(());
+    }
+    let procs = cgroup_dir(&theirs)?.join("cgroup.procs");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).open(&procs)?;
+        // Our pid in our pid namespace (the tree's), which is where the kernel reads it.
+        write!(file, "{}", std::process::id())
+    };
+    write().map_err(|e| format!("{}: {e}", procs.display()))
+}
+
+/// The cgroup v2 path (`0::PATH`) in a /proc/PID/cgroup file.
+fn unified_cgroup(file: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{file} names no cgroup v2 cgroup (cgroup v1 only?)"))
+}
+
+/// The directory of cgroup `path` (as our /proc shows it) under our cgroup v2 mount.
+fn cgroup_dir(path: &str) -> Result<PathBuf, String> {
+    let inside = Path::new(path);
+    if inside
+        .components()
+        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    {
+        return Err(format!("cgroup {path} is outside our cgroup namespace"));
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    for line in info.lines() {
+        let Some((mount, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = mount.split(' ').collect();
+        if fs.split(' ').next() != Some("cgroup2") || fields.len() < 5 {
+            continue;
+        }
+        // Field 4 is the cgroup the mount shows as its root, field 5 where it is mounted.
+        if let Ok(rest) = inside.strip_prefix(unescape(fields[3])) {
+            return Ok(Path::new(&unescape(fields[4])).join(rest));
+        }
+    }
+    Err(format!("no cgroup v2 mount shows cgroup {path}"))
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A pidfd of `pid` (a pid of CRIU's namespace, where /proc still belongs) opened from inside
@@ -279,4 +437,21 @@ fn pidfd_in_our_namespace(pid: i32) -> Result<OwnedFd, Failure> {
         ));
     }
     Ok(pidfd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/sys/fs/a\040b\134c"), r"/sys/fs/a b\c");
+        assert_eq!(unescape(r"/plain\0"), r"/plain\0");
+    }
+
+    #[test]
+    fn a_cgroup_outside_our_namespace_has_no_directory() {
+        let e = cgroup_dir("/../other").unwrap_err();
+        assert!(e.contains("outside our cgroup namespace"), "{e}");
+    }
 }

@@ -136,10 +136,25 @@ pub fn pre_snapshot(cli: &Cli, paths: &Paths, args: &PreSnapshotArgs) -> Result<
     report.finish(quiesce(paths, args), &[])
 }
 
+/// Whether post-restore runs the un-quiesce hooks and `--exec` commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPolicy {
+    /// Run them.
+    Run,
+    /// Run none (criu-action, for a container without a user namespace of its own, whose
+    /// hooks would run as host root); the final line says `"hooks_skipped": true`.
+    Skip,
+}
+
 /// `overseer post-restore`.
-pub fn post_restore(cli: &Cli, paths: &Paths, args: &PostRestoreArgs) -> Result<(), Failure> {
+pub fn post_restore(
+    cli: &Cli,
+    paths: &Paths,
+    args: &PostRestoreArgs,
+    policy: HookPolicy,
+) -> Result<(), Failure> {
     let report = Report::new(cli);
-    report.finish(readjust(&report, paths, args), &args.notify_host)
+    report.finish(readjust(&report, paths, args, policy), &args.notify_host)
 }
 
 fn quiesce(paths: &Paths, args: &PreSnapshotArgs) -> Result<Ending, Failure> {
@@ -189,13 +204,27 @@ struct Progress {
     triggered: bool,
 }
 
-fn readjust(report: &Report, paths: &Paths, args: &PostRestoreArgs) -> Result<Ending, Failure> {
-    let hooks = hooks_of(&args.unquiesce_dir, UNQUIESCE_DIR, &args.exec)?;
+fn readjust(
+    report: &Report,
+    paths: &Paths,
+    args: &PostRestoreArgs,
+    policy: HookPolicy,
+) -> Result<Ending, Failure> {
+    let skipped = policy == HookPolicy::Skip;
+    let hooks = if skipped {
+        Vec::new()
+    } else {
+        hooks_of(&args.unquiesce_dir, UNQUIESCE_DIR, &args.exec)?
+    };
     // From here on the hooks are known: a failure still un-quiesces.
     let mut progress = Progress::default();
     let (generation, timed_out) = match bump_and_wait(report, paths, args, &mut progress) {
         Ok(done) => done,
-        Err(f) => return Ok(unquiesce_after_error(paths, args, &hooks, &progress, f)),
+        Err(f) => {
+            return Ok(unquiesce_after_error(
+                paths, args, &hooks, skipped, &progress, f,
+            ));
+        }
     };
     let Progress {
         expected,
@@ -218,6 +247,7 @@ fn readjust(report: &Report, paths: &Paths, args: &PostRestoreArgs) -> Result<En
         "generation": generation, "expected": expected, "triggered": triggered,
         "unquiesced": unquiesce && failed.is_empty(),
     });
+    mark_skipped(&mut line, skipped);
     if let Some(HookFailure { hook, status }) = failed.first() {
         line["event"] = json!("hook-failed");
         line["phase"] = json!("unquiesce");
@@ -250,7 +280,9 @@ fn readjust(report: &Report, paths: &Paths, args: &PostRestoreArgs) -> Result<En
             } else {
                 names.join(", ")
             },
-            if unquiesce {
+            if skipped {
+                "un-quiesce hooks skipped (no user namespace)"
+            } else if unquiesce {
                 "un-quiesced anyway"
             } else {
                 "left quiesced (--no-unquiesce-on-timeout)"
@@ -263,10 +295,13 @@ fn readjust(report: &Report, paths: &Paths, args: &PostRestoreArgs) -> Result<En
         });
     }
     line["event"] = json!("readjusted");
+    let unquiesced = if skipped {
+        "un-quiesce hooks skipped (no user namespace)".to_owned()
+    } else {
+        format!("un-quiesced ({})", hooks_count(hooks.len()))
+    };
     let text = format!(
-        "readjusted: every tracked watcher has acknowledged generation {generation}; \
-         un-quiesced ({})",
-        hooks_count(hooks.len())
+        "readjusted: every tracked watcher has acknowledged generation {generation}; {unquiesced}"
     );
     Ok(Ending {
         line,
@@ -324,11 +359,13 @@ fn bump_and_wait(
 }
 
 /// After post-restore failed: runs the un-quiesce hooks with SYSGENID_OUTCOME=error (unless
-/// --no-unquiesce-on-error), logging their failures, and reports the original failure.
+/// --no-unquiesce-on-error or `skipped`), logging their failures, and reports the original
+/// failure.
 fn unquiesce_after_error(
     paths: &Paths,
     args: &PostRestoreArgs,
     hooks: &[Hook],
+    skipped: bool,
     progress: &Progress,
     mut failed: Failure,
 ) -> Ending {
@@ -344,7 +381,9 @@ fn unquiesce_after_error(
         eprintln!("sysgenid: un-quiesce hook {hook} failed ({status})");
     }
     let unquiesced = unquiesce && hook_failures.is_empty();
-    let what = if !unquiesce {
+    let what = if skipped {
+        "un-quiesce hooks skipped (no user namespace)"
+    } else if !unquiesce {
         "left quiesced (--no-unquiesce-on-error)"
     } else if unquiesced {
         "un-quiesced anyway (SYSGENID_OUTCOME=error)"
@@ -359,10 +398,19 @@ fn unquiesce_after_error(
     if let Some(generation) = generation {
         line["generation"] = json!(generation);
     }
+    mark_skipped(&mut line, skipped);
     Ending {
         line,
         text: None,
         failure: Some(failed),
+    }
+}
+
+/// With skipped hooks, nothing was un-quiesced: the line says so.
+fn mark_skipped(line: &mut Value, skipped: bool) {
+    if skipped {
+        line["hooks_skipped"] = json!(true);
+        line["unquiesced"] = json!(false);
     }
 }
 
