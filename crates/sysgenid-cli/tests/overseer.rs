@@ -1,7 +1,6 @@
 //! `sysgenid overseer` against a running daemon, with real hooks, real watchers and a real
 //! readiness file: quiesce, bump once, wait, un-quiesce, tell the host.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -10,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sysgenid_e2e::{Daemon, DevFile, Probe, eventually, within};
+use sysgenid_e2e::{Daemon, DevFile, Probe, eventually, read_lines, within};
 
 fn sysgenid(daemon: &Daemon, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sysgenid"));
@@ -80,16 +79,7 @@ struct Lines(mpsc::Receiver<String>);
 
 impl Lines {
     fn of(child: &mut Child) -> Lines {
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines(rx)
+        Lines(read_lines(child.stdout.take().expect("piped stdout")))
     }
 
     fn next(&self) -> Value {

@@ -465,16 +465,7 @@ impl Probe {
             .spawn()
             .expect("spawn the probe");
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stdout.take().expect("piped stdout"));
         Probe {
             child,
             stdin,
@@ -574,6 +565,20 @@ pub fn within<T: Send + 'static>(
     });
     rx.recv_timeout(timeout)
         .unwrap_or_else(|_| panic!("{what}: no result within {timeout:?}"))
+}
+
+/// The lines `reader` yields, read on a thread of their own and sent in order; the channel
+/// closes at end of input.
+pub fn read_lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 /// Waits until `check` holds, polling every 10 ms, or panics with `what` after 10 seconds.

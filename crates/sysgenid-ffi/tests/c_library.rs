@@ -7,13 +7,13 @@
 //! pkg-config).
 
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sysgenid_e2e::Daemon;
+use sysgenid_e2e::{Daemon, read_lines};
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 const SONAME: &str = concat!("libsysgenid.so.", env!("CARGO_PKG_VERSION_MAJOR"));
@@ -223,15 +223,7 @@ impl Watch {
             command.env("LD_LIBRARY_PATH", dir);
         }
         let mut child = command.spawn().expect("run the C example");
-        let stdout: ChildStdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stdout.take().expect("piped stdout"));
         Watch { child, lines }
     }
 

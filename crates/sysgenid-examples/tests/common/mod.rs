@@ -4,13 +4,13 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sysgenid::Paths;
-use sysgenid_e2e::Daemon;
+use sysgenid_e2e::{Daemon, read_lines};
 
 /// How long an example gets to print its next line or to exit.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,16 +49,7 @@ impl Example {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {exe}: {e}"));
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stdout.take().expect("piped stdout"));
         Example {
             child,
             stdin,
