@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, Errno, eventually, workspace_binary};
+use sysgenid_e2e::{
+    Daemon, DaemonOptions, DevFile, Errno, TinyState, eventually, workspace_binary,
+};
 
 fn restart_in(dir: &Path) -> Daemon {
     Daemon::start_with(DaemonOptions {
@@ -212,31 +214,14 @@ fn a_missing_dev_fuse_gets_a_clear_message() {
 
 #[test]
 fn a_failed_persist_fails_the_trigger_with_eio_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&state)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount a small tmpfs for the state");
-    let cleanup = scopeguard(&state);
-    let daemon = Daemon::start_with(DaemonOptions {
-        dir: Some(dir.path().to_owned()),
-        ..DaemonOptions::default()
-    });
+    let tiny = TinyState::mount();
+    let daemon = tiny.daemon();
     let f = DevFile::rw_nonblock(&daemon.device);
     f.trigger(0).unwrap();
     assert_eq!(f.read(), Ok(1));
     f.ack(1).unwrap();
     // Fill the file system so the next persist cannot write.
-    let filler = state.join("filler");
-    let _ = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", filler.display()))
-        .args(["bs=4k", "status=none"])
-        .status();
+    let filler = tiny.fill();
     assert_eq!(
         f.trigger(0),
         Err(Errno::IO),
@@ -253,8 +238,6 @@ fn a_failed_persist_fails_the_trigger_with_eio_and_changes_nothing() {
     assert_eq!(f.trigger(0), Ok(0), "works again once there is room");
     assert_eq!(f.read(), Ok(2));
     assert_eq!(daemon.status()["degraded"], false);
-    drop(daemon);
-    drop(cleanup);
 }
 
 #[test]
@@ -294,16 +277,6 @@ fn a_daemon_killed_during_bumps_never_moves_the_counter_backwards() {
 }
 
 /// Unmounts the small tmpfs when dropped, even if the test fails.
-fn scopeguard(path: &Path) -> impl Drop + '_ {
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
-        }
-    }
-    Unmount(path)
-}
-
 #[test]
 fn sigint_unmounts_and_exits_cleanly_too() {
     let mut daemon = Daemon::start();

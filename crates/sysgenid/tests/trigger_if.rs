@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use sysgenid::{BumpSource, Error, Paths, Probe, Watcher, WatcherOptions};
-use sysgenid_e2e::{Daemon, DaemonOptions, DevFile};
+use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, TinyState};
 
 use common::{NOBODY, client_binary, paths, run_client};
 
@@ -139,34 +138,17 @@ fn at_u32_max_it_overflows_only_when_current() {
 
 #[test]
 fn a_failed_persist_is_persist_failed_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&state)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount a small tmpfs for the state");
-    let _unmount = Unmount(&state);
-    let daemon = Daemon::start_with(DaemonOptions {
-        dir: Some(dir.path().to_owned()),
-        ..DaemonOptions::default()
-    });
+    let tiny = TinyState::mount();
+    let daemon = tiny.daemon();
     let paths = paths(&daemon);
     // Fill the file system so the next persist cannot write.
-    let _ = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", state.join("filler").display()))
-        .args(["bs=4k", "status=none"])
-        .status();
+    tiny.fill();
     let err = sysgenid::trigger_if_at(&paths, 0, None).unwrap_err();
     assert!(matches!(err, Error::PersistFailed), "{err:?}");
     let status = sysgenid::status_at(&paths).unwrap();
     assert_eq!(status.generation, 0);
     assert!(status.degraded);
     assert_eq!(status.last_failure.expect("recorded").error, "EIO");
-    drop(daemon);
 }
 
 #[test]
@@ -180,14 +162,6 @@ fn without_a_daemon_it_asks_whether_sysgenidd_runs() {
 }
 
 /// Unmounts the small tmpfs when dropped, even if the test fails.
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
-
 /// A socket peer is not blocked while it is judged: an unprivileged process that connects, hands
 /// the socket to a child and then execs a setuid-root program must not pass as root when the
 /// child sends the request.
