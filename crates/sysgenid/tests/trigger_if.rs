@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use sysgenid::{BumpSource, Error, Paths, Probe, Watcher, WatcherOptions};
-use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, TinyState};
+use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, TinyState, eventually};
 
 use common::{NOBODY, client_binary, paths, run_client};
 
@@ -261,11 +261,9 @@ fn a_backend_that_notices_the_restore_after_the_overseer_bumps_nothing_more() {
     let outcome = sysgenid::trigger_if_at(&paths, 0, None).unwrap();
     assert_eq!((outcome.bumped, outcome.generation), (true, 1));
     set_guid(2);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !daemon.log().contains("same restore already reported") {
-        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    eventually("fw-cfg reports the same restore", || {
+        daemon.log().contains("same restore already reported")
+    });
     assert!(
         daemon.log().contains("winner=trigger-if"),
         "{}",
@@ -276,11 +274,9 @@ fn a_backend_that_notices_the_restore_after_the_overseer_bumps_nothing_more() {
     // After the window, a change is another restore.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     set_guid(3);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while daemon.generation() != 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    eventually("fw-cfg bumps for the new restore", || {
+        daemon.generation() == 2
+    });
     let status = sysgenid::status_at(&paths).unwrap();
     assert_eq!(status.last_bump.unwrap().backend.as_deref(), Some("fw-cfg"));
 }
