@@ -1,29 +1,16 @@
 //! The `sysgenid` command against a running daemon: each command, its output, its exit codes.
 
+mod common;
+
+use common::{run, stderr, sysgenid};
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
 use sysgenid_e2e::{Daemon, DevFile, Probe, eventually};
 
-fn sysgenid(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sysgenid"));
-    c.env("SYSGENID_DEVICE", &daemon.device)
-        .env("SYSGENID_STATE_DIR", &daemon.state_dir)
-        .args(args)
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(daemon: &Daemon, args: &[&str]) -> Output {
-    sysgenid(daemon, args).output().unwrap()
-}
-
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

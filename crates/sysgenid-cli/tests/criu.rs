@@ -3,12 +3,16 @@
 //! watcher in their own mount and pid namespaces and cgroup, with or without a user namespace).
 //! These tests need root and cgroup v2, and fail without them.
 
+mod common;
+
+use common::stderr;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -53,10 +57,6 @@ fn criu_action_via(
         c.env(k, v);
     }
     c
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Whether a container has its own user namespace.

@@ -1,6 +1,10 @@
 //! `sysgenid overseer` against a running daemon, with real hooks, real watchers and a real
 //! readiness file: quiesce, bump once, wait, un-quiesce, tell the host.
 
+mod common;
+
+use common::{run, stderr, sysgenid};
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -10,24 +14,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sysgenid_e2e::{Daemon, DevFile, Probe, eventually, read_lines, within};
-
-fn sysgenid(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sysgenid"));
-    c.env("SYSGENID_DEVICE", &daemon.device)
-        .env("SYSGENID_STATE_DIR", &daemon.state_dir)
-        .env_remove("NOTIFY_SOCKET")
-        .args(args)
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(daemon: &Daemon, args: &[&str]) -> Output {
-    sysgenid(daemon, args).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Every stdout line, each parsed as JSON.
 fn json_lines(out: &Output) -> Vec<Value> {
