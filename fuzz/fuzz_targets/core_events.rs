@@ -1,12 +1,14 @@
 //! Fuzzes `sysgenid_core::Device` with arbitrary operation sequences, checking its invariants after every event.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sysgenid_abi::{Errno, Ioctl, encode_generation};
-use sysgenid_core::{Action, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time};
+use sysgenid_core::{
+    Action, BumpToken, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -62,8 +64,7 @@ enum Op {
     Interrupt {
         request: ReqRef,
     },
-    TimerExpired {
-        request: ReqRef,
+    Timeout {
         now: TimeRef,
     },
     /// A conditional trigger; `expect: None` expects the current generation.
@@ -75,6 +76,7 @@ enum Op {
     },
     HardwareBump {
         backend: String,
+        token: u64,
     },
     PersistDone {
         result: Result<(), String>,
@@ -115,10 +117,10 @@ enum ReqRef {
     Raw(u64),
 }
 
-#[derive(Debug, Arbitrary)]
+#[derive(Debug, Clone, Copy, Arbitrary)]
 enum TimeRef {
-    /// Relative to the deadline of an armed timer (by index).
-    Deadline(u8, i16),
+    /// Relative to the soonest wait deadline.
+    Deadline(i16),
     Raw(u64),
 }
 
@@ -130,7 +132,6 @@ struct Harness {
     outstanding: BTreeSet<RequestId>,
     answered: HashSet<RequestId>,
     waits: HashSet<RequestId>,
-    timers: BTreeMap<RequestId, Time>,
     persist_in_flight: Option<u32>,
     generation: u32,
 }
@@ -178,7 +179,6 @@ impl Harness {
                         self.outstanding.remove(&request),
                         "{request:?} never issued"
                     );
-                    self.timers.remove(&request);
                     if self.waits.remove(&request) && reply == Reply::Done {
                         waits_done = true;
                     }
@@ -210,16 +210,6 @@ impl Harness {
                         had,
                         error == Errno::Io,
                         "{error:?} with persist in flight: {had}"
-                    );
-                }
-                Action::ArmTimer { request, deadline } => {
-                    assert!(self.outstanding.contains(&request), "timer for {request:?}");
-                    self.timers.insert(request, deadline);
-                }
-                Action::CancelTimer { request } => {
-                    assert!(
-                        self.timers.remove(&request).is_some(),
-                        "cancel unarmed {request:?}"
                     );
                 }
                 Action::WakePoll(_) => {}
@@ -334,27 +324,14 @@ fuzz_target!(|input: Input| {
             Op::Interrupt { request } => Event::Interrupt {
                 request: h.pick_request(request),
             },
-            Op::TimerExpired { request, now } => match *now {
-                TimeRef::Deadline(i, delta) if !h.timers.is_empty() => {
-                    let (&request, &deadline) = h
-                        .timers
-                        .iter()
-                        .nth(usize::from(i) % h.timers.len())
-                        .unwrap();
-                    let now = deadline.0.saturating_add_signed(i64::from(delta));
-                    Event::TimerExpired {
-                        request,
-                        now: Time(now),
-                    }
-                }
-                TimeRef::Deadline(_, delta) => Event::TimerExpired {
-                    request: h.pick_request(request),
+            Op::Timeout { now } => match (*now, dev.poll_timeout()) {
+                (TimeRef::Deadline(delta), Some(deadline)) => Event::Timeout {
+                    now: Time(deadline.0.saturating_add_signed(i64::from(delta))),
+                },
+                (TimeRef::Deadline(delta), None) => Event::Timeout {
                     now: Time(delta as u64),
                 },
-                TimeRef::Raw(now) => Event::TimerExpired {
-                    request: h.pick_request(request),
-                    now: Time(now),
-                },
+                (TimeRef::Raw(now), _) => Event::Timeout { now: Time(now) },
             },
             Op::TriggerIf {
                 expect,
@@ -370,7 +347,10 @@ fuzz_target!(|input: Input| {
                     privileged: *privileged,
                 },
             },
-            Op::HardwareBump { backend } => Event::HardwareBump { backend },
+            Op::HardwareBump { backend, token } => Event::HardwareBump {
+                backend,
+                token: BumpToken(*token),
+            },
             Op::PersistDone { result } => Event::PersistDone {
                 result: result.clone(),
             },

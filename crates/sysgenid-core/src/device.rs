@@ -1,12 +1,12 @@
 //! The device state machine: the counter, the open files, and the requests waiting on them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use sysgenid_abi::{Errno, GENERATION_SIZE, Ioctl, POLL_OUTDATED, decode_generation};
 
 use crate::io::{Action, Event, Reply};
 use crate::status::{BumpFailure, BumpRecord, FileStatus, Status};
-use crate::types::{BumpSource, Caller, FileId, PollHandle, RequestId, Time};
+use crate::types::{BumpSource, BumpToken, Caller, FileId, PollHandle, RequestId, Time};
 
 /// One open file: a watcher.
 #[derive(Debug)]
@@ -54,6 +54,8 @@ struct BumpRequest {
     min: u32,
     source: BumpSource,
     trigger: Option<RequestId>,
+    /// For a hardware bump, the transport's token.
+    token: Option<BumpToken>,
     /// For a conditional trigger: the generation that must still be current when it starts.
     expect: Option<u32>,
 }
@@ -84,6 +86,8 @@ pub struct Device {
     tracked: usize,
     outdated_tracked: usize,
     pending: BTreeMap<RequestId, Pending>,
+    /// The deadlines of pending waits, soonest first.
+    deadlines: BTreeSet<(Time, RequestId)>,
     in_flight: Option<InFlight>,
     queued_bumps: VecDeque<BumpRequest>,
     last_bump: Option<BumpRecord>,
@@ -104,6 +108,7 @@ impl Device {
             tracked: 0,
             outdated_tracked: 0,
             pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             in_flight: None,
             queued_bumps: VecDeque::new(),
             last_bump: None,
@@ -117,6 +122,11 @@ impl Device {
     /// The current generation.
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// The earliest deadline of a pending wait: feed [`Event::Timeout`] once the clock reaches it.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.deadlines.first().map(|&(deadline, _)| deadline)
     }
 
     /// The next action to carry out, oldest first.
@@ -158,17 +168,18 @@ impl Device {
             } => self.ioctl(request, file, cmd, arg, caller, now),
             Event::Release { file } => self.release(file),
             Event::Interrupt { request } => self.interrupt(request),
-            Event::TimerExpired { request, now } => self.timer_expired(request, now),
+            Event::Timeout { now } => self.timeout(now),
             Event::TriggerIf {
                 request,
                 expect,
                 min,
                 caller,
             } => self.trigger_if(request, expect, min, caller),
-            Event::HardwareBump { backend } => self.enqueue_bump(BumpRequest {
+            Event::HardwareBump { backend, token } => self.enqueue_bump(BumpRequest {
                 min: 0,
                 source: BumpSource::Backend(backend.to_owned()),
                 trigger: None,
+                token: Some(token),
                 expect: None,
             }),
             Event::PersistDone { result } => self.persist_done(result),
@@ -335,8 +346,7 @@ impl Device {
             ms => now.checked_add_millis(ms),
         };
         if let Some(deadline) = deadline {
-            self.actions
-                .push_back(Action::ArmTimer { request, deadline });
+            self.deadlines.insert((deadline, request));
         }
         self.add_pending(request, Pending::Wait { file, deadline });
     }
@@ -355,6 +365,7 @@ impl Device {
             min,
             source: BumpSource::Trigger { pid: caller.pid },
             trigger: Some(request),
+            token: None,
             expect: None,
         });
     }
@@ -371,6 +382,7 @@ impl Device {
             min,
             source: BumpSource::Trigger { pid: caller.pid },
             trigger: Some(request),
+            token: None,
             expect: Some(expect),
         });
     }
@@ -403,20 +415,14 @@ impl Device {
         }
     }
 
-    fn timer_expired(&mut self, request: RequestId, now: Time) {
-        let Some(&Pending::Wait {
-            deadline: Some(deadline),
-            ..
-        }) = self.pending.get(&request)
-        else {
-            return;
-        };
-        if now >= deadline {
-            self.pending.remove(&request);
-            self.reply(request, Reply::Error(Errno::Time));
-        } else {
-            self.actions
-                .push_back(Action::ArmTimer { request, deadline });
+    fn timeout(&mut self, now: Time) {
+        while let Some(&(deadline, request)) = self.deadlines.first()
+            && deadline <= now
+        {
+            self.deadlines.remove(&(deadline, request));
+            if matches!(self.pending.get(&request), Some(Pending::Wait { .. })) {
+                self.finish(request, Reply::Error(Errno::Time));
+            }
         }
     }
 
@@ -428,13 +434,14 @@ impl Device {
         );
     }
 
-    /// Removes a pending request and answers it, cancelling its timer if it had one.
+    /// Removes a pending request and answers it, forgetting its deadline if it had one.
     fn finish(&mut self, request: RequestId, reply: Reply) {
         if let Some(Pending::Wait {
-            deadline: Some(_), ..
+            deadline: Some(deadline),
+            ..
         }) = self.pending.remove(&request)
         {
-            self.actions.push_back(Action::CancelTimer { request });
+            self.deadlines.remove(&(deadline, request));
         }
         self.reply(request, reply);
     }
@@ -512,6 +519,7 @@ impl Device {
             source: request.source,
             error,
             detail,
+            token: request.token,
         });
         if let Some(trigger) = request.trigger {
             self.finish(trigger, Reply::Error(error));
@@ -530,6 +538,7 @@ impl Device {
         self.actions.push_back(Action::Publish {
             generation: target,
             source: request.source,
+            token: request.token,
         });
         // Like the driver, wake every registration on every bump, not only those that just
         // became ready: edge-triggered epoll reports each bump.

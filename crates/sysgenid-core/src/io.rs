@@ -2,7 +2,7 @@
 
 use sysgenid_abi::Errno;
 
-use crate::types::{BumpSource, Caller, FileId, PollHandle, RequestId, Time};
+use crate::types::{BumpSource, BumpToken, Caller, FileId, PollHandle, RequestId, Time};
 
 /// Something that happened, for the core to act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +71,9 @@ pub enum Event<'a> {
         /// The request to end.
         request: RequestId,
     },
-    /// A timer armed with [`Action::ArmTimer`] fired.
-    TimerExpired {
-        /// The request the timer belongs to.
-        request: RequestId,
+    /// The transport's clock reached [`crate::Device::poll_timeout`]: every wait whose deadline
+    /// is at or before `now` ends with `ETIME`. Early or repeated calls do nothing.
+    Timeout {
         /// The transport's clock now.
         now: Time,
     },
@@ -98,6 +97,9 @@ pub enum Event<'a> {
     HardwareBump {
         /// The backend's name.
         backend: &'a str,
+        /// The transport's own mark for this bump, handed back in [`Action::Publish`] or
+        /// [`Action::BumpFailed`] so it can finish what waits on the bump.
+        token: BumpToken,
     },
     /// The outcome of the last [`Action::Persist`].
     PersistDone {
@@ -128,6 +130,8 @@ pub enum Action {
         generation: u32,
         /// Who caused it.
         source: BumpSource,
+        /// The token of the [`Event::HardwareBump`] that asked for it, if one did.
+        token: Option<BumpToken>,
     },
     /// A bump could not be applied; log it and report it.
     BumpFailed {
@@ -137,18 +141,8 @@ pub enum Action {
         error: Errno,
         /// For [`Errno::Io`], what the persist step said.
         detail: Option<String>,
-    },
-    /// Send [`Event::TimerExpired`] for this request at or after `deadline`.
-    ArmTimer {
-        /// The request the timer belongs to.
-        request: RequestId,
-        /// When it fires.
-        deadline: Time,
-    },
-    /// Forget the timer of this request.
-    CancelTimer {
-        /// The request the timer belongs to.
-        request: RequestId,
+        /// The token of the [`Event::HardwareBump`] that asked for it, if one did.
+        token: Option<BumpToken>,
     },
 }
 

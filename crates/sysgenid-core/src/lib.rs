@@ -40,4 +40,4 @@ mod types;
 pub use device::Device;
 pub use io::{Action, Event, Reply};
 pub use status::{BumpFailure, BumpRecord, FileStatus, Status};
-pub use types::{BumpSource, Caller, FileId, PollHandle, RequestId, Time};
+pub use types::{BumpSource, BumpToken, Caller, FileId, PollHandle, RequestId, Time};

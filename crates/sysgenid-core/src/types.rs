@@ -14,6 +14,11 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PollHandle(pub u64);
 
+/// The transport's mark for a hardware bump, opaque to the core and handed back with its
+/// outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BumpToken(pub u64);
+
 /// A point on the transport's monotonic clock, in nanoseconds from an epoch of its choosing.
 ///
 /// The core never reads a clock: every time it uses arrives in an event.
@@ -33,7 +38,8 @@ impl Time {
 /// Who caused a bump.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BumpSource {
-    /// The `TRIGGER_GEN_UPDATE` ioctl, from the process with this pid.
+    /// A trigger: the `TRIGGER_GEN_UPDATE` ioctl, or the control socket's conditional
+    /// `trigger-if`, from the process with this pid.
     Trigger {
         /// The calling thread's id, as the transport saw it.
         pid: u32,

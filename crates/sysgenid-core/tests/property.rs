@@ -14,7 +14,8 @@ use sysgenid_abi::{
     SYSGENID_WAIT_WATCHERS,
 };
 use sysgenid_core::{
-    Action, BumpSource, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+    Action, BumpSource, BumpToken, Caller, Device, Event, FileId, PollHandle, Reply, RequestId,
+    Time,
 };
 
 /// How the driver answers the persist of a bump.
@@ -171,6 +172,8 @@ struct ModelBump {
     trigger: Option<RequestId>,
     /// A conditional trigger applies only if the generation is still this when it starts.
     expect: Option<u32>,
+    /// A hardware bump's token, to come back with its outcome.
+    token: Option<BumpToken>,
 }
 
 /// What one step of the model decided about bumps.
@@ -178,8 +181,8 @@ struct ModelBump {
 struct BumpOutcome {
     /// Values the driver is asked to persist, in order.
     persists: Vec<u32>,
-    /// The bump applied in this step, with its source.
-    published: Option<(u32, BumpSource)>,
+    /// The bump applied in this step, with its source and token.
+    published: Option<(u32, BumpSource, Option<BumpToken>)>,
     /// Triggers answered by bumps that ended in this step.
     replies: BTreeMap<RequestId, Reply>,
 }
@@ -249,7 +252,7 @@ impl Model {
         let reply = if ok {
             self.generation = std::cmp::max(bump.min, self.generation + 1);
             self.degraded = false;
-            out.published = Some((self.generation, Model::source(&bump)));
+            out.published = Some((self.generation, Model::source(&bump), bump.token));
             match bump.expect {
                 Some(_) => Reply::Bumped(self.generation),
                 None => Reply::Done,
@@ -300,10 +303,9 @@ impl Model {
     }
 }
 
-/// Runs the core, keeps its timers, and answers persists as the step says.
+/// Runs the core, keeps its clock, and answers persists as the step says.
 struct Driver {
     dev: Device,
-    timers: BTreeMap<RequestId, Time>,
     now: Time,
     outstanding_persist: Option<u32>,
 }
@@ -324,12 +326,6 @@ impl Driver {
                     continue;
                 }
                 Action::Persist(value) => self.outstanding_persist = Some(value),
-                Action::ArmTimer { request, deadline } => {
-                    self.timers.insert(request, deadline);
-                }
-                Action::CancelTimer { request } => {
-                    self.timers.remove(&request);
-                }
                 _ => {}
             }
             actions.push(action);
@@ -362,7 +358,6 @@ impl Scenario {
         Scenario {
             driver: Driver {
                 dev: Device::new(start),
-                timers: BTreeMap::new(),
                 now: Time(1_000_000),
                 outstanding_persist: None,
             },
@@ -587,6 +582,7 @@ impl Scenario {
                         min,
                         trigger: Some(request),
                         expect: None,
+                        token: None,
                     });
                     model.start_bumps(persist, &mut expect.bumps);
                 } else {
@@ -614,6 +610,7 @@ impl Scenario {
                         min,
                         trigger: Some(request),
                         expect: Some(expected),
+                        token: None,
                     });
                     model.start_bumps(persist, &mut expect.bumps);
                 } else {
@@ -632,13 +629,19 @@ impl Scenario {
                 driver.run(event, persist)
             }
             (Op::HardwareBump { persist }, Some(_)) => {
+                let token = BumpToken(request.0);
                 model.bumps.push_back(ModelBump {
                     min: 0,
                     trigger: None,
                     expect: None,
+                    token: Some(token),
                 });
                 model.start_bumps(persist, &mut expect.bumps);
-                driver.run(Event::HardwareBump { backend: BACKEND }, persist)
+                let event = Event::HardwareBump {
+                    backend: BACKEND,
+                    token,
+                };
+                driver.run(event, persist)
             }
             (Op::FinishPersist { ok }, Some(_)) => {
                 if let Some(value) = driver.outstanding_persist.take() {
@@ -700,18 +703,7 @@ impl Scenario {
                 model.now_ns += u128::from(ms) * 1_000_000;
                 driver.now = Time(driver.now.0 + ms * 1_000_000);
                 let now = driver.now;
-                let due: Vec<RequestId> = driver
-                    .timers
-                    .iter()
-                    .filter(|(_, d)| **d <= now)
-                    .map(|(r, _)| *r)
-                    .collect();
-                let mut actions = Vec::new();
-                for request in due {
-                    driver.timers.remove(&request);
-                    actions.extend(driver.run(Event::TimerExpired { request, now }, Persist::Ok));
-                }
-                actions
+                driver.run(Event::Timeout { now }, Persist::Ok)
             }
         };
         if let Some(reply) = immediate {
@@ -781,6 +773,22 @@ impl Scenario {
             count(|w| matches!(w, Waiting::Wait { .. }))
         );
         prop_assert_eq!(status.bump_in_progress, !model.bumps.is_empty());
+        let soonest = model
+            .waiting
+            .values()
+            .filter_map(|(_, w)| match w {
+                Waiting::Wait { deadline_ns } => deadline_ns.and_then(|d| u64::try_from(d).ok()),
+                _ => None,
+            })
+            .min()
+            .map(Time);
+        prop_assert_eq!(
+            self.driver.dev.poll_timeout(),
+            soonest,
+            "step {} {:?}: the soonest wait deadline",
+            step,
+            op
+        );
         prop_assert_eq!(status.failed_bumps, model.failed_bumps);
         prop_assert_eq!(status.degraded, model.degraded);
         for (request, reply) in &got {
@@ -812,10 +820,11 @@ impl Scenario {
             .collect();
         match (&expect.bumps.published, publishes.as_slice()) {
             (None, []) => {}
-            (Some((generation, source)), [(at, action)]) => {
+            (Some((generation, source, token)), [(at, action)]) => {
                 let want = Action::Publish {
                     generation: *generation,
                     source: source.clone(),
+                    token: *token,
                 };
                 prop_assert_eq!(*action, &want, "step {} {:?}", step, op);
                 let persisted_first = matches!(

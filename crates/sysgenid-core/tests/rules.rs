@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use sysgenid_abi::{Errno, POLL_OUTDATED, SYSGENID_TRIGGER_GEN_UPDATE, SYSGENID_WAIT_WATCHERS};
-use sysgenid_core::{Action, BumpSource, Device, Event, PollHandle, Reply, RequestId, Time};
+use sysgenid_core::{
+    Action, BumpSource, BumpToken, Device, Event, PollHandle, Reply, RequestId, Time,
+};
 
 #[test]
 fn generation_starts_at_the_given_value() {
@@ -78,7 +80,8 @@ fn hardware_bump_is_bump_with_no_minimum() {
     assert_eq!(h.dev.generation(), 4);
     assert!(actions.contains(&Action::Publish {
         generation: 4,
-        source: BumpSource::Backend("test-hw".into())
+        source: BumpSource::Backend("test-hw".into()),
+        token: Some(BumpToken(0)),
     }));
     let last = h.dev.status().last_bump.expect("recorded");
     assert_eq!(last.source, BumpSource::Backend("test-hw".into()));
@@ -93,7 +96,8 @@ fn hardware_bump_at_u32_max_is_reported_not_dropped() {
         vec![Action::BumpFailed {
             source: BumpSource::Backend("test-hw".into()),
             error: Errno::Overflow,
-            detail: None
+            detail: None,
+            token: Some(BumpToken(0)),
         }]
     );
     let status = h.dev.status();
@@ -435,7 +439,7 @@ fn wait_is_eintr_when_a_bump_makes_the_caller_outdated() {
 }
 
 #[test]
-fn wait_timeout_arms_a_timer_and_expires_with_etime() {
+fn wait_timeout_sets_a_deadline_and_expires_with_etime() {
     let mut h = Harness::new(0);
     let a = h.open();
     let waiter = h.open();
@@ -445,27 +449,17 @@ fn wait_timeout_arms_a_timer_and_expires_with_etime() {
     h.now = Time(5_000);
     let (request, event) = h.ioctl_event(waiter, SYSGENID_WAIT_WATCHERS, 250, ROOT);
     let actions = h.run(event);
-    assert_eq!(
-        actions,
-        vec![Action::ArmTimer {
-            request,
-            deadline: Time(5_000 + 250_000_000)
-        }]
-    );
-    let early = h.run(Event::TimerExpired {
-        request,
+    assert!(actions.is_empty(), "the wait blocks: {actions:?}");
+    assert_eq!(h.dev.poll_timeout(), Some(Time(5_000 + 250_000_000)));
+    let early = h.run(Event::Timeout {
         now: Time(5_000 + 249_999_999),
     });
-    assert_eq!(
-        early,
-        vec![Action::ArmTimer {
-            request,
-            deadline: Time(250_005_000)
-        }],
-        "an early timer is re-armed, not obeyed"
+    assert!(
+        early.is_empty(),
+        "an early timeout is not obeyed: {early:?}"
     );
-    let late = h.run(Event::TimerExpired {
-        request,
+    assert_eq!(h.dev.poll_timeout(), Some(Time(250_005_000)));
+    let late = h.run(Event::Timeout {
         now: Time(250_005_000),
     });
     assert_eq!(
@@ -476,10 +470,11 @@ fn wait_timeout_arms_a_timer_and_expires_with_etime() {
         }]
     );
     assert_eq!(h.dev.status().pending_waits, 0);
+    assert_eq!(h.dev.poll_timeout(), None, "no deadline is left");
 }
 
 #[test]
-fn wait_that_completes_otherwise_cancels_its_timer() {
+fn wait_that_completes_otherwise_forgets_its_deadline() {
     let mut h = Harness::new(0);
     let a = h.open();
     let waiter = h.open();
@@ -487,14 +482,40 @@ fn wait_that_completes_otherwise_cancels_its_timer() {
     h.hardware_bump();
     h.ack(waiter);
     let (w, _) = h.wait(waiter, 1000);
+    assert!(h.dev.poll_timeout().is_some());
     let actions = h.ack_actions(a);
-    assert!(actions.contains(&Action::CancelTimer { request: w }));
+    assert_eq!(h.dev.poll_timeout(), None);
     assert_eq!(reply_for(&replies_of(&actions), w), Some(Reply::Done));
-    let stale = h.run(Event::TimerExpired {
-        request: w,
+    let stale = h.run(Event::Timeout {
         now: Time(u64::MAX),
     });
-    assert!(stale.is_empty(), "a stale timer does nothing");
+    assert!(stale.is_empty(), "a late timeout finds nothing to end");
+}
+
+#[test]
+fn one_timeout_ends_every_wait_that_is_due_and_only_those() {
+    let mut h = Harness::new(0);
+    let a = h.open();
+    h.track(a, true);
+    h.hardware_bump();
+    let waiters: Vec<_> = (0..3).map(|_| h.open()).collect();
+    for &w in &waiters {
+        h.ack(w);
+    }
+    h.now = Time(0);
+    let (first, _) = h.wait(waiters[0], 10);
+    let (second, _) = h.wait(waiters[1], 20);
+    let (third, _) = h.wait(waiters[2], 30);
+    assert_eq!(h.dev.poll_timeout(), Some(Time(10_000_000)));
+    let due = h.run(Event::Timeout {
+        now: Time(20_000_000),
+    });
+    let replies = replies_of(&due);
+    assert_eq!(reply_for(&replies, first), Some(Reply::Error(Errno::Time)));
+    assert_eq!(reply_for(&replies, second), Some(Reply::Error(Errno::Time)));
+    assert_eq!(reply_for(&replies, third), None);
+    assert_eq!(h.dev.poll_timeout(), Some(Time(30_000_000)));
+    assert_eq!(h.dev.status().pending_waits, 1);
 }
 
 #[test]
@@ -516,15 +537,14 @@ fn huge_wait_timeouts_never_mean_return_at_once() {
         let (request, event) = h.ioctl_event(waiter, SYSGENID_WAIT_WATCHERS, ms, ROOT);
         let actions = h.run(event);
         let wanted = u128::from(h.now.0) + u128::from(ms) * 1_000_000;
+        assert!(actions.is_empty(), "{ms} ms: {actions:?}");
+        let _ = request;
         let expected = match u64::try_from(wanted) {
-            Ok(deadline) => vec![Action::ArmTimer {
-                request,
-                deadline: Time(deadline),
-            }],
-            // Past the clock's range: no timer, so it waits at least that long.
-            Err(_) => vec![],
+            Ok(deadline) => Some(Time(deadline)),
+            // Past the clock's range: no deadline, so it waits at least that long.
+            Err(_) => None,
         };
-        assert_eq!(actions, expected, "{ms} ms");
+        assert_eq!(h.dev.poll_timeout(), expected, "{ms} ms");
         assert_eq!(h.dev.status().pending_waits, 1, "{ms}: still waiting");
     }
 }
@@ -571,7 +591,7 @@ fn interrupt_ends_a_pending_read_with_eintr() {
 }
 
 #[test]
-fn interrupt_ends_a_pending_wait_with_eintr_and_cancels_its_timer() {
+fn interrupt_ends_a_pending_wait_with_eintr_and_forgets_its_deadline() {
     let mut h = Harness::new(0);
     let a = h.open();
     let waiter = h.open();
@@ -582,14 +602,12 @@ fn interrupt_ends_a_pending_wait_with_eintr_and_cancels_its_timer() {
     let actions = h.run(Event::Interrupt { request: w });
     assert_eq!(
         actions,
-        vec![
-            Action::CancelTimer { request: w },
-            Action::Reply {
-                request: w,
-                reply: Reply::Error(Errno::Intr)
-            }
-        ]
+        vec![Action::Reply {
+            request: w,
+            reply: Reply::Error(Errno::Intr)
+        }]
     );
+    assert_eq!(h.dev.poll_timeout(), None, "its deadline is gone");
 }
 
 #[test]
@@ -645,7 +663,8 @@ fn bump_persists_then_publishes_before_any_wake_or_reply() {
         actions[1],
         Action::Publish {
             generation: 1,
-            source: BumpSource::Trigger { pid: ROOT.pid }
+            source: BumpSource::Trigger { pid: ROOT.pid },
+            token: None,
         }
     );
     let rest = &actions[2..];
@@ -665,12 +684,18 @@ fn nothing_happens_until_the_persist_is_done() {
         len: 4,
         nonblocking: false,
     });
-    dev.handle(Event::HardwareBump { backend: "hw" });
+    dev.handle(Event::HardwareBump {
+        backend: "hw",
+        token: BumpToken(1),
+    });
     assert_eq!(dev.poll_action(), Some(Action::Persist(1)));
     assert_eq!(dev.poll_action(), None, "no publish, no wake, no reply yet");
     assert_eq!(dev.generation(), 0, "the old value holds until durable");
     // A second bump queues behind the first and is computed from the new value.
-    dev.handle(Event::HardwareBump { backend: "hw2" });
+    dev.handle(Event::HardwareBump {
+        backend: "hw2",
+        token: BumpToken(2),
+    });
     assert_eq!(dev.poll_action(), None);
     assert!(dev.status().bump_in_progress);
     dev.handle(Event::PersistDone { result: Ok(()) });
@@ -683,7 +708,8 @@ fn nothing_happens_until_the_persist_is_done() {
         vec![
             Action::Publish {
                 generation: 1,
-                source: BumpSource::Backend("hw".into())
+                source: BumpSource::Backend("hw".into()),
+                token: Some(BumpToken(1)),
             },
             Action::Reply {
                 request: RequestId(2),
@@ -711,7 +737,8 @@ fn failed_persist_fails_the_bump_with_eio_and_marks_degraded() {
             Action::BumpFailed {
                 source: BumpSource::Trigger { pid: ROOT.pid },
                 error: Errno::Io,
-                detail: Some("disk on fire".into())
+                detail: Some("disk on fire".into()),
+                token: None,
             },
             Action::Reply {
                 request: t,
@@ -741,7 +768,8 @@ fn failed_persist_of_a_hardware_bump_is_reported() {
     assert!(actions.contains(&Action::BumpFailed {
         source: BumpSource::Backend("test-hw".into()),
         error: Errno::Io,
-        detail: Some("disk on fire".into())
+        detail: Some("disk on fire".into()),
+        token: Some(BumpToken(0)),
     }));
     assert_eq!(h.dev.status().failed_bumps, 1);
 }
@@ -823,7 +851,8 @@ fn trigger_if_with_the_current_generation_bumps_like_a_trigger() {
             Action::Persist(6),
             Action::Publish {
                 generation: 6,
-                source: BumpSource::Trigger { pid: ROOT.pid }
+                source: BumpSource::Trigger { pid: ROOT.pid },
+                token: None,
             },
             Action::WakePoll(PollHandle(1)),
             Action::Reply {
@@ -877,7 +906,10 @@ fn trigger_if_without_capability_is_eacces_even_when_current() {
 #[test]
 fn trigger_if_is_judged_when_its_turn_comes_after_earlier_bumps() {
     let mut dev = Device::new(0);
-    dev.handle(Event::HardwareBump { backend: "hw" });
+    dev.handle(Event::HardwareBump {
+        backend: "hw",
+        token: BumpToken(1),
+    });
     assert_eq!(dev.poll_action(), Some(Action::Persist(1)));
     // Both arrive while the backend's bump is being persisted, with 0 still current.
     for (request, expect) in [(RequestId(7), 0), (RequestId(8), 1)] {
@@ -896,7 +928,8 @@ fn trigger_if_is_judged_when_its_turn_comes_after_earlier_bumps() {
         vec![
             Action::Publish {
                 generation: 1,
-                source: BumpSource::Backend("hw".into())
+                source: BumpSource::Backend("hw".into()),
+                token: Some(BumpToken(1)),
             },
             Action::Reply {
                 request: RequestId(7),
@@ -920,7 +953,10 @@ fn trigger_if_is_judged_when_its_turn_comes_after_earlier_bumps() {
 #[test]
 fn trigger_if_behind_a_failed_bump_still_bumps() {
     let mut dev = Device::new(3);
-    dev.handle(Event::HardwareBump { backend: "hw" });
+    dev.handle(Event::HardwareBump {
+        backend: "hw",
+        token: BumpToken(1),
+    });
     assert_eq!(dev.poll_action(), Some(Action::Persist(4)));
     dev.handle(Event::TriggerIf {
         request: RequestId(7),
@@ -972,7 +1008,10 @@ fn trigger_if_whose_persist_fails_is_eio_and_changes_nothing() {
 fn trigger_if_is_neither_interruptible_nor_ended_by_a_release() {
     let mut dev = Device::new(0);
     let f = open_on(&mut dev);
-    dev.handle(Event::HardwareBump { backend: "hw" });
+    dev.handle(Event::HardwareBump {
+        backend: "hw",
+        token: BumpToken(1),
+    });
     assert_eq!(dev.poll_action(), Some(Action::Persist(1)));
     dev.handle(Event::TriggerIf {
         request: RequestId(7),

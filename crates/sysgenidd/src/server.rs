@@ -4,7 +4,7 @@
 //! `poll(2)` on the channel, the inbox and the nearest timer. A blocked `read(2)` or
 //! `WAIT_WATCHERS` is an entry in the core, never a blocked thread.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, mpsc};
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use sysgenid_abi::{Errno, Ioctl, PAGE_SIZE, encode_generation};
 use sysgenid_core::{
-    Action, BumpSource, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+    Action, BumpSource, BumpToken, Caller, Device, Event, FileId, PollHandle, Reply, RequestId,
+    Time,
 };
 use sysgenid_fuse::{
     Channel, InitWants, Mount, MountOptions, MountState, Negotiated, Operation, Received,
@@ -80,8 +81,6 @@ pub struct Server {
     gid: u32,
     want_device_mmap: bool,
     negotiated: Option<Negotiated>,
-    /// Armed wait timeouts, soonest first.
-    timers: BTreeSet<(Time, RequestId)>,
     epoch: Instant,
     started: Duration,
 }
@@ -116,7 +115,6 @@ impl Server {
             gid: config.gid,
             want_device_mmap: config.device_mmap,
             negotiated: None,
-            timers: BTreeSet::new(),
             epoch: Instant::now(),
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -179,7 +177,7 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Timespec> {
-        let &(deadline, _) = self.timers.first()?;
+        let deadline = self.device.poll_timeout()?;
         let wait = deadline.0.saturating_sub(self.now().0);
         Some(Timespec {
             tv_sec: i64::try_from(wait / 1_000_000_000).unwrap_or(i64::MAX),
@@ -189,12 +187,12 @@ impl Server {
 
     fn fire_timers(&mut self) {
         let now = self.now();
-        while let Some(&(deadline, request)) = self.timers.first() {
-            if deadline > now {
-                break;
-            }
-            self.timers.remove(&(deadline, request));
-            self.feed(Event::TimerExpired { request, now });
+        if self
+            .device
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            self.feed(Event::Timeout { now });
         }
     }
 
@@ -226,7 +224,10 @@ impl Server {
                 // Queued first: the bump may be persisted and published inside `feed`.
                 self.pending_backend_bumps
                     .push_back((backend.clone(), applied));
-                self.feed(Event::HardwareBump { backend: &backend });
+                self.feed(Event::HardwareBump {
+                    backend: &backend,
+                    token: BumpToken(0),
+                });
             }
             Message::AfterBump { winner, applied } => {
                 match self
@@ -458,7 +459,9 @@ impl Server {
                 }
                 self.device.handle(Event::PersistDone { result });
             }
-            Action::Publish { generation, source } => {
+            Action::Publish {
+                generation, source, ..
+            } => {
                 self.page.store(generation);
                 self.store_device_page();
                 tracing::info!(generation, %source, "new generation");
@@ -474,6 +477,7 @@ impl Server {
                 source,
                 error,
                 detail,
+                ..
             } => {
                 let why = match error {
                     Errno::Overflow => "the generation is at u32::MAX".to_owned(),
@@ -489,11 +493,6 @@ impl Server {
                     );
                 }
             }
-            Action::ArmTimer { request, deadline } => {
-                self.timers.retain(|&(_, r)| r != request);
-                self.timers.insert((deadline, request));
-            }
-            Action::CancelTimer { request } => self.timers.retain(|&(_, r)| r != request),
         }
     }
 

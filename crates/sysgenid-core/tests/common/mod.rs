@@ -4,7 +4,9 @@
 use sysgenid_abi::{
     Errno, SYSGENID_SET_WATCHER_TRACKING, SYSGENID_TRIGGER_GEN_UPDATE, SYSGENID_WAIT_WATCHERS,
 };
-use sysgenid_core::{Action, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time};
+use sysgenid_core::{
+    Action, BumpToken, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+};
 
 pub const ROOT: Caller = Caller {
     pid: 1,
@@ -198,7 +200,10 @@ impl Harness {
     }
 
     pub fn hardware_bump(&mut self) -> Vec<Action> {
-        self.run(Event::HardwareBump { backend: "test-hw" })
+        self.run(Event::HardwareBump {
+            backend: "test-hw",
+            token: BumpToken(0),
+        })
     }
 }
 
