@@ -5,16 +5,15 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Debian packages the tests use.
+# Debian packages the tests use. Only missing ones are installed, without recommends, and only
+# if apt changes nothing the machine already has: no package is removed or upgraded.
 packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux qemu-system-x86 busybox-static xz-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    scripts/install-test-packages.sh "${missing[@]}"
 fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }

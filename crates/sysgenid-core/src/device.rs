@@ -119,6 +119,12 @@ impl Device {
         }
     }
 
+    /// Marks the counter as not durable from the start, when the transport could not make the
+    /// starting value durable; status shows it until a persist succeeds, as after a failed bump.
+    pub fn mark_degraded(&mut self) {
+        self.degraded = true;
+    }
+
     /// The current generation.
     pub fn generation(&self) -> u32 {
         self.generation

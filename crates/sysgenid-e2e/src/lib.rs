@@ -567,55 +567,37 @@ pub fn within<T: Send + 'static>(
         .unwrap_or_else(|_| panic!("{what}: no result within {timeout:?}"))
 }
 
-/// A temporary daemon directory whose `state` subdirectory is a 64 KiB tmpfs, so that a test
-/// can fill it and make the next persist fail. Unmounted (lazily) on drop: drop daemons first.
+/// A soft file-size limit of one byte on a running daemon (`prlimit --fsize=1:`): its next persist
+/// writes one byte, the same first byte again, and fails as a short write, so the state file is
+/// unharmed. The limit is lifted on drop.
 #[derive(Debug)]
-pub struct TinyState {
-    dir: tempfile::TempDir,
+pub struct FailingWrites {
+    pid: u32,
 }
 
-impl TinyState {
-    /// Mounts the tmpfs (needs root).
-    pub fn mount() -> TinyState {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let state = dir.path().join("state");
-        std::fs::create_dir(&state).expect("state dir");
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-            .arg(&state)
-            .status()
-            .expect("run mount");
-        assert!(mounted.success(), "mount a small tmpfs for the state");
-        TinyState { dir }
-    }
-
-    /// A daemon on this directory.
-    pub fn daemon(&self) -> Daemon {
-        Daemon::start_with(DaemonOptions {
-            dir: Some(self.dir.path().to_owned()),
-            ..DaemonOptions::default()
-        })
-    }
-
-    /// Fills the tmpfs with a file and returns its path (remove it to make room again).
-    pub fn fill(&self) -> PathBuf {
-        let filler = self.dir.path().join("state/filler");
-        let _ = Command::new("dd")
-            .arg("if=/dev/zero")
-            .arg(format!("of={}", filler.display()))
-            .args(["bs=4k", "status=none"])
-            .status();
-        filler
+impl FailingWrites {
+    /// Limits the daemon with this pid.
+    pub fn on(pid: u32) -> FailingWrites {
+        set_fsize_limit(pid, "1:");
+        FailingWrites { pid }
     }
 }
 
-impl Drop for TinyState {
+impl Drop for FailingWrites {
     fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path().join("state"))
-            .status();
+        set_fsize_limit(self.pid, "unlimited:");
     }
+}
+
+fn set_fsize_limit(pid: u32, limit: &str) {
+    let ok = Command::new("prlimit")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg(format!("--fsize={limit}"))
+        .status()
+        .expect("run prlimit (util-linux)")
+        .success();
+    assert!(ok, "prlimit --fsize={limit} on pid {pid}");
 }
 
 /// The lines `reader` yields, read on a thread of their own and sent in order; the channel

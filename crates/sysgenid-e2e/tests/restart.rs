@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use sysgenid_e2e::{
-    Daemon, DaemonOptions, DevFile, Errno, TinyState, eventually, workspace_binary,
+    Daemon, DaemonOptions, DevFile, Errno, FailingWrites, eventually, workspace_binary,
 };
 
 fn restart_in(dir: &Path) -> Daemon {
@@ -125,7 +125,16 @@ fn a_crash_leaves_a_stale_mount_that_the_next_daemon_replaces() {
 #[test]
 fn a_second_daemon_refuses_a_live_mount() {
     let daemon = Daemon::start();
-    let out = run_to_exit(&daemon.dir, &[]);
+    let other_state = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace_binary("sysgenidd"))
+        .arg("--device")
+        .arg(&daemon.device)
+        .arg("--state-dir")
+        .arg(other_state.path().join("state"))
+        .args(["--backends", "none"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -177,15 +186,94 @@ fn the_page_file_keeps_the_last_value_and_follows_the_next_daemon() {
 }
 
 #[test]
-fn a_corrupt_state_file_is_refused_with_a_clear_message() {
+fn a_damaged_state_file_continues_from_the_page_file() {
     let mut daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(6).unwrap();
     assert!(daemon.stop());
     let (_temp, dir) = daemon.into_dir();
     std::fs::write(dir.join("state/state"), "garbage\n").unwrap();
-    let out = run_to_exit(&dir, &[]);
+    let daemon = restart_in(&dir);
+    let status = daemon.status();
+    assert_eq!(status["generation"], 6, "{status}");
+    assert_eq!(status["degraded"], false, "{status}");
+    assert_eq!(DevFile::rw(&daemon.device).trigger(0), Ok(0));
+    assert_eq!(daemon.status()["generation"], 7);
+}
+
+#[test]
+fn a_damaged_state_file_with_no_page_file_serves_degraded_and_refuses_bumps() {
+    let mut daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(6).unwrap();
+    assert!(daemon.stop());
+    let (_temp, dir) = daemon.into_dir();
+    std::fs::write(dir.join("state/state"), "garbage\n").unwrap();
+    std::fs::remove_file(dir.join("state/generation")).unwrap();
+    let daemon = restart_in(&dir);
+    let status = daemon.status();
+    assert_eq!(status["degraded"], true, "{status}");
+    let f = DevFile::rw_nonblock(&daemon.device);
+    assert_eq!(f.read(), Err(Errno::AGAIN), "reads work");
+    assert_eq!(f.trigger(0), Err(Errno::IO), "no guess: bumps are refused");
+    assert!(
+        daemon.log().contains("is not a sysgenid state file"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state/state")).unwrap(),
+        "garbage\n",
+        "the damaged file is left for the operator"
+    );
+}
+
+#[test]
+fn a_rolled_back_state_file_never_moves_the_counter_back() {
+    let mut daemon = Daemon::start();
+    let f = DevFile::rw(&daemon.device);
+    f.trigger(0).unwrap();
+    let old_state = std::fs::read(daemon.dir.join("state/state")).unwrap();
+    f.trigger(9).unwrap();
+    drop(f);
+    // A crash, then a valid record of this boot with a lower value put back.
+    daemon.kill();
+    let (_temp, dir) = daemon.into_dir();
+    std::fs::write(dir.join("state/state"), old_state).unwrap();
+    let daemon = restart_in(&dir);
+    assert_eq!(daemon.status()["generation"], 9);
+    let f = DevFile::rw_nonblock(&daemon.device);
+    f.trigger(0).unwrap();
+    assert_eq!(f.read(), Ok(10), "never a value handed out before");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused_with_the_holders_pid() {
+    let daemon = Daemon::start();
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace_binary("sysgenidd"))
+        .arg("--device")
+        .arg(other.path().join("device"))
+        .arg("--state-dir")
+        .arg(daemon.dir.join("state"))
+        .args(["--backends", "none"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is not a sysgenid state file"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another sysgenidd")
+            && stderr.contains(&format!("pid {}", daemon.pid())),
+        "{stderr}"
+    );
+    assert!(
+        !other.path().join("device").exists(),
+        "nothing mounted or made"
+    );
+    assert!(
+        daemon.control_socket().exists(),
+        "the first daemon's socket stays"
+    );
+    assert_eq!(daemon.status()["serving"], true);
 }
 
 #[test]
@@ -214,14 +302,12 @@ fn a_missing_dev_fuse_gets_a_clear_message() {
 
 #[test]
 fn a_failed_persist_fails_the_trigger_with_eio_and_changes_nothing() {
-    let tiny = TinyState::mount();
-    let daemon = tiny.daemon();
+    let daemon = Daemon::start();
     let f = DevFile::rw_nonblock(&daemon.device);
     f.trigger(0).unwrap();
     assert_eq!(f.read(), Ok(1));
     f.ack(1).unwrap();
-    // Fill the file system so the next persist cannot write.
-    let filler = tiny.fill();
+    let failing = FailingWrites::on(daemon.pid());
     assert_eq!(
         f.trigger(0),
         Err(Errno::IO),
@@ -234,8 +320,8 @@ fn a_failed_persist_fails_the_trigger_with_eio_and_changes_nothing() {
     assert_eq!(status["degraded"], true);
     assert_eq!(status["failed_bumps"], 1);
     assert_eq!(status["last_failure"]["error"], "EIO");
-    std::fs::remove_file(&filler).unwrap();
-    assert_eq!(f.trigger(0), Ok(0), "works again once there is room");
+    drop(failing);
+    assert_eq!(f.trigger(0), Ok(0), "works again once writes do");
     assert_eq!(f.read(), Ok(2));
     assert_eq!(daemon.status()["degraded"], false);
 }
@@ -304,7 +390,7 @@ fn a_lost_state_file_never_moves_the_counter_backwards() {
     assert!(
         daemon
             .log()
-            .contains("no state file of this boot, but the page file shows a generation")
+            .contains("the page file shows a higher generation than the state file")
     );
 }
 

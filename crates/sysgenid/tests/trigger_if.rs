@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use sysgenid::{BumpSource, Error, Paths, Probe, Watcher, WatcherOptions};
-use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, TinyState, eventually};
+use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, FailingWrites, eventually};
 
 use common::{NOBODY, client_binary, paths, run_client};
 
@@ -138,11 +138,9 @@ fn at_u32_max_it_overflows_only_when_current() {
 
 #[test]
 fn a_failed_persist_is_persist_failed_and_changes_nothing() {
-    let tiny = TinyState::mount();
-    let daemon = tiny.daemon();
+    let daemon = Daemon::start();
     let paths = paths(&daemon);
-    // Fill the file system so the next persist cannot write.
-    tiny.fill();
+    let _failing = FailingWrites::on(daemon.pid());
     let err = sysgenid::trigger_if_at(&paths, 0, None).unwrap_err();
     assert!(matches!(err, Error::PersistFailed), "{err:?}");
     let status = sysgenid::status_at(&paths).unwrap();
@@ -161,7 +159,6 @@ fn without_a_daemon_it_asks_whether_sysgenidd_runs() {
     assert!(err.to_string().contains("is sysgenidd running?"), "{err}");
 }
 
-/// Unmounts the small tmpfs when dropped, even if the test fails.
 /// A socket peer is not blocked while it is judged: an unprivileged process that connects, hands
 /// the socket to a child and then execs a setuid-root program must not pass as root when the
 /// child sends the request.

@@ -11,8 +11,8 @@ pub mod inbox;
 pub mod page;
 pub mod server;
 pub mod state;
+pub mod state_dir;
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::control::DaemonFacts;
 use crate::inbox::Message;
 use crate::server::{Server, Stopped};
-use crate::state::{Loaded, StateFile};
+use crate::state_dir::StateDir;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +31,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     /// The state directory cannot be used.
-    #[error("state directory {}: {source}", path.display())]
-    StateDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    StateDir(#[from] state_dir::StateDirError),
     /// The persisted counter cannot be used.
     #[error(transparent)]
     State(#[from] state::StateError),
@@ -89,51 +84,16 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// Starts serving with `config` and returns when told to stop.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
     let state_dir = &config.state_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(state_dir)
-        .map_err(|source| DaemonError::StateDir {
-            path: state_dir.clone(),
-            source,
-        })?;
-    let state = StateFile::new(state_dir).map_err(setup("reading the boot id"))?;
-    let loaded = state.load()?;
-    match &loaded {
-        Loaded::Fresh => tracing::info!("no persisted counter: fresh start at generation 0"),
-        Loaded::OtherBoot { boot_id } => {
-            tracing::info!(previous_boot = %boot_id, "persisted counter is from another boot: fresh start at generation 0")
-        }
-        Loaded::Continued(g) => tracing::info!(
-            generation = g,
-            "continuing the persisted counter of this boot"
-        ),
-    }
-    let page_path = state_dir.join(PAGE_FILE_NAME);
-    let mut generation = loaded.generation();
-    // Without a state file of this boot, a page file left on this state directory is the only
-    // record of the counter (a lost state file, or a state directory carried to another boot,
-    // as CRIU does with a container's tmpfs): never publish less than it shows, since mappings
-    // of that page may have come along.
-    if matches!(loaded, Loaded::Fresh | Loaded::OtherBoot { .. })
-        && let Some(shown) = page::peek(&page_path)
-        && shown > generation
-    {
-        tracing::warn!(
-            generation = shown,
-            state = %state.path().display(),
-            "no state file of this boot, but the page file shows a generation: continuing \
-             from it so the counter never goes backwards"
-        );
-        generation = shown;
-    }
-    state.persist(generation)?;
-    let page = page::PageFile::open_or_create(&page_path, generation).map_err(|source| {
-        DaemonError::Page {
+    let dir = Arc::new(StateDir::open(state_dir)?);
+    let recovered =
+        state::recover(Arc::clone(&dir), page::peek(&dir)).map_err(setup("reading the boot id"))?;
+    let generation = recovered.generation;
+    let page_path = dir.path_of(PAGE_FILE_NAME);
+    let page =
+        page::PageFile::open_or_create(&dir, generation).map_err(|source| DaemonError::Page {
             path: page_path.clone(),
             source,
-        }
-    })?;
+        })?;
     let policy = Arc::new(
         caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?,
     );
@@ -192,9 +152,19 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         backends,
     };
     let mut server = Server::new(
-        config, channel, state, page, generation, policy, receiver, facts,
+        config,
+        channel,
+        recovered.state,
+        page,
+        generation,
+        policy,
+        receiver,
+        facts,
     )
     .with_reporter(reporter);
+    if recovered.degraded.is_some() {
+        server = server.degraded();
+    }
     let stopped = server.run();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&control_path);
@@ -218,7 +188,10 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
 }
 
 fn spawn_signal_watcher(inbox: inbox::Inbox) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
+    // A file-size limit inherited from the environment must fail a persist (EFBIG), not kill
+    // the daemon: SIGXFSZ gets a handler that only notes it.
+    signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))?;
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     spawn("signals", move || {
         for signal in signals.forever() {

@@ -1,5 +1,7 @@
 //! `sysgenidd`: parse the options, set up logging, serve.
 
+use std::io::Write;
+
 use clap::Parser;
 use sysgenidd::config::{Args, Config};
 use tracing_subscriber::EnvFilter;
@@ -11,7 +13,7 @@ fn main() -> std::process::ExitCode {
         return match page.render(&mut std::io::stdout().lock()) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("sysgenidd: {e}");
+                let _ = writeln!(std::io::stderr(), "sysgenidd: {e}");
                 std::process::ExitCode::FAILURE
             }
         };
@@ -21,6 +23,9 @@ fn main() -> std::process::ExitCode {
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk, a file-size limit) must not stop the
+        // daemon: tracing's own fallback report would panic in `eprintln!`.
+        .log_internal_errors(false)
         .with_ansi(false);
     if under_journal {
         subscriber.without_time().init();
@@ -34,7 +39,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("sysgenidd: {e}");
+            let _ = writeln!(std::io::stderr(), "sysgenidd: {e}");
             std::process::ExitCode::FAILURE
         }
     }

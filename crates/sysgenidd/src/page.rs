@@ -4,15 +4,17 @@
 //! maps an empty file. After that it is never replaced or truncated: existing mappings must keep
 //! seeing updates, so each new value is one atomic store into a shared mapping.
 
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
-use sysgenid_abi::{GENERATION_OFFSET, PAGE_SIZE, encode_generation};
+use sysgenid_abi::{GENERATION_OFFSET, PAGE_FILE_NAME, PAGE_SIZE, encode_generation};
+
+use crate::state_dir::StateDir;
 
 /// The mode of the page file: readable by everyone, writable by no one but its owner's
 /// capabilities.
@@ -30,14 +32,24 @@ pub struct PageFile {
 unsafe impl Send for PageFile {}
 
 impl PageFile {
-    /// Opens the page file at `path`, creating it whole if it is missing or unusable, and stores
-    /// `generation` in it.
-    pub fn open_or_create(path: &Path, generation: u32) -> io::Result<PageFile> {
-        let file = match open_existing(path)? {
-            Some(file) => file,
-            None => create_whole(path, generation)?,
-        };
-        let page = PageFile::map(path, &file)?;
+    /// Opens the page file of `dir`, creating it whole if it is missing or not a whole page,
+    /// and stores `generation` in it.
+    pub fn open_or_create(dir: &StateDir, generation: u32) -> io::Result<PageFile> {
+        if !is_whole_page(dir)? {
+            if dir.read(PAGE_FILE_NAME).is_ok_and(|b| b.is_some()) {
+                tracing::warn!(
+                    path = %dir.path_of(PAGE_FILE_NAME).display(),
+                    "page file is not a {PAGE_SIZE}-byte regular file; replacing it (existing \
+                     mappings of the old file stop seeing updates)"
+                );
+            }
+            let mut page = vec![0u8; PAGE_SIZE];
+            page[GENERATION_OFFSET..GENERATION_OFFSET + 4]
+                .copy_from_slice(&encode_generation(generation));
+            dir.replace(PAGE_FILE_NAME, &page, PAGE_FILE_MODE)?;
+        }
+        let file = open_for_update(dir)?;
+        let page = PageFile::map(&dir.path_of(PAGE_FILE_NAME), &file)?;
         page.store(generation);
         Ok(page)
     }
@@ -92,85 +104,76 @@ impl Drop for PageFile {
     }
 }
 
-/// The generation an existing, whole page file shows, if there is one.
-pub fn peek(path: &Path) -> Option<u32> {
-    let bytes = fs::read(path).ok()?;
+/// The generation an existing, whole page file of `dir` shows, if there is one.
+pub fn peek(dir: &StateDir) -> Option<u32> {
+    let bytes = dir.read(PAGE_FILE_NAME).ok()??;
     if bytes.len() != PAGE_SIZE {
         return None;
     }
     sysgenid_abi::decode_generation(&bytes)
 }
 
-/// The existing page file opened for update, or `None` if it must be (re)created.
-fn open_existing(path: &Path) -> io::Result<Option<File>> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let usable = meta.file_type().is_file()
-        && meta.len() == PAGE_SIZE as u64
-        && meta.uid() == rustix::process::geteuid().as_raw();
-    if !usable {
-        tracing::warn!(
-            path = %path.display(),
-            "page file is not a {PAGE_SIZE}-byte regular file of ours; replacing it (existing \
-             mappings of the old file stop seeing updates)"
-        );
-        return Ok(None);
+fn is_whole_page(dir: &StateDir) -> io::Result<bool> {
+    match rustix::fs::statat(dir, PAGE_FILE_NAME, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(
+            FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                && stat.st_size == PAGE_SIZE as i64,
+        ),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    let open = || OpenOptions::new().read(true).write(true).open(path);
+}
+
+/// The page file opened for update. Without root, the owner lifts its own write protection
+/// for a moment.
+fn open_for_update(dir: &StateDir) -> io::Result<File> {
+    let open = || dir.open_at(PAGE_FILE_NAME, OFlags::RDWR, 0).map(File::from);
     match open() {
-        Ok(file) => Ok(Some(file)),
-        // Not root: the owner may lift its own write protection for a moment.
+        Ok(file) => Ok(file),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            fs::set_permissions(path, Permissions::from_mode(0o644))?;
+            let chmod = |mode| {
+                rustix::fs::chmodat(
+                    dir,
+                    PAGE_FILE_NAME,
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+            };
+            chmod(0o644)?;
             let file = open();
-            fs::set_permissions(path, Permissions::from_mode(PAGE_FILE_MODE))?;
-            file.map(Some)
+            chmod(PAGE_FILE_MODE)?;
+            file
         }
         Err(e) => Err(e),
     }
 }
 
-/// Writes a whole page under a temporary name, then renames it into place.
-fn create_whole(path: &Path, generation: u32) -> io::Result<File> {
-    let tmp = path.with_extension("new");
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(PAGE_FILE_MODE)
-        .open(&tmp)?;
-    let mut page = vec![0u8; PAGE_SIZE];
-    page[GENERATION_OFFSET..GENERATION_OFFSET + 4].copy_from_slice(&encode_generation(generation));
-    file.write_all(&page)?;
-    file.sync_all()?;
-    fs::set_permissions(&tmp, Permissions::from_mode(PAGE_FILE_MODE))?;
-    fs::rename(&tmp, path)?;
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn setup() -> (tempfile::TempDir, StateDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("s")).unwrap();
+        (tmp, dir)
+    }
 
     fn read_counter(path: &Path) -> u32 {
-        let bytes = fs::read(path).unwrap();
+        let bytes = std::fs::read(path).unwrap();
         assert_eq!(bytes.len(), PAGE_SIZE);
         sysgenid_abi::decode_generation(&bytes).unwrap()
     }
 
     #[test]
     fn creates_a_whole_read_only_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("generation");
-        let page = PageFile::open_or_create(&path, 9).unwrap();
+        let (_tmp, dir) = setup();
+        let path = dir.path_of(PAGE_FILE_NAME);
+        let page = PageFile::open_or_create(&dir, 9).unwrap();
         assert_eq!(read_counter(&path), 9);
-        let meta = fs::metadata(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, PAGE_FILE_MODE);
-        assert!(fs::read(&path).unwrap()[4..].iter().all(|&b| b == 0));
+        assert!(std::fs::read(&path).unwrap()[4..].iter().all(|&b| b == 0));
         page.store(10);
         assert_eq!(read_counter(&path), 10);
         assert_eq!(page.load(), 10);
@@ -178,14 +181,14 @@ mod tests {
 
     #[test]
     fn reopening_updates_in_place_so_old_readers_follow() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("generation");
-        let first = PageFile::open_or_create(&path, 1).unwrap();
-        let ino = fs::metadata(&path).unwrap().ino();
+        let (_tmp, dir) = setup();
+        let path = dir.path_of(PAGE_FILE_NAME);
+        let first = PageFile::open_or_create(&dir, 1).unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
         drop(first);
         let reader = File::open(&path).unwrap();
-        let second = PageFile::open_or_create(&path, 2).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().ino(), ino, "same inode");
+        let second = PageFile::open_or_create(&dir, 2).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino, "same inode");
         second.store(3);
         let mut buf = [0u8; 4];
         std::os::unix::fs::FileExt::read_exact_at(&reader, &mut buf, 0).unwrap();
@@ -194,23 +197,21 @@ mod tests {
 
     #[test]
     fn peek_reads_only_a_whole_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("generation");
-        assert_eq!(peek(&path), None);
-        drop(PageFile::open_or_create(&path, 12).unwrap());
-        assert_eq!(peek(&path), Some(12));
-        fs::remove_file(&path).unwrap();
-        fs::write(&path, 12u32.to_ne_bytes()).unwrap();
-        assert_eq!(peek(&path), None, "a short file is not a page");
+        let (_tmp, dir) = setup();
+        assert_eq!(peek(&dir), None);
+        drop(PageFile::open_or_create(&dir, 12).unwrap());
+        assert_eq!(peek(&dir), Some(12));
+        dir.replace(PAGE_FILE_NAME, &12u32.to_ne_bytes(), 0o444)
+            .unwrap();
+        assert_eq!(peek(&dir), None, "a short file is not a page");
     }
 
     #[test]
     fn a_wrong_sized_file_is_replaced_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("generation");
-        fs::write(&path, b"").unwrap();
-        let page = PageFile::open_or_create(&path, 5).unwrap();
-        assert_eq!(read_counter(&path), 5);
+        let (_tmp, dir) = setup();
+        dir.replace(PAGE_FILE_NAME, b"", 0o444).unwrap();
+        let page = PageFile::open_or_create(&dir, 5).unwrap();
+        assert_eq!(read_counter(&dir.path_of(PAGE_FILE_NAME)), 5);
         assert_eq!(page.load(), 5);
     }
 }

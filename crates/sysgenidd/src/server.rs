@@ -122,6 +122,12 @@ impl Server {
         }
     }
 
+    /// Starts with the counter marked not durable.
+    pub fn degraded(mut self) -> Server {
+        self.device.mark_degraded();
+        self
+    }
+
     /// Tells the backends' dedupe policy of the overseer's conditional bumps.
     pub fn with_reporter(mut self, reporter: Reporter) -> Server {
         self.reporter = Some(reporter);

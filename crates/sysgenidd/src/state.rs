@@ -4,15 +4,23 @@
 //! never goes backwards; a new boot starts from 0, as the driver did (the daemon still never
 //! publishes less than an existing page file shows).
 
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustix::fs::OFlags;
+
+use crate::state_dir::StateDir;
 
 /// File name of the persisted counter inside the state directory.
 pub const STATE_FILE_NAME: &str = "state";
 const HEADER: &str = "sysgenid-state 1";
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+/// `statfs` magic numbers of file systems whose content dies with the boot.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// Errors of the persisted counter.
 #[derive(Debug, thiserror::Error)]
@@ -25,18 +33,6 @@ pub enum StateError {
         /// Why.
         source: io::Error,
     },
-    /// The state file is damaged; starting anyway could move the counter backwards.
-    #[error(
-        "{} is not a sysgenid state file ({why}); the counter must not go backwards, so \
-         sysgenidd will not guess: restore the file, or remove it if this is a fresh boot",
-        path.display()
-    )]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: String,
-    },
     /// A new generation could not be made durable.
     #[error("cannot persist generation {generation} to {}: {source}", path.display())]
     Write {
@@ -47,13 +43,34 @@ pub enum StateError {
         /// Why.
         source: io::Error,
     },
+    /// The state file is damaged and nothing else tells the counter: no bump is made until an
+    /// operator decides, since guessing could hand out a generation again.
+    #[error(
+        "{} is not a sysgenid state file ({why}) and no page file shows the counter: bumps \
+         are refused so that no generation is handed out twice; restore the file, or remove it \
+         if the counter may start again from the value served now",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
-/// Where the counter is persisted, and which boot it belongs to.
+/// Where the counter is persisted, and which boot it belongs to. Updated in place: one
+/// fixed-length `pwrite` of the whole record at offset 0, then `fdatasync` unless the file
+/// lives on tmpfs (where nothing outlives the boot, and the record is tied to the boot anyway).
 #[derive(Debug)]
 pub struct StateFile {
+    dir: Arc<StateDir>,
     path: PathBuf,
     boot_id: String,
+    /// Opened at the first write, through the state directory and never through a link.
+    file: Option<File>,
+    /// Bumps are refused while a damaged file stands in for a counter no record shows.
+    refuse: Option<String>,
 }
 
 /// What was found at start.
@@ -68,134 +85,271 @@ pub enum Loaded {
     },
     /// The value persisted on this boot.
     Continued(u32),
+    /// A file that is not a state file.
+    Corrupt {
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl Loaded {
-    /// The generation to start from.
+    /// The generation this record alone would start from.
     pub fn generation(&self) -> u32 {
         match self {
             Loaded::Continued(g) => *g,
-            Loaded::Fresh | Loaded::OtherBoot { .. } => 0,
+            Loaded::Fresh | Loaded::OtherBoot { .. } | Loaded::Corrupt { .. } => 0,
         }
+    }
+}
+
+/// Where a start continues from, given every record: never below any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartingPoint {
+    /// The generation to serve.
+    pub generation: u32,
+    /// Whether the state file must be written to show it (never when it already does).
+    pub persist: bool,
+    /// A damaged state file with no page file to stand in for it: bumps are refused.
+    pub refuse_bumps: bool,
+}
+
+/// The starting point from the state file and the page file (`page`: the value an existing
+/// whole page file shows): the highest of them, so a rolled-back or lost record never moves the
+/// counter back.
+pub fn starting_point(loaded: &Loaded, page: Option<u32>) -> StartingPoint {
+    let generation = loaded.generation().max(page.unwrap_or(0));
+    StartingPoint {
+        generation,
+        persist: *loaded != Loaded::Continued(generation),
+        refuse_bumps: matches!(loaded, Loaded::Corrupt { .. }) && page.is_none(),
     }
 }
 
 impl StateFile {
-    /// The state file in `state_dir`, for the running boot.
-    pub fn new(state_dir: &Path) -> io::Result<StateFile> {
-        let boot_id = fs::read_to_string(BOOT_ID_PATH)?.trim().to_owned();
-        Ok(StateFile::with_boot_id(state_dir, boot_id))
+    /// The state file in `dir`, for the running boot.
+    pub fn new(dir: Arc<StateDir>) -> io::Result<StateFile> {
+        let boot_id = std::fs::read_to_string(BOOT_ID_PATH)?.trim().to_owned();
+        Ok(StateFile::with_boot_id(dir, boot_id))
     }
 
-    /// The state file in `state_dir`, for a given boot id.
-    pub fn with_boot_id(state_dir: &Path, boot_id: String) -> StateFile {
+    /// The state file in `dir`, for a given boot id.
+    pub fn with_boot_id(dir: Arc<StateDir>, boot_id: String) -> StateFile {
         StateFile {
-            path: state_dir.join(STATE_FILE_NAME),
+            path: dir.path_of(STATE_FILE_NAME),
+            dir,
             boot_id,
+            file: None,
+            refuse: None,
         }
     }
 
     /// The file's path.
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> &std::path::Path {
         &self.path
     }
 
     /// Reads the persisted counter.
     pub fn load(&self) -> Result<Loaded, StateError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Fresh),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let corrupt = |why: &str| StateError::Corrupt {
-            path: self.path.clone(),
+        let bytes = self
+            .dir
+            .read(STATE_FILE_NAME)
+            .map_err(|source| StateError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(match bytes {
+            None => Loaded::Fresh,
+            Some(bytes) => self.parse(&bytes),
+        })
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Loaded {
+        let corrupt = |why: &str| Loaded::Corrupt {
             why: why.to_owned(),
+        };
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return corrupt("not text");
         };
         let mut lines = text.lines();
         if lines.next() != Some(HEADER) {
-            return Err(corrupt("no header"));
+            return corrupt("no header");
         }
         let mut boot_id = None;
         let mut generation = None;
         for line in lines {
             match line.split_once('=') {
                 Some(("boot_id", v)) => boot_id = Some(v.to_owned()),
-                Some(("generation", v)) => {
-                    generation = Some(v.parse::<u32>().map_err(|_| corrupt("bad generation"))?)
-                }
-                _ => return Err(corrupt("unknown line")),
+                Some(("generation", v)) => match v.parse::<u32>() {
+                    Ok(g) => generation = Some(g),
+                    Err(_) => return corrupt("bad generation"),
+                },
+                _ => return corrupt("unknown line"),
             }
         }
-        let boot_id = boot_id.ok_or_else(|| corrupt("no boot_id"))?;
-        let generation = generation.ok_or_else(|| corrupt("no generation"))?;
-        if boot_id != self.boot_id {
-            return Ok(Loaded::OtherBoot { boot_id });
+        match (boot_id, generation) {
+            (None, _) => corrupt("no boot_id"),
+            (_, None) => corrupt("no generation"),
+            (Some(boot_id), Some(_)) if boot_id != self.boot_id => Loaded::OtherBoot { boot_id },
+            (Some(_), Some(g)) => Loaded::Continued(g),
         }
-        Ok(Loaded::Continued(generation))
     }
 
-    /// Makes `generation` durable: write a temporary file, sync it, rename it over the old one.
-    pub fn persist(&self, generation: u32) -> Result<(), StateError> {
-        let tmp = self.path.with_extension("tmp");
-        let write = || -> io::Result<()> {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            write!(
-                file,
-                "{HEADER}\nboot_id={}\ngeneration={generation}\n",
-                self.boot_id
-            )?;
-            file.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            StateError::Write {
-                path: self.path.clone(),
-                generation,
-                source,
-            }
-        })
+    /// Refuses every later persist with this reason (a damaged file no other record covers).
+    pub fn refuse_bumps(&mut self, why: String) {
+        self.refuse = Some(why);
     }
+
+    /// Makes `generation` durable: the whole fixed-length record written in place.
+    pub fn persist(&mut self, generation: u32) -> Result<(), StateError> {
+        let error = |path: &PathBuf, source| StateError::Write {
+            path: path.clone(),
+            generation,
+            source,
+        };
+        if let Some(why) = &self.refuse {
+            return Err(StateError::Corrupt {
+                path: self.path.clone(),
+                why: why.clone(),
+            });
+        }
+        let record = format!(
+            "{HEADER}\nboot_id={}\ngeneration={generation:010}\n",
+            self.boot_id
+        );
+        let file = match &self.file {
+            Some(file) => file,
+            None => {
+                let fd = self
+                    .dir
+                    .open_at(STATE_FILE_NAME, OFlags::RDWR | OFlags::CREATE, 0o600)
+                    .map_err(|e| error(&self.path, e))?;
+                self.file
+                    .insert(open_whole(fd, record.len()).map_err(|e| error(&self.path, e))?)
+            }
+        };
+        write_record(file, record.as_bytes()).map_err(|e| error(&self.path, e))
+    }
+}
+
+/// The state file at start, with the generation to serve and why the daemon is degraded, if it is.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The state file, ready for bumps.
+    pub state: StateFile,
+    /// The generation to serve: the highest any record shows.
+    pub generation: u32,
+    /// Why the counter is not durable (the start could not write it, or a damaged state file
+    /// refuses bumps); bumps then fail with `EIO` until a persist works.
+    pub degraded: Option<String>,
+}
+
+/// Reads every record of `dir` (the state file, and the page file's value `page`), decides
+/// where to continue, and writes the state file only if it does not already show that. A
+/// failed write or a damaged file does not stop the start: the daemon serves, degraded.
+pub fn recover(dir: Arc<StateDir>, page: Option<u32>) -> io::Result<Recovered> {
+    let mut state = StateFile::new(dir)?;
+    let loaded = state
+        .load()
+        .unwrap_or_else(|e| Loaded::Corrupt { why: e.to_string() });
+    let start = starting_point(&loaded, page);
+    log_start(&loaded, page, &start);
+    let mut degraded = None;
+    if let Loaded::Corrupt { why } = &loaded
+        && start.refuse_bumps
+    {
+        state.refuse_bumps(why.clone());
+        let e = StateError::Corrupt {
+            path: state.path.clone(),
+            why: why.clone(),
+        };
+        tracing::error!(error = %e, "serving degraded");
+        degraded = Some(e.to_string());
+    } else if start.persist
+        && let Err(e) = state.persist(start.generation)
+    {
+        tracing::error!(error = %e, "serving degraded: bumps fail with EIO until a persist works");
+        degraded = Some(e.to_string());
+    }
+    Ok(Recovered {
+        state,
+        generation: start.generation,
+        degraded,
+    })
+}
+
+fn log_start(loaded: &Loaded, page: Option<u32>, start: &StartingPoint) {
+    match loaded {
+        Loaded::Fresh => tracing::info!("no persisted counter of this boot"),
+        Loaded::OtherBoot { boot_id } => {
+            tracing::info!(previous_boot = %boot_id, "persisted counter is from another boot")
+        }
+        Loaded::Continued(g) => tracing::info!(generation = g, "persisted counter of this boot"),
+        Loaded::Corrupt { why } => tracing::warn!(why, "the state file is damaged"),
+    }
+    if page.is_some_and(|p| p > loaded.generation()) {
+        tracing::warn!(
+            page = page,
+            "the page file shows a higher generation than the state file (a lost or rolled-back \
+             state file, or a state directory carried from another boot): continuing from it so \
+             the counter never goes backwards"
+        );
+    }
+    tracing::info!(
+        generation = start.generation,
+        rewrite = start.persist,
+        "starting"
+    );
+}
+
+/// The state file, cut to the record's length (an older daemon's record may be longer).
+fn open_whole(fd: OwnedFd, len: usize) -> io::Result<File> {
+    let file = File::from(fd);
+    if file.metadata()?.len() > len as u64 {
+        file.set_len(len as u64)?;
+    }
+    Ok(file)
+}
+
+fn write_record(file: &File, record: &[u8]) -> io::Result<()> {
+    let written = rustix::io::pwrite(file, record, 0)?;
+    if written != record.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+    }
+    let fs_type = rustix::fs::fstatfs(file)?.f_type as i64;
+    if fs_type != TMPFS_MAGIC && fs_type != RAMFS_MAGIC {
+        rustix::fs::fdatasync(file)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state(dir: &Path, boot: &str) -> StateFile {
-        StateFile::with_boot_id(dir, boot.to_owned())
+    fn setup() -> (tempfile::TempDir, Arc<StateDir>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("s")).unwrap();
+        (tmp, Arc::new(dir))
+    }
+
+    fn state(dir: &Arc<StateDir>, boot: &str) -> StateFile {
+        StateFile::with_boot_id(Arc::clone(dir), boot.to_owned())
     }
 
     #[test]
     fn missing_file_is_a_fresh_start_at_zero() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(state(dir.path(), "a").load().unwrap(), Loaded::Fresh);
+        let (_tmp, dir) = setup();
+        assert_eq!(state(&dir, "a").load().unwrap(), Loaded::Fresh);
     }
 
     #[test]
     fn same_boot_continues_other_boot_starts_at_zero() {
-        let dir = tempfile::tempdir().unwrap();
-        state(dir.path(), "a").persist(41).unwrap();
-        state(dir.path(), "a").persist(42).unwrap();
-        assert_eq!(
-            state(dir.path(), "a").load().unwrap(),
-            Loaded::Continued(42)
-        );
-        let other = state(dir.path(), "b").load().unwrap();
+        let (_tmp, dir) = setup();
+        let mut s = state(&dir, "a");
+        s.persist(41).unwrap();
+        s.persist(42).unwrap();
+        assert_eq!(state(&dir, "a").load().unwrap(), Loaded::Continued(42));
+        let other = state(&dir, "b").load().unwrap();
         assert_eq!(
             other,
             Loaded::OtherBoot {
@@ -203,12 +357,30 @@ mod tests {
             }
         );
         assert_eq!(other.generation(), 0);
-        assert!(!dir.path().join("state.tmp").exists());
     }
 
     #[test]
-    fn corrupt_file_is_refused_not_guessed() {
-        let dir = tempfile::tempdir().unwrap();
+    fn an_older_daemons_record_is_read_and_overwritten_whole() {
+        let (_tmp, dir) = setup();
+        let long = "sysgenid-state 1\nboot_id=a-much-longer-boot-id-than-this-one\ngeneration=7\n";
+        dir.replace(STATE_FILE_NAME, long.as_bytes(), 0o600)
+            .unwrap();
+        assert_eq!(
+            state(&dir, "a-much-longer-boot-id-than-this-one")
+                .load()
+                .unwrap(),
+            Loaded::Continued(7)
+        );
+        let mut s = state(&dir, "b");
+        s.persist(8).unwrap();
+        let text = String::from_utf8(dir.read(STATE_FILE_NAME).unwrap().unwrap()).unwrap();
+        assert_eq!(text, "sysgenid-state 1\nboot_id=b\ngeneration=0000000008\n");
+        assert_eq!(s.load().unwrap(), Loaded::Continued(8));
+    }
+
+    #[test]
+    fn a_damaged_file_is_reported_not_guessed() {
+        let (_tmp, dir) = setup();
         for text in [
             "",
             "garbage",
@@ -216,25 +388,57 @@ mod tests {
             "sysgenid-state 1\nboot_id=a\ngeneration=-1\n",
             "sysgenid-state 1\nboot_id=a\ngeneration=4294967296\n",
         ] {
-            fs::write(dir.path().join(STATE_FILE_NAME), text).unwrap();
-            let err = state(dir.path(), "a").load().unwrap_err();
-            assert!(matches!(err, StateError::Corrupt { .. }), "{text:?}: {err}");
-            assert!(err.to_string().contains("will not guess"));
+            dir.replace(STATE_FILE_NAME, text.as_bytes(), 0o600)
+                .unwrap();
+            let loaded = state(&dir, "a").load().unwrap();
+            assert!(
+                matches!(loaded, Loaded::Corrupt { .. }),
+                "{text:?}: {loaded:?}"
+            );
         }
     }
 
     #[test]
-    fn failed_persist_reports_the_value_and_keeps_the_old_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = state(dir.path(), "a");
+    fn the_start_continues_from_the_highest_record_and_writes_only_what_changed() {
+        let same = Loaded::Continued(5);
+        assert_eq!(
+            starting_point(&same, Some(5)),
+            StartingPoint {
+                generation: 5,
+                persist: false,
+                refuse_bumps: false
+            },
+            "nothing to write when the state file already shows it"
+        );
+        assert_eq!(starting_point(&same, Some(9)).generation, 9, "rolled back");
+        assert!(starting_point(&same, Some(9)).persist);
+        assert_eq!(starting_point(&Loaded::Continued(9), Some(5)).generation, 9);
+        assert_eq!(starting_point(&Loaded::Fresh, Some(3)).generation, 3);
+        assert_eq!(starting_point(&Loaded::Fresh, None).generation, 0);
+        let damaged = Loaded::Corrupt { why: "x".into() };
+        assert!(!starting_point(&damaged, Some(4)).refuse_bumps);
+        assert_eq!(starting_point(&damaged, Some(4)).generation, 4);
+        assert!(starting_point(&damaged, None).refuse_bumps);
+    }
+
+    #[test]
+    fn a_refused_or_failed_persist_reports_the_value_and_keeps_the_old_record() {
+        let (_tmp, dir) = setup();
+        let mut s = state(&dir, "a");
         s.persist(7).unwrap();
-        // A directory in the way of the temporary file makes the write fail.
-        fs::create_dir(dir.path().join("state.tmp")).unwrap();
+        s.refuse_bumps("no header".into());
         let err = s.persist(8).unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(s.load().unwrap(), Loaded::Continued(7));
+        // A directory in place of the file makes the first write fail.
+        let mut fresh = state(&dir, "a");
+        dir.remove(STATE_FILE_NAME).unwrap();
+        std::fs::create_dir(dir.path_of(STATE_FILE_NAME)).unwrap();
+        let err = fresh.persist(9).unwrap_err();
         assert!(
-            matches!(err, StateError::Write { generation: 8, .. }),
+            matches!(err, StateError::Write { generation: 9, .. }),
             "{err}"
         );
-        assert_eq!(s.load().unwrap(), Loaded::Continued(7));
     }
 }
