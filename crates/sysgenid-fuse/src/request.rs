@@ -73,20 +73,6 @@ pub struct KernelInit {
     pub flags: u64,
 }
 
-/// A time a SETATTR sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetTime {
-    /// The current time (`utimensat` with `UTIME_NOW`).
-    Now,
-    /// A given time.
-    At {
-        /// Seconds since the epoch.
-        secs: u64,
-        /// Nanoseconds.
-        nsecs: u32,
-    },
-}
-
 /// The entries of a BATCH_FORGET, decoded lazily.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForgetEntries<'a> {
@@ -154,10 +140,6 @@ pub enum Operation<'a> {
         uid: Option<u32>,
         /// New group (`FATTR_GID`).
         gid: Option<u32>,
-        /// New access time (`FATTR_ATIME`, `FATTR_ATIME_NOW`).
-        atime: Option<SetTime>,
-        /// New modification time (`FATTR_MTIME`, `FATTR_MTIME_NOW`).
-        mtime: Option<SetTime>,
         /// Lock owner (`FATTR_LOCKOWNER`).
         lock_owner: Option<u64>,
     },
@@ -372,16 +354,6 @@ fn flag<T>(flags: u32, bit: u32, value: T) -> Option<T> {
     (flags & bit != 0).then_some(value)
 }
 
-fn set_time(valid: u32, set: u32, now: u32, secs: u64, nsecs: u32) -> Option<SetTime> {
-    if valid & now != 0 {
-        Some(SetTime::Now)
-    } else if valid & set != 0 {
-        Some(SetTime::At { secs, nsecs })
-    } else {
-        None
-    }
-}
-
 /// Parses one complete request as read from `/dev/fuse`.
 ///
 /// `buf` must be exactly the bytes one `read(2)` returned: the header's `len` must equal
@@ -469,20 +441,6 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
                 mode: flag(v, wire::FATTR_MODE, s.mode),
                 uid: flag(v, wire::FATTR_UID, s.uid),
                 gid: flag(v, wire::FATTR_GID, s.gid),
-                atime: set_time(
-                    v,
-                    wire::FATTR_ATIME,
-                    wire::FATTR_ATIME_NOW,
-                    s.atime,
-                    s.atimensec,
-                ),
-                mtime: set_time(
-                    v,
-                    wire::FATTR_MTIME,
-                    wire::FATTR_MTIME_NOW,
-                    s.mtime,
-                    s.mtimensec,
-                ),
                 lock_owner: flag(v, wire::FATTR_LOCKOWNER, s.lock_owner),
             }
         }
@@ -778,29 +736,21 @@ mod tests {
                 mode: None,
                 uid: None,
                 gid: None,
-                atime: None,
-                mtime: Some(SetTime::Now),
                 lock_owner: None,
             }
         );
+        // A SETATTR that sets times parses; the times themselves are not exposed.
         let times = SetattrIn {
             valid: FATTR_ATIME | FATTR_MODE,
-            atime: 10,
-            atimensec: 11,
+            times: [10, 0, 0, 0, 0, 0, 11, 0, 0],
             mode: 0o100600,
             ..Default::default()
         };
-        let Operation::Setattr { atime, mode, .. } = op(&message(FUSE_SETATTR, &times.to_bytes()))
+        let Operation::Setattr { valid, mode, .. } = op(&message(FUSE_SETATTR, &times.to_bytes()))
         else {
             panic!("not setattr")
         };
-        assert_eq!(
-            atime,
-            Some(SetTime::At {
-                secs: 10,
-                nsecs: 11
-            })
-        );
+        assert_eq!(valid, FATTR_ATIME | FATTR_MODE);
         assert_eq!(mode, Some(0o100600));
     }
 
