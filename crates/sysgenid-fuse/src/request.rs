@@ -368,82 +368,43 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
             buffer_len: buf.len(),
         });
     }
-    let opcode = header.opcode;
+    let op = operation(header.opcode, body(&header, buf)?)?;
+    Ok(Request { header, op })
+}
+
+/// The bytes between the header and the request extensions.
+fn body<'a>(header: &RequestHeader, buf: &'a [u8]) -> Result<&'a [u8], ParseError> {
     let after_header = buf.get(RequestHeader::SIZE..).unwrap_or_default();
-    let body = after_header
+    after_header
         .len()
         .checked_sub(header.extensions_len)
         .and_then(|end| after_header.get(..end))
         .ok_or(ParseError::ExtensionsTooLong {
-            opcode,
+            opcode: header.opcode,
             extensions_len: header.extensions_len,
             body_len: after_header.len(),
-        })?;
+        })
+}
 
-    let op = match opcode {
-        wire::FUSE_INIT => {
-            let (init, mut rest) = fixed::<wire::InitIn>(opcode, body)?;
-            let mut flags = u64::from(init.flags);
-            if flags & wire::FUSE_INIT_EXT != 0
-                && let Some(flags2) = u32::read(&mut rest)
-            {
-                flags |= u64::from(flags2) << 32;
-            }
-            Operation::Init(KernelInit {
-                major: init.major,
-                minor: init.minor,
-                max_readahead: init.max_readahead,
-                flags,
-            })
-        }
-        wire::FUSE_LOOKUP => {
-            let nul = body
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or(ParseError::MissingNul { opcode })?;
-            let (name, _) = body.split_at(nul);
-            Operation::Lookup { name }
-        }
+/// Decodes the body of an `opcode` request.
+fn operation(opcode: u32, body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    Ok(match opcode {
+        wire::FUSE_INIT => init(body)?,
+        wire::FUSE_LOOKUP => lookup(body)?,
         wire::FUSE_FORGET => {
             let (forget, _) = fixed::<wire::ForgetIn>(opcode, body)?;
             Operation::Forget {
                 nlookup: forget.nlookup,
             }
         }
-        wire::FUSE_BATCH_FORGET => {
-            let (batch, rest) = fixed::<wire::BatchForgetIn>(opcode, body)?;
-            let want = usize::try_from(batch.count)
-                .ok()
-                .and_then(|n| n.checked_mul(wire::ForgetOne::SIZE));
-            if want != Some(rest.len()) {
-                return Err(ParseError::BatchForgetCountMismatch {
-                    count: batch.count,
-                    data_len: rest.len(),
-                });
-            }
-            Operation::BatchForget {
-                entries: ForgetEntries { raw: rest },
-            }
-        }
+        wire::FUSE_BATCH_FORGET => batch_forget(body)?,
         wire::FUSE_GETATTR => {
             let (getattr, _) = fixed::<wire::GetattrIn>(opcode, body)?;
             Operation::Getattr {
                 fh: flag(getattr.getattr_flags, wire::FUSE_GETATTR_FH, getattr.fh),
             }
         }
-        wire::FUSE_SETATTR => {
-            let (s, _) = fixed::<wire::SetattrIn>(opcode, body)?;
-            let v = s.valid;
-            Operation::Setattr {
-                valid: v,
-                fh: flag(v, wire::FATTR_FH, s.fh),
-                size: flag(v, wire::FATTR_SIZE, s.size),
-                mode: flag(v, wire::FATTR_MODE, s.mode),
-                uid: flag(v, wire::FATTR_UID, s.uid),
-                gid: flag(v, wire::FATTR_GID, s.gid),
-                lock_owner: flag(v, wire::FATTR_LOCKOWNER, s.lock_owner),
-            }
-        }
+        wire::FUSE_SETATTR => setattr(body)?,
         wire::FUSE_OPEN => {
             let (open, _) = fixed::<wire::OpenIn>(opcode, body)?;
             Operation::Open {
@@ -451,38 +412,8 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
                 open_flags: open.open_flags,
             }
         }
-        wire::FUSE_READ => {
-            let (read, _) = fixed::<wire::ReadIn>(opcode, body)?;
-            Operation::Read {
-                fh: read.fh,
-                offset: read.offset,
-                size: read.size,
-                read_flags: read.read_flags,
-                lock_owner: flag(read.read_flags, wire::FUSE_READ_LOCKOWNER, read.lock_owner),
-                flags: read.flags,
-            }
-        }
-        wire::FUSE_WRITE => {
-            let (write, data) = fixed::<wire::WriteIn>(opcode, body)?;
-            if usize::try_from(write.size).ok() != Some(data.len()) {
-                return Err(ParseError::WriteSizeMismatch {
-                    size: write.size,
-                    data_len: data.len(),
-                });
-            }
-            Operation::Write {
-                fh: write.fh,
-                offset: write.offset,
-                write_flags: write.write_flags,
-                lock_owner: flag(
-                    write.write_flags,
-                    wire::FUSE_WRITE_LOCKOWNER,
-                    write.lock_owner,
-                ),
-                flags: write.flags,
-                data,
-            }
-        }
+        wire::FUSE_READ => read(body)?,
+        wire::FUSE_WRITE => write(body)?,
         wire::FUSE_FLUSH => {
             let (flush, _) = fixed::<wire::FlushIn>(opcode, body)?;
             Operation::Flush {
@@ -508,24 +439,7 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
                 events: poll.events,
             }
         }
-        wire::FUSE_IOCTL => {
-            let (ioctl, in_data) = fixed::<wire::IoctlIn>(opcode, body)?;
-            if usize::try_from(ioctl.in_size).ok() != Some(in_data.len()) {
-                return Err(ParseError::IoctlSizeMismatch {
-                    in_size: ioctl.in_size,
-                    data_len: in_data.len(),
-                });
-            }
-            Operation::Ioctl {
-                fh: ioctl.fh,
-                flags: ioctl.flags,
-                cmd: ioctl.cmd,
-                arg: ioctl.arg,
-                in_size: ioctl.in_size,
-                out_size: ioctl.out_size,
-                in_data,
-            }
-        }
+        wire::FUSE_IOCTL => ioctl(body)?,
         wire::FUSE_INTERRUPT => {
             let (interrupt, _) = fixed::<wire::InterruptIn>(opcode, body)?;
             Operation::Interrupt {
@@ -535,8 +449,117 @@ pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
         wire::FUSE_DESTROY => Operation::Destroy,
         wire::FUSE_STATFS => Operation::Statfs,
         _ => Operation::Unknown { opcode },
-    };
-    Ok(Request { header, op })
+    })
+}
+
+fn init(body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    let (init, mut rest) = fixed::<wire::InitIn>(wire::FUSE_INIT, body)?;
+    let mut flags = u64::from(init.flags);
+    if flags & wire::FUSE_INIT_EXT != 0
+        && let Some(flags2) = u32::read(&mut rest)
+    {
+        flags |= u64::from(flags2) << 32;
+    }
+    Ok(Operation::Init(KernelInit {
+        major: init.major,
+        minor: init.minor,
+        max_readahead: init.max_readahead,
+        flags,
+    }))
+}
+
+fn lookup(body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    let nul = body
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(ParseError::MissingNul {
+            opcode: wire::FUSE_LOOKUP,
+        })?;
+    let (name, _) = body.split_at(nul);
+    Ok(Operation::Lookup { name })
+}
+
+fn batch_forget(body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    let (batch, rest) = fixed::<wire::BatchForgetIn>(wire::FUSE_BATCH_FORGET, body)?;
+    let want = usize::try_from(batch.count)
+        .ok()
+        .and_then(|n| n.checked_mul(wire::ForgetOne::SIZE));
+    if want != Some(rest.len()) {
+        return Err(ParseError::BatchForgetCountMismatch {
+            count: batch.count,
+            data_len: rest.len(),
+        });
+    }
+    Ok(Operation::BatchForget {
+        entries: ForgetEntries { raw: rest },
+    })
+}
+
+fn setattr(body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    let (s, _) = fixed::<wire::SetattrIn>(wire::FUSE_SETATTR, body)?;
+    let v = s.valid;
+    Ok(Operation::Setattr {
+        valid: v,
+        fh: flag(v, wire::FATTR_FH, s.fh),
+        size: flag(v, wire::FATTR_SIZE, s.size),
+        mode: flag(v, wire::FATTR_MODE, s.mode),
+        uid: flag(v, wire::FATTR_UID, s.uid),
+        gid: flag(v, wire::FATTR_GID, s.gid),
+        lock_owner: flag(v, wire::FATTR_LOCKOWNER, s.lock_owner),
+    })
+}
+
+fn read(body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    let (read, _) = fixed::<wire::ReadIn>(wire::FUSE_READ, body)?;
+    Ok(Operation::Read {
+        fh: read.fh,
+        offset: read.offset,
+        size: read.size,
+        read_flags: read.read_flags,
+        lock_owner: flag(read.read_flags, wire::FUSE_READ_LOCKOWNER, read.lock_owner),
+        flags: read.flags,
+    })
+}
+
+fn write(body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    let (write, data) = fixed::<wire::WriteIn>(wire::FUSE_WRITE, body)?;
+    if usize::try_from(write.size).ok() != Some(data.len()) {
+        return Err(ParseError::WriteSizeMismatch {
+            size: write.size,
+            data_len: data.len(),
+        });
+    }
+    Ok(Operation::Write {
+        fh: write.fh,
+        offset: write.offset,
+        write_flags: write.write_flags,
+        lock_owner: flag(
+            write.write_flags,
+            wire::FUSE_WRITE_LOCKOWNER,
+            write.lock_owner,
+        ),
+        flags: write.flags,
+        data,
+    })
+}
+
+fn ioctl(body: &[u8]) -> Result<Operation<'_>, ParseError> {
+    let (ioctl, in_data) = fixed::<wire::IoctlIn>(wire::FUSE_IOCTL, body)?;
+    if usize::try_from(ioctl.in_size).ok() != Some(in_data.len()) {
+        return Err(ParseError::IoctlSizeMismatch {
+            in_size: ioctl.in_size,
+            data_len: in_data.len(),
+        });
+    }
+    Ok(Operation::Ioctl {
+        fh: ioctl.fh,
+        flags: ioctl.flags,
+        cmd: ioctl.cmd,
+        arg: ioctl.arg,
+        in_size: ioctl.in_size,
+        out_size: ioctl.out_size,
+        in_data,
+    })
 }
 
 #[cfg(test)]
