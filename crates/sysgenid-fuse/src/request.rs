@@ -6,48 +6,22 @@
 
 use crate::wire::{self, Wire};
 
-/// The fixed header of a request (`fuse_in_header`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestHeader {
-    /// Total message length, header included.
-    pub len: u32,
-    /// Operation code (`wire::FUSE_*`).
-    pub opcode: u32,
-    /// Request id to echo in the reply.
-    pub unique: u64,
-    /// Inode the request is about ([`wire::FUSE_ROOT_ID`] for the mounted file).
-    pub nodeid: u64,
-    /// Caller's fs uid.
-    pub uid: u32,
-    /// Caller's fs gid.
-    pub gid: u32,
-    /// Caller's thread id; 0 for RELEASE and other requests the kernel makes on its own.
-    pub pid: u32,
-    /// Bytes of request extensions at the end of the message (only with create-time
-    /// extensions this crate never negotiates, so normally 0).
-    pub extensions_len: usize,
-}
+/// The fixed header of a request: the kernel's `fuse_in_header`, decoded by
+/// [`RequestHeader::parse`].
+pub type RequestHeader = wire::InHeader;
 
 impl RequestHeader {
-    /// Size of the header on the wire.
-    pub const SIZE: usize = wire::InHeader::SIZE;
-
     /// Decodes the header at the front of `buf` without checking the rest of the message.
     ///
     /// Useful to answer a request whose body [`parse`] rejected.
     pub fn parse(buf: &[u8]) -> Result<Self, ParseError> {
-        let raw =
-            wire::InHeader::decode(buf).ok_or(ParseError::TruncatedHeader { got: buf.len() })?;
-        Ok(Self {
-            len: raw.len,
-            opcode: raw.opcode,
-            unique: raw.unique,
-            nodeid: raw.nodeid,
-            uid: raw.uid,
-            gid: raw.gid,
-            pid: raw.pid,
-            extensions_len: usize::from(raw.total_extlen) * 8,
-        })
+        Self::decode(buf).ok_or(ParseError::TruncatedHeader { got: buf.len() })
+    }
+
+    /// Bytes of request extensions at the end of the message (only with create-time
+    /// extensions this crate never negotiates, so normally 0).
+    pub fn extensions_len(&self) -> usize {
+        usize::from(self.total_extlen) * 8
     }
 }
 
@@ -377,11 +351,11 @@ fn body<'a>(header: &RequestHeader, buf: &'a [u8]) -> Result<&'a [u8], ParseErro
     let after_header = buf.get(RequestHeader::SIZE..).unwrap_or_default();
     after_header
         .len()
-        .checked_sub(header.extensions_len)
+        .checked_sub(header.extensions_len())
         .and_then(|end| after_header.get(..end))
         .ok_or(ParseError::ExtensionsTooLong {
             opcode: header.opcode,
-            extensions_len: header.extensions_len,
+            extensions_len: header.extensions_len(),
             body_len: after_header.len(),
         })
 }
@@ -612,7 +586,8 @@ mod tests {
                 uid: 1000,
                 gid: 1001,
                 pid: 4242,
-                extensions_len: 0,
+                total_extlen: 0,
+                padding: 0,
             }
         );
         assert_eq!(req.op, Operation::Statfs);
@@ -1048,7 +1023,7 @@ mod tests {
         );
         buf[36] = 1; // total_extlen = 1 (8 bytes)
         let req = parse(&buf).unwrap();
-        assert_eq!(req.header.extensions_len, 8);
+        assert_eq!(req.header.extensions_len(), 8);
         assert_eq!(
             req.op,
             Operation::Forget {

@@ -435,7 +435,7 @@ wire_struct! {
         pub opcode: u32,
         /// Request id to echo in the reply.
         pub unique: u64,
-        /// Inode the request is about.
+        /// Inode the request is about ([`FUSE_ROOT_ID`] for the mounted file).
         pub nodeid: u64,
         /// Caller's fs uid.
         pub uid: u32,
