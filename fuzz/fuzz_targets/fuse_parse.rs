@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     match &header {
         Ok(h) => {
             assert!(data.len() >= RequestHeader::SIZE);
-            assert_eq!(h.extensions_len % 8, 0);
+            assert_eq!(h.extensions_len() % 8, 0);
         }
         Err(e) => {
             assert_eq!(*e, ParseError::TruncatedHeader { got: data.len() });
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let after_header = &data[RequestHeader::SIZE..];
     let body_len = after_header
         .len()
-        .checked_sub(h.extensions_len)
+        .checked_sub(h.extensions_len())
         .expect("extensions fit in the message");
     let body = &after_header[..body_len];
 

@@ -157,6 +157,54 @@ fn main() {
 }
 
 fn run(plan: Plan, report: &mut Report) {
+    describe_plan(plan, report);
+    let mut calls = CallBaselines::measure(plan);
+    let mut floor = FloorSamples::measure(plan, report);
+
+    let fast = start_daemon_a(report);
+    add_per_call_rows(plan, &fast, &mut calls, &mut floor, report);
+
+    progress("eventfd wakeups");
+    let (n, w) = (plan.wake, warmup(plan.wake));
+    let mut efd_wake = baselines::eventfd_read_wakeup(w, n);
+    let efd_poll = baselines::eventfd_poll_wakeup(w, n);
+
+    progress(&format!(
+        "daemon A ({}): triggers and wakeups",
+        fast.place()
+    ));
+    let mut fast_triggers = TriggerSamples::measure(&fast, w, n);
+    let dev_poll = device::poll_wakeups(&fast, w, n);
+
+    progress(&format!("daemon A ({}): page probe", fast.place()));
+    let (b, w) = (plan.probe_batches, warmup(plan.probe_batches));
+    let mut page = device::page_file_loads(&fast, w, b, plan.probe_per);
+    let devmap = device::device_map_loads(&fast, w, b, plan.probe_per);
+    drop(fast);
+
+    let mut slow_triggers = measure_daemon_b(plan, report);
+
+    add_wakeup_rows(
+        &mut efd_wake,
+        &mut fast_triggers,
+        &mut slow_triggers,
+        report,
+    );
+    add_trigger_rows(
+        &mut efd_wake,
+        &mut floor.ioctl,
+        &mut fast_triggers,
+        &mut slow_triggers,
+        report,
+    );
+    let fast_place = &fast_triggers.place;
+    add_load_rows(&mut calls.mem, &mut page, devmap, fast_place, report);
+    add_poll_rows(efd_poll, dev_poll, fast_place, report);
+    report.notes.extend(NOTES.iter().map(|n| (*n).to_owned()));
+}
+
+/// The facts saying how much this run measures and what timing itself costs.
+fn describe_plan(plan: Plan, report: &mut Report) {
     report.facts.push((
         "mode",
         format!(
@@ -179,33 +227,84 @@ fn run(plan: Plan, report: &mut Report) {
             stats::fmt_ns(overhead.median)
         ),
     ));
+}
 
-    progress("baselines: eventfd read and write, memory loads");
-    let (n, w) = (plan.syscall, warmup(plan.syscall));
-    let mut efd_read = baselines::eventfd_read_eagain(w, n);
-    let mut efd_write = baselines::eventfd_write(w, n);
-    let mut mem = baselines::memory_loads(
-        warmup(plan.probe_batches),
-        plan.probe_batches,
-        plan.probe_per,
-    );
+/// Per-call samples of the baselines that need no FUSE.
+struct CallBaselines {
+    efd_read: Vec<f64>,
+    efd_write: Vec<f64>,
+    mem: Vec<f64>,
+}
 
-    progress("minimal FUSE server: read, write, ioctl");
-    let floor = fuse_floor::Floor::start();
-    let (n, w) = (plan.fuse, warmup(plan.fuse));
-    let mut floor_read = floor.reads(w, n);
-    let mut floor_write = floor.writes(w, n);
-    let mut floor_ioctl = floor.ioctls(w, n);
-    floor.stop();
-    report.facts.push((
-        "FUSE floor",
-        format!(
-            "a thread of this process, mounted on a file under {} ({})",
-            std::env::temp_dir().display(),
-            facts::fs_type(&std::env::temp_dir())
-        ),
-    ));
+impl CallBaselines {
+    fn measure(plan: Plan) -> CallBaselines {
+        progress("baselines: eventfd read and write, memory loads");
+        let (n, w) = (plan.syscall, warmup(plan.syscall));
+        CallBaselines {
+            efd_read: baselines::eventfd_read_eagain(w, n),
+            efd_write: baselines::eventfd_write(w, n),
+            mem: baselines::memory_loads(
+                warmup(plan.probe_batches),
+                plan.probe_batches,
+                plan.probe_per,
+            ),
+        }
+    }
+}
 
+/// Per-call samples of the minimal FUSE server.
+struct FloorSamples {
+    read: Vec<f64>,
+    write: Vec<f64>,
+    ioctl: Vec<f64>,
+}
+
+impl FloorSamples {
+    fn measure(plan: Plan, report: &mut Report) -> FloorSamples {
+        progress("minimal FUSE server: read, write, ioctl");
+        let floor = fuse_floor::Floor::start();
+        let (n, w) = (plan.fuse, warmup(plan.fuse));
+        let samples = FloorSamples {
+            read: floor.reads(w, n),
+            write: floor.writes(w, n),
+            ioctl: floor.ioctls(w, n),
+        };
+        floor.stop();
+        report.facts.push((
+            "FUSE floor",
+            format!(
+                "a thread of this process, mounted on a file under {} ({})",
+                std::env::temp_dir().display(),
+                facts::fs_type(&std::env::temp_dir())
+            ),
+        ));
+        samples
+    }
+}
+
+/// Trigger calls and read wakeups against one daemon, and where its state lives.
+struct TriggerSamples {
+    place: String,
+    trigger: Vec<f64>,
+    wake: Vec<f64>,
+    fire: Vec<f64>,
+}
+
+impl TriggerSamples {
+    fn measure(served: &Served, warmup: usize, iters: usize) -> TriggerSamples {
+        let trigger = device::triggers(served, warmup, iters);
+        let WakeupSamples { wake, fire } = device::read_wakeups(served, warmup, iters);
+        TriggerSamples {
+            place: served.place(),
+            trigger,
+            wake,
+            fire,
+        }
+    }
+}
+
+/// Daemon A, with its state on tmpfs when there is one.
+fn start_daemon_a(report: &mut Report) -> Served {
     let tmpfs = facts::tmpfs_dir();
     let fast = Served::start(tmpfs.as_deref());
     report.facts.push((
@@ -221,16 +320,48 @@ fn run(plan: Plan, report: &mut Report) {
             }
         ),
     ));
+    fast
+}
+
+/// Daemon B, with its state in the harness's default temporary directory: its triggers and
+/// read wakeups.
+fn measure_daemon_b(plan: Plan, report: &mut Report) -> TriggerSamples {
+    let slow = Served::start(None);
+    report.facts.push((
+        "daemon B state dir",
+        format!(
+            "{} on {} (the harness default)",
+            slow.daemon.state_dir.display(),
+            slow.fs
+        ),
+    ));
+    progress(&format!(
+        "daemon B ({}): triggers and wakeups",
+        slow.place()
+    ));
+    let (n, w) = (plan.slow, warmup(plan.slow));
+    TriggerSamples::measure(&slow, w, n)
+}
+
+/// Measures daemon A's nonblocking reads and acks, then adds sections 1 and 2.
+fn add_per_call_rows(
+    plan: Plan,
+    fast: &Served,
+    calls: &mut CallBaselines,
+    floor: &mut FloorSamples,
+    report: &mut Report,
+) {
     progress(&format!("daemon A ({}): read, ack", fast.place()));
-    let mut dev_read = device::nonblocking_reads(&fast, w, n);
-    let mut dev_ack = device::acks(&fast, w, n);
+    let (n, w) = (plan.fuse, warmup(plan.fuse));
+    let mut dev_read = device::nonblocking_reads(fast, w, n);
+    let mut dev_ack = device::acks(fast, w, n);
 
     report.add(
         S1,
         "efd.read",
         "eventfd",
         "eventfd read(2), O_NONBLOCK, counter 0 → EAGAIN",
-        &mut efd_read,
+        &mut calls.efd_read,
         &[],
     );
     report.add(
@@ -238,7 +369,7 @@ fn run(plan: Plan, report: &mut Report) {
         "floor.read",
         "FUSE floor",
         "minimal FUSE read(2), 4 bytes (floor for FUSE)",
-        &mut floor_read,
+        &mut floor.read,
         &["efd.read"],
     );
     report.add(
@@ -254,7 +385,7 @@ fn run(plan: Plan, report: &mut Report) {
         "efd.write",
         "eventfd",
         "eventfd write(2) of 1",
-        &mut efd_write,
+        &mut calls.efd_write,
         &[],
     );
     report.add(
@@ -262,7 +393,7 @@ fn run(plan: Plan, report: &mut Report) {
         "floor.write",
         "FUSE floor",
         "minimal FUSE write(2), 4 bytes (floor for FUSE)",
-        &mut floor_write,
+        &mut floor.write,
         &["efd.write"],
     );
     report.add(
@@ -273,88 +404,61 @@ fn run(plan: Plan, report: &mut Report) {
         &mut dev_ack,
         &["efd.write", "floor.write"],
     );
+}
 
-    progress("eventfd wakeups");
-    let (n, w) = (plan.wake, warmup(plan.wake));
-    let efd_wake = baselines::eventfd_read_wakeup(w, n);
-    let efd_poll = baselines::eventfd_poll_wakeup(w, n);
-
-    progress(&format!(
-        "daemon A ({}): triggers and wakeups",
-        fast.place()
-    ));
-    let mut fast_trigger = device::triggers(&fast, w, n);
-    let fast_wake = device::read_wakeups(&fast, w, n);
-    let dev_poll = device::poll_wakeups(&fast, w, n);
-
-    progress(&format!("daemon A ({}): page probe", fast.place()));
-    let (b, w) = (plan.probe_batches, warmup(plan.probe_batches));
-    let mut page = device::page_file_loads(&fast, w, b, plan.probe_per);
-    let devmap = device::device_map_loads(&fast, w, b, plan.probe_per);
-    let fast_place = fast.place();
-    drop(fast);
-
-    let slow = Served::start(None);
-    report.facts.push((
-        "daemon B state dir",
-        format!(
-            "{} on {} (the harness default)",
-            slow.daemon.state_dir.display(),
-            slow.fs
-        ),
-    ));
-    progress(&format!(
-        "daemon B ({}): triggers and wakeups",
-        slow.place()
-    ));
-    let (n, w) = (plan.slow, warmup(plan.slow));
-    let mut slow_trigger = device::triggers(&slow, w, n);
-    let slow_wake = device::read_wakeups(&slow, w, n);
-    let slow_place = slow.place();
-    drop(slow);
-
-    let WakeupSamples {
-        wake: mut efd_wake,
-        fire: mut efd_fire,
-    } = efd_wake;
-    let WakeupSamples {
-        wake: mut fast_wake,
-        fire: mut fast_fire,
-    } = fast_wake;
-    let WakeupSamples {
-        wake: mut slow_wake,
-        fire: mut slow_fire,
-    } = slow_wake;
+/// Section 3, first part: a blocked reader woken by eventfd and by triggers.
+fn add_wakeup_rows(
+    efd: &mut WakeupSamples,
+    fast: &mut TriggerSamples,
+    slow: &mut TriggerSamples,
+    report: &mut Report,
+) {
     report.add(
         S3,
         "efd.wake",
         "eventfd",
         "eventfd: A blocked in read(2), B writes 1 → A returns",
-        &mut efd_wake,
+        &mut efd.wake,
         &[],
     );
     report.add(
         S3,
         "dev.wake.tmpfs",
         "device",
-        format!("device: A blocked in read(2), B triggers → A returns (state on {fast_place})"),
-        &mut fast_wake,
+        format!(
+            "device: A blocked in read(2), B triggers → A returns (state on {})",
+            fast.place
+        ),
+        &mut fast.wake,
         &["efd.wake"],
     );
     report.add(
         S3,
         "dev.wake.default",
         "device",
-        format!("device: A blocked in read(2), B triggers → A returns (state on {slow_place})"),
-        &mut slow_wake,
+        format!(
+            "device: A blocked in read(2), B triggers → A returns (state on {})",
+            slow.place
+        ),
+        &mut slow.wake,
         &["efd.wake"],
     );
+}
+
+/// Section 3, second part: the calls that wake (eventfd write, trigger) and a trigger alone.
+fn add_trigger_rows(
+    efd: &mut WakeupSamples,
+    floor_ioctl: &mut [f64],
+    fast: &mut TriggerSamples,
+    slow: &mut TriggerSamples,
+    report: &mut Report,
+) {
     report.add(
         S3,
         "efd.fire",
         "eventfd write",
         "eventfd write(2) of 1 waking a blocked reader (B's call)",
-        &mut efd_fire,
+        &mut efd.fire,
         &[],
     );
     report.add(
@@ -362,48 +466,52 @@ fn run(plan: Plan, report: &mut Report) {
         "floor.ioctl",
         "FUSE floor ioctl",
         "minimal FUSE ioctl(2), answered 0 (floor for FUSE)",
-        &mut floor_ioctl,
+        floor_ioctl,
         &["efd.fire"],
     );
-    report.add(
-        S3,
-        "dev.trigger.tmpfs",
-        "trigger",
-        format!("TRIGGER_GEN_UPDATE, nobody blocked (state on {fast_place})"),
-        &mut fast_trigger,
-        &["efd.fire", "floor.ioctl"],
-    );
-    report.add(
-        S3,
-        "dev.fire.tmpfs",
-        "trigger",
-        format!("TRIGGER_GEN_UPDATE waking a blocked reader (B's call; state on {fast_place})"),
-        &mut fast_fire,
-        &["efd.fire", "floor.ioctl"],
-    );
-    report.add(
-        S3,
-        "dev.trigger.default",
-        "trigger",
-        format!("TRIGGER_GEN_UPDATE, nobody blocked (state on {slow_place})"),
-        &mut slow_trigger,
-        &["efd.fire", "floor.ioctl"],
-    );
-    report.add(
-        S3,
-        "dev.fire.default",
-        "trigger",
-        format!("TRIGGER_GEN_UPDATE waking a blocked reader (B's call; state on {slow_place})"),
-        &mut slow_fire,
-        &["efd.fire", "floor.ioctl"],
-    );
+    for (daemon, trigger_id, fire_id) in [
+        (fast, "dev.trigger.tmpfs", "dev.fire.tmpfs"),
+        (slow, "dev.trigger.default", "dev.fire.default"),
+    ] {
+        report.add(
+            S3,
+            trigger_id,
+            "trigger",
+            format!(
+                "TRIGGER_GEN_UPDATE, nobody blocked (state on {})",
+                daemon.place
+            ),
+            &mut daemon.trigger,
+            &["efd.fire", "floor.ioctl"],
+        );
+        report.add(
+            S3,
+            fire_id,
+            "trigger",
+            format!(
+                "TRIGGER_GEN_UPDATE waking a blocked reader (B's call; state on {})",
+                daemon.place
+            ),
+            &mut daemon.fire,
+            &["efd.fire", "floor.ioctl"],
+        );
+    }
+}
 
+/// Section 4: loads from memory, the page file and the device mapping.
+fn add_load_rows(
+    mem: &mut [f64],
+    page: &mut [f64],
+    devmap: Result<Vec<f64>, rustix::io::Errno>,
+    fast_place: &str,
+    report: &mut Report,
+) {
     report.add(
         S4,
         "mem.load",
         "memory load",
         "volatile load from process memory (heap word)",
-        &mut mem,
+        mem,
         &[],
     );
     report.add(
@@ -411,7 +519,7 @@ fn run(plan: Plan, report: &mut Report) {
         "page.load",
         "page file",
         format!("volatile load from the mmapped page file <state-dir>/generation ({fast_place})"),
-        &mut page,
+        page,
         &["mem.load"],
     );
     match devmap {
@@ -427,13 +535,11 @@ fn run(plan: Plan, report: &mut Report) {
             .notes
             .push(format!("device mmap not measured: mmap failed with {e}")),
     }
+}
 
-    let WakeupSamples {
-        wake: mut efd_poll, ..
-    } = efd_poll;
-    let WakeupSamples {
-        wake: mut dev_poll, ..
-    } = dev_poll;
+/// Section 5: a blocked poll(2) woken by eventfd and by a trigger.
+fn add_poll_rows(efd: WakeupSamples, dev: WakeupSamples, fast_place: &str, report: &mut Report) {
+    let (mut efd_poll, mut dev_poll) = (efd.wake, dev.wake);
     report.add(
         S5,
         "efd.poll",
@@ -450,6 +556,4 @@ fn run(plan: Plan, report: &mut Report) {
         &mut dev_poll,
         &["efd.poll"],
     );
-
-    report.notes.extend(NOTES.iter().map(|n| (*n).to_owned()));
 }

@@ -6,6 +6,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::ptr::NonNull;
 
+use sysgenid::Paths;
+
 use crate::errors::SYSGENID_E_PANIC;
 
 /// What the body of an exported function gives back: `Err` holds the negative code to return.
@@ -92,7 +94,7 @@ pub(crate) unsafe fn write_out<T: Copy>(out: NonNull<T>, value: T) {
 /// # Safety
 ///
 /// A non-null `ptr` must point to a NUL-terminated string valid for reads for this call.
-pub(crate) unsafe fn path_param(ptr: *const c_char) -> Result<PathBuf, c_int> {
+unsafe fn path_param(ptr: *const c_char) -> Result<PathBuf, c_int> {
     if ptr.is_null() {
         return Err(EINVAL);
     }
@@ -100,4 +102,19 @@ pub(crate) unsafe fn path_param(ptr: *const c_char) -> Result<PathBuf, c_int> {
     // string that stays valid while we copy it.
     let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
     Ok(PathBuf::from(OsStr::from_bytes(bytes)))
+}
+
+/// The `device` and `state_dir` arguments of an `_at` function, as [`Paths`]. `-EINVAL` if
+/// either is NULL.
+///
+/// # Safety
+///
+/// Each must be NULL or point to a NUL-terminated string valid for reads for this call.
+pub(crate) unsafe fn paths_param(
+    device: *const c_char,
+    state_dir: *const c_char,
+) -> Result<Paths, c_int> {
+    // SAFETY: both are NULL or NUL-terminated strings, by this function's contract.
+    let (device, state_dir) = unsafe { (path_param(device)?, path_param(state_dir)?) };
+    Ok(Paths::new(device, state_dir))
 }

@@ -15,7 +15,11 @@
 //! | `sysgenid_watcher_ack`, `_set_tracking`, `_reopen_count` | acknowledge, be tracked, count reopens | the `Watcher` methods |
 //! | `sysgenid_wait_watchers`, `_at` | (overseer) wait until every tracked watcher acknowledged | [`sysgenid::wait_watchers_at`] |
 //! | `sysgenid_trigger`, `_at` | (overseer) bump the generation | [`sysgenid::trigger_at`] |
+//! | `sysgenid_trigger_if`, `_at` | (overseer) bump only if the generation is still the expected one | [`sysgenid::trigger_if_at`] |
 //! | `sysgenid_strerror`, `sysgenid_version` | a message for a code; the library version | |
+//!
+//! With the feature `test-hooks` only, `sysgenid_private_inject_panic` arms a panic inside the
+//! next call on its thread, for the tests of the panic boundary; it is not in the header.
 //!
 //! # Conventions
 //!

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sysgenid::Paths;
 
-use crate::boundary::{Outcome, boundary, out_param, path_param, write_out};
+use crate::boundary::{Outcome, boundary, out_param, paths_param, write_out};
 use crate::errors::code_of;
 
 /// Waits until no tracked watcher of the device from `SYSGENID_DEVICE` (default
@@ -35,8 +35,8 @@ pub unsafe extern "C" fn sysgenid_wait_watchers_at(
 ) -> c_int {
     boundary(|| {
         // SAFETY: both are NULL or NUL-terminated strings, by this function's contract.
-        let (device, state_dir) = unsafe { (path_param(device)?, path_param(state_dir)?) };
-        wait(&Paths::new(device, state_dir), timeout_ms)
+        let paths = unsafe { paths_param(device, state_dir)? };
+        wait(&paths, timeout_ms)
     })
 }
 
@@ -71,8 +71,8 @@ pub unsafe extern "C" fn sysgenid_trigger_at(
 ) -> c_int {
     boundary(|| {
         // SAFETY: both are NULL or NUL-terminated strings, by this function's contract.
-        let (device, state_dir) = unsafe { (path_param(device)?, path_param(state_dir)?) };
-        trigger(&Paths::new(device, state_dir), min)
+        let paths = unsafe { paths_param(device, state_dir)? };
+        trigger(&paths, min)
     })
 }
 
@@ -93,10 +93,8 @@ pub unsafe extern "C" fn sysgenid_trigger_if(
     out_generation: *mut u32,
     out_bumped: *mut bool,
 ) -> c_int {
-    boundary(|| {
-        // SAFETY: valid or NULL, by this function's contract.
-        unsafe { trigger_if(&Paths::from_env(), expect, min, out_generation, out_bumped) }
-    })
+    // SAFETY: valid or NULL, by this function's contract.
+    boundary(|| unsafe { trigger_if(&Paths::from_env(), expect, min, out_generation, out_bumped) })
 }
 
 /// Bumps the generation (to the larger of `min` and the current one plus 1) only if it is
@@ -127,8 +125,7 @@ pub unsafe extern "C" fn sysgenid_trigger_if_at(
 ) -> c_int {
     boundary(|| {
         // SAFETY: both are NULL or NUL-terminated strings, by this function's contract.
-        let (device, state_dir) = unsafe { (path_param(device)?, path_param(state_dir)?) };
-        let paths = Paths::new(device, state_dir);
+        let paths = unsafe { paths_param(device, state_dir)? };
         // SAFETY: valid or NULL, by this function's contract.
         unsafe { trigger_if(&paths, expect, min, out_generation, out_bumped) }
     })

@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 
 use sysgenid::{Paths, Probe};
 
-use crate::boundary::{EINVAL, boundary, boundary_void, out_param, path_param, write_out};
+use crate::boundary::{EINVAL, boundary, boundary_void, out_param, paths_param, write_out};
 use crate::errors::code_of;
 
 /// A read-only mapping of the counter page, for reading the generation with no syscall.
@@ -79,9 +79,9 @@ pub unsafe extern "C" fn sysgenid_probe_open_at(
 ) -> c_int {
     boundary(|| {
         // SAFETY: both are NULL or NUL-terminated strings, by this function's contract.
-        let (device, state_dir) = unsafe { (path_param(device)?, path_param(state_dir)?) };
+        let paths = unsafe { paths_param(device, state_dir)? };
         let out = out_param(out)?;
-        let probe = Probe::open(&Paths::new(device, state_dir)).map_err(|e| code_of(&e))?;
+        let probe = Probe::open(&paths).map_err(|e| code_of(&e))?;
         let probe = Box::into_raw(Box::new(sysgenid_probe { inner: probe }));
         // SAFETY: `out` is valid for writes by this function's contract.
         unsafe { write_out(out, probe) };

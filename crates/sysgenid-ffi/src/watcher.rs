@@ -6,7 +6,9 @@ use std::ptr::NonNull;
 
 use sysgenid::{Paths, Watcher, WatcherOptions};
 
-use crate::boundary::{EINVAL, Outcome, boundary, boundary_void, out_param, path_param, write_out};
+use crate::boundary::{
+    EINVAL, Outcome, boundary, boundary_void, out_param, paths_param, write_out,
+};
 use crate::errors::{SYSGENID_E_PANIC, code_of};
 
 /// Flag of `sysgenid_watcher_open`: turn tracking on at open, so that an overseer's
@@ -80,9 +82,9 @@ pub unsafe extern "C" fn sysgenid_watcher_open_at(
 ) -> c_int {
     boundary(|| {
         // SAFETY: both are NULL or NUL-terminated strings, by this function's contract.
-        let (device, state_dir) = unsafe { (path_param(device)?, path_param(state_dir)?) };
+        let paths = unsafe { paths_param(device, state_dir)? };
         let out = out_param(out)?;
-        let watcher = open(&Paths::new(device, state_dir), flags)?;
+        let watcher = open(&paths, flags)?;
         // SAFETY: `out` is valid for writes by this function's contract.
         unsafe { write_out(out, watcher) };
         Ok(())

@@ -165,18 +165,6 @@ impl Channel {
         Self { fd }
     }
 
-    /// Gives the descriptor back.
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
-    }
-
-    /// A second handle to the same connection (`dup`).
-    pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(Self {
-            fd: self.fd.try_clone()?,
-        })
-    }
-
     /// Reads the next request into `buf`.
     ///
     /// Retries on `EINTR`, on `ENOENT` (the request was interrupted before it could be read)
@@ -224,7 +212,7 @@ impl Channel {
         }
     }
 
-    /// Sets or clears `O_NONBLOCK` on the descriptor (shared by every clone of it).
+    /// Sets or clears `O_NONBLOCK` on the descriptor (shared by every `dup` of it).
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         use rustix::fs::OFlags;
         let mut flags = rustix::fs::fcntl_getfl(&self.fd)?;

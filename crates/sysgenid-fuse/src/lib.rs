@@ -28,5 +28,5 @@ pub use mount::{
     unmount,
 };
 pub use request::{
-    ForgetEntries, KernelInit, Operation, ParseError, Request, RequestHeader, SetTime, parse,
+    ForgetEntries, KernelInit, Operation, ParseError, Request, RequestHeader, parse,
 };

@@ -73,29 +73,6 @@ pub fn init(unique: u64, agreed: &Negotiated) -> Vec<u8> {
     ok(unique, &body, &[])
 }
 
-/// A LOOKUP reply naming node `nodeid` with attributes `attr`.
-pub fn entry(
-    unique: u64,
-    nodeid: u64,
-    generation: u64,
-    attr: &wire::Attr,
-    entry_valid: Duration,
-    attr_valid: Duration,
-) -> Vec<u8> {
-    let (entry_valid, entry_valid_nsec) = split(entry_valid);
-    let (attr_valid, attr_valid_nsec) = split(attr_valid);
-    let body = wire::EntryOut {
-        nodeid,
-        generation,
-        entry_valid,
-        attr_valid,
-        entry_valid_nsec,
-        attr_valid_nsec,
-        attr: *attr,
-    };
-    ok(unique, &body, &[])
-}
-
 /// A GETATTR or SETATTR reply; the kernel caches `attr` for `valid`.
 pub fn attr(unique: u64, attr: &wire::Attr, valid: Duration) -> Vec<u8> {
     let (attr_valid, attr_valid_nsec) = split(valid);
@@ -178,17 +155,6 @@ pub fn notify_store(nodeid: u64, offset: u64, data: &[u8]) -> Vec<u8> {
     message(0, wire::FUSE_NOTIFY_STORE, &[&body.to_bytes(), data])
 }
 
-/// A `FUSE_NOTIFY_INVAL_INODE` dropping cached attributes of `nodeid` and its cached data
-/// from `off` for `len` bytes (`len <= 0`: to the end; `off < 0`: attributes only).
-pub fn notify_inval_inode(nodeid: u64, off: i64, len: i64) -> Vec<u8> {
-    let body = wire::NotifyInvalInodeOut {
-        ino: nodeid,
-        off,
-        len,
-    };
-    message(0, wire::FUSE_NOTIFY_INVAL_INODE, &[&body.to_bytes()])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn attr_and_entry_layout() {
+    fn attr_layout() {
         let a = Attr {
             ino: 1,
             size: 4096,
@@ -266,12 +232,6 @@ mod tests {
         assert_eq!(out.attr, a);
         // size is the second u64 of fuse_attr, which starts at byte 16 of fuse_attr_out.
         assert_eq!(msg[16 + 16 + 8..16 + 16 + 16], 4096u64.to_ne_bytes());
-
-        let msg = entry(4, 1, 0, &a, Duration::from_secs(2), Duration::ZERO);
-        assert_eq!(msg.len(), 16 + 128);
-        let out = EntryOut::decode(&msg[16..]).unwrap();
-        assert_eq!((out.nodeid, out.entry_valid, out.attr_valid), (1, 2, 0));
-        assert_eq!(out.attr, a);
     }
 
     #[test]
@@ -347,11 +307,5 @@ mod tests {
         let out = NotifyStoreOut::decode(&msg[16..]).unwrap();
         assert_eq!((out.nodeid, out.offset, out.size), (1, 0, 4096));
         assert!(msg[40..].iter().all(|&b| b == 7));
-
-        let msg = notify_inval_inode(1, -1, 0);
-        assert_eq!(msg.len(), 40);
-        assert_eq!(header(&msg).error, FUSE_NOTIFY_INVAL_INODE);
-        assert_eq!(header(&msg).unique, 0);
-        assert_eq!(msg[24..32], (-1i64).to_ne_bytes());
     }
 }

@@ -1,6 +1,7 @@
 //! `AsyncWatcher`: a [`Watcher`] for tokio, through `AsyncFd` (feature `tokio`).
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -34,10 +35,12 @@ use crate::watcher::{Change, Watcher, WatcherOptions};
 /// ```
 #[derive(Debug)]
 pub struct AsyncWatcher {
-    /// The watcher registered with the reactor; `None` while `detached` holds it.
-    registered: Option<AsyncFd<Watcher>>,
-    /// The watcher between losing its daemon and being registered again.
-    detached: Option<Watcher>,
+    /// The watcher's descriptor registered with the reactor; `None` between losing the daemon
+    /// and registering the reopened file. Declared first so that it is dropped, and the fd
+    /// deregistered, before `watcher` closes the fd.
+    reactor: Option<AsyncFd<RawFd>>,
+    /// The watcher; its file is swapped (by a reopen) only while `reactor` is `None`.
+    watcher: Watcher,
 }
 
 impl AsyncWatcher {
@@ -54,8 +57,8 @@ impl AsyncWatcher {
     /// Registers `watcher` with the tokio reactor. Must be called inside a tokio runtime.
     pub fn new(watcher: Watcher) -> Result<AsyncWatcher> {
         let mut this = AsyncWatcher {
-            registered: None,
-            detached: Some(watcher),
+            reactor: None,
+            watcher,
         };
         this.register()?;
         Ok(this)
@@ -63,48 +66,38 @@ impl AsyncWatcher {
 
     /// The inner watcher, for its fd, [`Watcher::reopen_count`] or [`Watcher::last_seen`].
     pub fn get_ref(&self) -> &Watcher {
-        match (&self.registered, &self.detached) {
-            (Some(fd), _) => fd.get_ref(),
-            (None, Some(w)) => w,
-            (None, None) => unreachable!("an AsyncWatcher always holds its watcher"),
-        }
+        &self.watcher
     }
 
     /// Takes the watcher back out of the reactor.
-    pub fn into_inner(mut self) -> Watcher {
-        match (self.registered.take(), self.detached.take()) {
-            (Some(fd), _) => fd.into_inner(),
-            (None, Some(w)) => w,
-            (None, None) => unreachable!("an AsyncWatcher always holds its watcher"),
-        }
+    pub fn into_inner(self) -> Watcher {
+        let AsyncWatcher { reactor, watcher } = self;
+        drop(reactor);
+        watcher
     }
 
     /// How many times the device was reopened after a daemon restart.
     pub fn reopen_count(&self) -> u64 {
-        self.get_ref().reopen_count()
+        self.watcher.reopen_count()
     }
 
     /// Waits until the generation changes from the one this file acknowledged and returns the
     /// new one; while the change is unacknowledged, returns it again at once. Cancel-safe.
     pub async fn changed(&mut self) -> Result<Change> {
         loop {
-            self.reconnect().await?;
-            let fd = self
-                .registered
-                .as_mut()
-                .expect("registered after reconnect");
-            if let Some(change) = fd.get_mut().take_pending() {
+            let (reactor, watcher) = self.reconnect().await?;
+            if let Some(change) = watcher.take_pending() {
                 return Ok(change);
             }
             // ERROR too: a file whose daemon is gone polls as EPOLLERR, not readable.
-            let mut guard = match fd.ready_mut(Interest::READABLE | Interest::ERROR).await {
+            let mut guard = match reactor.ready(Interest::READABLE | Interest::ERROR).await {
                 Ok(guard) => guard,
-                Err(e) => return Err(os(Op::Poll, self.get_ref(), e)),
+                Err(e) => return Err(os(Op::Poll, watcher, e)),
             };
-            match guard.get_inner_mut().read_once() {
+            match watcher.read_once() {
                 Ok(Some(change)) => return Ok(change),
                 Ok(None) => guard.clear_ready(),
-                Err(Error::DaemonGone { .. }) if guard.get_inner().can_reopen() => {}
+                Err(Error::DaemonGone { .. }) if watcher.can_reopen() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -113,9 +106,9 @@ impl AsyncWatcher {
     /// The new generation if this file is outdated, `Ok(None)` if it is up to date.
     pub async fn try_read(&mut self) -> Result<Option<Change>> {
         loop {
-            self.reconnect().await?;
-            match self.watcher_mut().read_once() {
-                Err(Error::DaemonGone { .. }) if self.get_ref().can_reopen() => continue,
+            let (_, watcher) = self.reconnect().await?;
+            match watcher.read_once() {
+                Err(Error::DaemonGone { .. }) if watcher.can_reopen() => continue,
                 r => return r,
             }
         }
@@ -124,9 +117,9 @@ impl AsyncWatcher {
     /// Acknowledges `generation`, which must be the current one; see [`Watcher::ack`].
     pub async fn ack(&mut self, generation: u32) -> Result<()> {
         loop {
-            self.reconnect().await?;
-            match self.watcher_mut().ack_once(generation) {
-                Err(Error::DaemonGone { .. }) if self.get_ref().can_reopen() => continue,
+            let (_, watcher) = self.reconnect().await?;
+            match watcher.ack_once(generation) {
+                Err(Error::DaemonGone { .. }) if watcher.can_reopen() => continue,
                 r => return r,
             }
         }
@@ -135,47 +128,27 @@ impl AsyncWatcher {
     /// Turns tracking on or off; see [`Watcher::set_tracking`].
     pub async fn set_tracking(&mut self, on: bool) -> Result<()> {
         loop {
-            self.reconnect().await?;
-            match self.watcher_mut().set_tracking_once(on) {
-                Err(Error::DaemonGone { .. }) if self.get_ref().can_reopen() => continue,
+            let (_, watcher) = self.reconnect().await?;
+            match watcher.set_tracking_once(on) {
+                Err(Error::DaemonGone { .. }) if watcher.can_reopen() => continue,
                 r => return r,
             }
         }
     }
 
-    /// The watcher, for calls that do not swap its file.
-    fn watcher_mut(&mut self) -> &mut Watcher {
-        match (&mut self.registered, &mut self.detached) {
-            (Some(fd), _) => fd.get_mut(),
-            (None, Some(w)) => w,
-            (None, None) => unreachable!("an AsyncWatcher always holds its watcher"),
-        }
-    }
-
-    /// If the daemon is gone, takes the watcher out of the reactor, reopens it (pausing
-    /// between attempts) and registers it again. Cancel-safe: every step leaves the watcher in
-    /// `registered` or `detached`, and a later call resumes.
-    async fn reconnect(&mut self) -> Result<()> {
-        if self
-            .registered
-            .as_ref()
-            .is_some_and(|fd| fd.get_ref().disconnected)
-        {
-            let fd = self.registered.take().expect("checked");
-            self.detached = Some(fd.into_inner());
-        }
-        let Some(watcher) = self.detached.as_mut() else {
-            return Ok(());
-        };
-        if watcher.disconnected {
-            let Some(mut backoff) = watcher.reopen_backoff() else {
+    /// If the daemon is gone, takes the fd out of the reactor, reopens the watcher (pausing
+    /// between attempts) and registers it again; returns the registration and the watcher.
+    /// Cancel-safe: a later call resumes where a dropped one stopped.
+    async fn reconnect(&mut self) -> Result<(&AsyncFd<RawFd>, &mut Watcher)> {
+        if self.watcher.disconnected {
+            self.reactor = None;
+            let Some(mut backoff) = self.watcher.reopen_backoff() else {
                 return Err(Error::DaemonGone {
-                    path: watcher.paths().device().to_owned(),
+                    path: self.watcher.paths().device().to_owned(),
                 });
             };
             loop {
-                let watcher = self.detached.as_mut().expect("detached");
-                match watcher.reopen_once() {
+                match self.watcher.reopen_once() {
                     Ok(()) => break,
                     Err(e) if e.retry_reopen() => match backoff.next_delay() {
                         Some(delay) => tokio::time::sleep(delay).await,
@@ -188,29 +161,23 @@ impl AsyncWatcher {
         self.register()
     }
 
-    /// Moves the detached watcher into the reactor.
-    fn register(&mut self) -> Result<()> {
-        let Some(watcher) = self.detached.take() else {
-            return Ok(());
-        };
-        // SAFETY: the watcher owns its fd, which stays open on the same open file description
-        // while registered: the file is swapped (by a reopen) only after `into_inner` has taken
-        // it back out of the reactor, and `as_raw_fd` always returns that one fd.
-        let registered = unsafe {
-            AsyncFd::register_with_interest(watcher, Interest::READABLE | Interest::ERROR)
-        };
-        match registered {
-            Ok(fd) => {
-                self.registered = Some(fd);
-                Ok(())
+    /// Registers the watcher's fd with the reactor unless it is registered already; returns
+    /// the registration and the watcher.
+    fn register(&mut self) -> Result<(&AsyncFd<RawFd>, &mut Watcher)> {
+        let reactor = match self.reactor.take() {
+            Some(reactor) => reactor,
+            // SAFETY: the fd stays open on the same open file description while registered:
+            // `watcher` owns it, swaps its file (a reopen) only after `reconnect` has dropped
+            // the registration, and is dropped after it (field order, `into_inner`).
+            None => unsafe {
+                AsyncFd::register_with_interest(
+                    self.watcher.as_raw_fd(),
+                    Interest::READABLE | Interest::ERROR,
+                )
             }
-            Err(e) => {
-                let (watcher, err) = e.into_parts();
-                let err = os(Op::Poll, &watcher, err);
-                self.detached = Some(watcher);
-                Err(err)
-            }
-        }
+            .map_err(|e| os(Op::Poll, &self.watcher, e.into_parts().1))?,
+        };
+        Ok((self.reactor.insert(reactor), &mut self.watcher))
     }
 }
 

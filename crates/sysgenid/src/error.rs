@@ -353,26 +353,24 @@ impl Error {
     /// Whether this error means that no daemon serves the device (or the control socket) right
     /// now: it is missing, unserved, gone, or not answering.
     pub fn daemon_not_running(&self) -> bool {
-        matches!(
-            self,
-            Error::DeviceMissing { .. }
-                | Error::NotServed { .. }
-                | Error::DaemonGone { .. }
-                | Error::AccessDenied { .. }
-                | Error::ControlUnavailable { .. }
-        )
+        self.device_unserved() || matches!(self, Error::ControlUnavailable { .. })
     }
 
     /// Whether a reopen should wait and try again after this error: the device is missing,
     /// unserved, or still the mode-0000 mountpoint of a stopped daemon.
     pub(crate) fn retry_reopen(&self) -> bool {
+        self.device_unserved() || matches!(self, Error::WriteAccessDenied { .. })
+    }
+
+    /// Whether the device is missing, unserved, gone, or refuses to open as the mode-0000
+    /// mountpoint of a stopped daemon does.
+    fn device_unserved(&self) -> bool {
         matches!(
             self,
             Error::DeviceMissing { .. }
                 | Error::NotServed { .. }
                 | Error::DaemonGone { .. }
                 | Error::AccessDenied { .. }
-                | Error::WriteAccessDenied { .. }
         )
     }
 
@@ -418,90 +416,55 @@ mod tests {
     #[test]
     fn every_errno_of_the_spec_maps_to_a_variant_that_says_what_to_do() {
         let second = Duration::from_secs(1);
-        let cases: Vec<(Error, RawErrno, &str)> = vec![
+        let cases: Vec<(Call, RawErrno, &str)> = vec![
             (
-                map(Call::Open { write: false }, RawErrno::NOENT),
+                Call::Open { write: false },
                 RawErrno::NOENT,
                 "is sysgenidd running?",
             ),
+            (Call::Read, RawErrno::NOTCONN, "daemon is gone"),
             (
-                map(Call::Read, RawErrno::NOTCONN),
-                RawErrno::NOTCONN,
-                "daemon is gone",
-            ),
-            (
-                map(Call::Open { write: true }, RawErrno::ACCESS),
+                Call::Open { write: true },
                 RawErrno::ACCESS,
                 "`sysgenid` group",
             ),
             (
-                map(Call::Open { write: false }, RawErrno::ACCESS),
+                Call::Open { write: false },
                 RawErrno::ACCESS,
                 "is sysgenidd running?",
             ),
             (
-                map(Call::Trigger, RawErrno::ACCESS),
+                Call::Trigger,
                 RawErrno::ACCESS,
                 "CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN",
             ),
+            (Call::SetTracking, RawErrno::BADF, "opened read-only"),
+            (Call::Ack(7), RawErrno::BADF, "opened read-only"),
             (
-                map(Call::SetTracking, RawErrno::BADF),
-                RawErrno::BADF,
-                "opened read-only",
-            ),
-            (
-                map(Call::Ack(7), RawErrno::BADF),
-                RawErrno::BADF,
-                "opened read-only",
-            ),
-            (
-                map(Call::Ack(7), RawErrno::INVAL),
+                Call::Ack(7),
                 RawErrno::INVAL,
                 "generation 7 refused (EINVAL): it is not the current generation",
             ),
+            (Call::Ack(7), RawErrno::NOBUFS, "exactly 4 bytes"),
             (
-                map(Call::Ack(7), RawErrno::NOBUFS),
-                RawErrno::NOBUFS,
-                "exactly 4 bytes",
-            ),
-            (
-                map(Call::WaitWatchers(second), RawErrno::TIME),
+                Call::WaitWatchers(second),
                 RawErrno::TIME,
                 "timed out (ETIME) after 1s",
             ),
             (
-                map(Call::WaitWatchers(second), RawErrno::INTR),
+                Call::WaitWatchers(second),
                 RawErrno::INTR,
                 "itself outdated",
             ),
-            (
-                map(Call::Read, RawErrno::INTR),
-                RawErrno::INTR,
-                "interrupted by a signal",
-            ),
-            (
-                map(Call::Trigger, RawErrno::OVERFLOW),
-                RawErrno::OVERFLOW,
-                "u32::MAX",
-            ),
-            (
-                map(Call::Trigger, RawErrno::IO),
-                RawErrno::IO,
-                "could not persist",
-            ),
-            (
-                map(Call::Trigger, RawErrno::INVAL),
-                RawErrno::INVAL,
-                "trigger refused (EINVAL)",
-            ),
-            (
-                map(Call::Map, RawErrno::NODEV),
-                RawErrno::NODEV,
-                "--device-mmap off",
-            ),
-            (map(Call::Poll, RawErrno::FAULT), RawErrno::FAULT, "poll on"),
+            (Call::Read, RawErrno::INTR, "interrupted by a signal"),
+            (Call::Trigger, RawErrno::OVERFLOW, "u32::MAX"),
+            (Call::Trigger, RawErrno::IO, "could not persist"),
+            (Call::Trigger, RawErrno::INVAL, "trigger refused (EINVAL)"),
+            (Call::Map, RawErrno::NODEV, "--device-mmap off"),
+            (Call::Poll, RawErrno::FAULT, "poll on"),
         ];
-        for (err, errno, text) in cases {
+        for (call, errno, text) in cases {
+            let err = map(call, errno);
             let message = err.to_string();
             assert!(message.contains(text), "{message:?} lacks {text:?}");
             assert_eq!(err.raw_os_error(), Some(errno.raw_os_error()), "{message}");

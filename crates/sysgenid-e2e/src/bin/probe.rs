@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rustix::fs::OFlags;
+use rustix::mm::ProtFlags;
 use sysgenid_abi::{
     SYSGENID_SET_WATCHER_TRACKING, SYSGENID_TRIGGER_GEN_UPDATE, SYSGENID_WAIT_WATCHERS,
 };
@@ -54,225 +55,261 @@ struct Mapping {
     ptr: *mut std::ffi::c_void,
 }
 
+/// What the steps so far left behind: the open file, the last generation read, the mapping.
+#[derive(Default)]
+struct Session {
+    file: Option<DevFile>,
+    last: u32,
+    mapping: Option<Mapping>,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
-    let mut file: Option<DevFile> = None;
-    let mut last: u32 = 0;
-    let mut mapping: Option<Mapping> = None;
+    let mut session = Session::default();
     while let Some(step) = it.next() {
         let mut arg = || it.next().expect("missing step argument").clone();
-        match step.as_str() {
+        session.run(step, &mut arg);
+    }
+}
+
+impl Session {
+    /// Runs one step, taking its arguments from `arg`, and prints its line. This handles the
+    /// steps on the open file and hands the others on.
+    fn run(&mut self, step: &str, arg: &mut dyn FnMut() -> String) {
+        match step {
             "open" => {
                 let path = arg();
-                let flags = match arg().as_str() {
-                    "ro" => OFlags::RDONLY,
-                    "rw" => OFlags::RDWR,
-                    "ro-nonblock" => OFlags::RDONLY | OFlags::NONBLOCK,
-                    "rw-nonblock" => OFlags::RDWR | OFlags::NONBLOCK,
-                    other => panic!("unknown open mode {other}"),
-                };
-                match DevFile::open(Path::new(&path), flags) {
-                    Ok(f) => {
-                        file = Some(f);
-                        say("open ok".to_owned());
-                    }
-                    Err(e) => say(format!("open err {}", errno_name(e))),
-                }
+                self.open(&path, &arg());
             }
             "read" => {
-                let n: usize = arg().parse().expect("length");
-                let result = need(&file).read_len(n).map(|bytes| {
-                    if let Some(g) = sysgenid_abi::decode_generation(&bytes) {
-                        last = g;
-                        g.to_string()
-                    } else {
-                        format!("{}bytes", bytes.len())
-                    }
-                });
-                report("read", result);
+                let n = number(arg(), "length");
+                self.read(n);
             }
-            "ack" => report("ack", need(&file).ack(last)),
+            "ack" => report("ack", self.file().ack(self.last)),
             "write-u32" => {
-                let v: u32 = arg().parse().expect("value");
-                report("write-u32", need(&file).ack(v));
+                let v = number(arg(), "value");
+                report("write-u32", self.file().ack(v));
             }
             "write-len" => {
-                let n: usize = arg().parse().expect("length");
-                report("write-len", need(&file).write_bytes(&vec![0u8; n]));
+                let n = number(arg(), "length");
+                report("write-len", self.file().write_bytes(&vec![0u8; n]));
             }
             "ioctl" => {
                 let cmd = parse_u64(&arg()) as u32;
                 let a = parse_u64(&arg());
-                report("ioctl", need(&file).ioctl(cmd, a));
+                report("ioctl", self.file().ioctl(cmd, a));
             }
             "track" => {
-                let on: u64 = arg().parse().expect("0 or 1");
+                let on = number(arg(), "0 or 1");
                 report(
                     "track",
-                    need(&file).ioctl(SYSGENID_SET_WATCHER_TRACKING, on),
+                    self.file().ioctl(SYSGENID_SET_WATCHER_TRACKING, on),
                 );
             }
             "wait" => {
-                let ms: u64 = arg().parse().expect("ms");
-                report("wait", need(&file).ioctl(SYSGENID_WAIT_WATCHERS, ms));
+                let ms = number(arg(), "ms");
+                report("wait", self.file().ioctl(SYSGENID_WAIT_WATCHERS, ms));
             }
             "trigger" => {
                 let min = parse_u64(&arg());
                 report(
                     "trigger",
-                    need(&file).ioctl(SYSGENID_TRIGGER_GEN_UPDATE, min),
+                    self.file().ioctl(SYSGENID_TRIGGER_GEN_UPDATE, min),
                 );
             }
             "thread-trigger" => {
                 let min = parse_u64(&arg());
-                let f = need(&file);
-                let result = std::thread::scope(|s| {
-                    s.spawn(|| {
-                        let tid = rustix::thread::gettid().as_raw_nonzero().get();
-                        let main = rustix::process::getpid().as_raw_nonzero().get();
-                        assert_ne!(tid, main, "runs on another thread");
-                        f.ioctl(SYSGENID_TRIGGER_GEN_UPDATE, min)
-                    })
-                    .join()
-                    .expect("thread")
-                });
-                report("thread-trigger", result);
+                report(
+                    "thread-trigger",
+                    trigger_on_another_thread(self.file(), min),
+                );
             }
             "poll" => {
-                let ms: u64 = arg().parse().expect("ms");
-                let result = need(&file).poll(Duration::from_millis(ms));
+                let ms = number(arg(), "ms");
+                let result = self.file().poll(Duration::from_millis(ms));
                 report("poll", result.map(|flags| flags.bits()));
             }
-            "mmap" => {
-                let f = need(&file);
-                // SAFETY: a fresh read-only shared mapping of one page of an open file, at an
-                // address the kernel picks; it is only read through volatile loads.
-                let result = unsafe {
-                    rustix::mm::mmap(
-                        std::ptr::null_mut(),
-                        sysgenid_abi::PAGE_SIZE,
-                        rustix::mm::ProtFlags::READ,
-                        rustix::mm::MapFlags::SHARED,
-                        f,
-                        0,
-                    )
-                };
-                match result {
-                    Ok(ptr) => {
-                        mapping = Some(Mapping { ptr });
-                        say("mmap ok".to_owned());
-                    }
-                    Err(e) => say(format!("mmap err {}", errno_name(e))),
-                }
+            "close" => {
+                drop(self.file.take().expect("open a file first"));
+                say("close ok".to_owned());
             }
-            "mmap-rw" => {
-                let f = need(&file);
-                // SAFETY: a fresh shared mapping of one page at an address the kernel picks; it
-                // is only touched through volatile loads and stores of its first word.
-                let result = unsafe {
-                    rustix::mm::mmap(
-                        std::ptr::null_mut(),
-                        sysgenid_abi::PAGE_SIZE,
-                        rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                        rustix::mm::MapFlags::SHARED,
-                        f,
-                        0,
-                    )
-                };
-                match result {
-                    Ok(ptr) => {
-                        mapping = Some(Mapping { ptr });
-                        say("mmap-rw ok".to_owned());
-                    }
-                    Err(e) => say(format!("mmap-rw err {}", errno_name(e))),
-                }
-            }
+            other => self.run_on_mapping(other, arg),
+        }
+    }
+
+    /// Runs the steps that make or use the mapping, and hands the others on.
+    fn run_on_mapping(&mut self, step: &str, arg: &mut dyn FnMut() -> String) {
+        match step {
+            "mmap" => self.map(step, ProtFlags::READ),
+            "mmap-rw" => self.map(step, ProtFlags::READ | ProtFlags::WRITE),
             "mprotect-rw" => {
-                let m = mapping.as_ref().expect("mmap first");
                 let flags = rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE;
                 // SAFETY: changes the protection of our own live mapping, which nothing else
                 // in this process refers to.
-                let result = unsafe { rustix::mm::mprotect(m.ptr, sysgenid_abi::PAGE_SIZE, flags) };
+                let result = unsafe {
+                    rustix::mm::mprotect(self.mapping().ptr, sysgenid_abi::PAGE_SIZE, flags)
+                };
                 report("mprotect-rw", result.map(|()| 0));
             }
             "store" => {
-                let v: u32 = arg().parse().expect("value");
-                let m = mapping.as_ref().expect("mmap first");
+                let v: u32 = number(arg(), "value");
                 // SAFETY: offset 0 of a live, page-aligned mapping made writable by the steps
                 // before; a fault here is the behaviour under test.
-                unsafe { std::ptr::write_volatile(m.ptr.cast::<u32>(), v) };
+                unsafe { std::ptr::write_volatile(self.mapping().ptr.cast::<u32>(), v) };
                 say("store ok".to_owned());
             }
             "msync" => {
-                let m = mapping.as_ref().expect("mmap first");
+                let sync = rustix::mm::MsyncFlags::SYNC;
                 // SAFETY: syncs our own live mapping.
-                let result = unsafe {
-                    rustix::mm::msync(m.ptr, sysgenid_abi::PAGE_SIZE, rustix::mm::MsyncFlags::SYNC)
-                };
+                let result =
+                    unsafe { rustix::mm::msync(self.mapping().ptr, sysgenid_abi::PAGE_SIZE, sync) };
                 report("msync", result.map(|()| 0));
             }
             "proc-mem-store" => {
-                // Writes the mapping through /proc/self/mem, which can force writes into
-                // read-only private mappings but must not reach a shared read-only one.
-                let v: u32 = arg().parse().expect("value");
-                let m = mapping.as_ref().expect("mmap first");
-                let result = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open("/proc/self/mem")
-                    .and_then(|mem| {
-                        std::os::unix::fs::FileExt::write_at(&mem, &v.to_ne_bytes(), m.ptr as u64)
-                    });
-                match result {
-                    Ok(n) => say(format!("proc-mem-store ok {n}")),
-                    Err(e) => say(format!(
-                        "proc-mem-store err {}",
-                        errno_name(Errno::from_io_error(&e).unwrap_or(Errno::IO))
-                    )),
-                }
+                let v = number(arg(), "value");
+                proc_mem_store(self.mapping(), v);
             }
             "load" => {
-                let m = mapping.as_ref().expect("mmap first");
                 // SAFETY: offset 0 of a live, page-aligned, readable mapping.
-                let v = unsafe { std::ptr::read_volatile(m.ptr.cast::<u32>()) };
+                let v = unsafe { std::ptr::read_volatile(self.mapping().ptr.cast::<u32>()) };
                 say(format!("load ok {v}"));
             }
-            "sleep" => {
-                let ms: u64 = arg().parse().expect("ms");
-                std::thread::sleep(Duration::from_millis(ms));
-                say("sleep ok".to_owned());
-            }
-            "ready" => say("ready ok".to_owned()),
-            "whoami" => {
-                let status = std::fs::read_to_string("/proc/self/status").expect("status");
-                let field = |name: &str| {
-                    status
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name))
-                        .map(str::trim)
-                        .unwrap_or("?")
-                        .to_owned()
-                };
-                let uid = field("Uid:");
-                let euid = uid.split_whitespace().nth(1).unwrap_or("?");
-                say(format!("whoami ok uid={euid} capeff={}", field("CapEff:")));
-            }
-            "close" => {
-                drop(file.take().expect("open a file first"));
-                say("close ok".to_owned());
-            }
-            "sigaction-usr1" => report("sigaction-usr1", install_noop_usr1(false)),
-            "sigaction-usr1-restart" => {
-                report("sigaction-usr1-restart", install_noop_usr1(true));
-            }
-            "wait-stdin" => {
-                let mut line = String::new();
-                let _ = std::io::stdin().lock().read_line(&mut line);
-                say("wait-stdin ok".to_owned());
-            }
-            other => panic!("unknown step {other}"),
+            other => process_step(other, arg),
         }
     }
+
+    fn file(&self) -> &DevFile {
+        self.file.as_ref().expect("open a file first")
+    }
+
+    fn mapping(&self) -> &Mapping {
+        self.mapping.as_ref().expect("mmap first")
+    }
+
+    /// `open PATH ro|rw|ro-nonblock|rw-nonblock`.
+    fn open(&mut self, path: &str, mode: &str) {
+        let flags = match mode {
+            "ro" => OFlags::RDONLY,
+            "rw" => OFlags::RDWR,
+            "ro-nonblock" => OFlags::RDONLY | OFlags::NONBLOCK,
+            "rw-nonblock" => OFlags::RDWR | OFlags::NONBLOCK,
+            other => panic!("unknown open mode {other}"),
+        };
+        match DevFile::open(Path::new(path), flags) {
+            Ok(f) => {
+                self.file = Some(f);
+                say("open ok".to_owned());
+            }
+            Err(e) => say(format!("open err {}", errno_name(e))),
+        }
+    }
+
+    /// `read N`: prints the generation read (and keeps it for `ack`), or the byte count.
+    fn read(&mut self, n: usize) {
+        let result = self.file().read_len(n).map(|bytes| {
+            if let Some(g) = sysgenid_abi::decode_generation(&bytes) {
+                self.last = g;
+                g.to_string()
+            } else {
+                format!("{}bytes", bytes.len())
+            }
+        });
+        report("read", result);
+    }
+
+    /// `mmap` and `mmap-rw`: maps the first page of the open file, shared, with `prot`.
+    fn map(&mut self, step: &str, prot: ProtFlags) {
+        // SAFETY: a fresh shared mapping of one page of an open file, at an address the kernel
+        // picks; it is only touched through volatile loads and stores of its first word.
+        let result = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                sysgenid_abi::PAGE_SIZE,
+                prot,
+                rustix::mm::MapFlags::SHARED,
+                self.file(),
+                0,
+            )
+        };
+        match result {
+            Ok(ptr) => {
+                self.mapping = Some(Mapping { ptr });
+                say(format!("{step} ok"));
+            }
+            Err(e) => say(format!("{step} err {}", errno_name(e))),
+        }
+    }
+}
+
+/// The steps that need neither the file nor the mapping: `sleep MS`, `ready`, `whoami`,
+/// `sigaction-usr1`, `sigaction-usr1-restart`, `wait-stdin`.
+fn process_step(step: &str, arg: &mut dyn FnMut() -> String) {
+    match step {
+        "sleep" => {
+            let ms: u64 = arg().parse().expect("ms");
+            std::thread::sleep(Duration::from_millis(ms));
+            say("sleep ok".to_owned());
+        }
+        "ready" => say("ready ok".to_owned()),
+        "whoami" => whoami(),
+        "sigaction-usr1" => report("sigaction-usr1", install_noop_usr1(false)),
+        "sigaction-usr1-restart" => {
+            report("sigaction-usr1-restart", install_noop_usr1(true));
+        }
+        "wait-stdin" => {
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            say("wait-stdin ok".to_owned());
+        }
+        other => panic!("unknown step {other}"),
+    }
+}
+
+/// `TRIGGER_GEN_UPDATE` on `f` from a thread other than the main one.
+fn trigger_on_another_thread(f: &DevFile, min: u64) -> Result<i32, Errno> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            let main = rustix::process::getpid().as_raw_nonzero().get();
+            assert_ne!(tid, main, "runs on another thread");
+            f.ioctl(SYSGENID_TRIGGER_GEN_UPDATE, min)
+        })
+        .join()
+        .expect("thread")
+    })
+}
+
+/// Writes `v` into the mapping through /proc/self/mem, which can force writes into read-only
+/// private mappings but must not reach a shared read-only one.
+fn proc_mem_store(m: &Mapping, v: u32) {
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")
+        .and_then(|mem| std::os::unix::fs::FileExt::write_at(&mem, &v.to_ne_bytes(), m.ptr as u64));
+    match result {
+        Ok(n) => say(format!("proc-mem-store ok {n}")),
+        Err(e) => say(format!(
+            "proc-mem-store err {}",
+            errno_name(Errno::from_io_error(&e).unwrap_or(Errno::IO))
+        )),
+    }
+}
+
+/// Prints `whoami ok uid=<euid> capeff=<hex>` from /proc/self/status.
+fn whoami() {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let uid = field("Uid:");
+    let euid = uid.split_whitespace().nth(1).unwrap_or("?");
+    say(format!("whoami ok uid={euid} capeff={}", field("CapEff:")));
 }
 
 extern "C" fn noop_handler(_signal: libc::c_int) {}
@@ -298,8 +335,12 @@ fn install_noop_usr1(restart: bool) -> Result<i32, Errno> {
     }
 }
 
-fn need(file: &Option<DevFile>) -> &DevFile {
-    file.as_ref().expect("open a file first")
+/// A step argument parsed as a decimal number; panics naming `what` otherwise.
+fn number<T: std::str::FromStr>(text: String, what: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    text.parse().expect(what)
 }
 
 fn parse_u64(text: &str) -> u64 {
