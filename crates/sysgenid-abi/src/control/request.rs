@@ -115,7 +115,10 @@ mod tests {
         for (request, line) in [
             (Request::Status, "status"),
             (Request::TriggerIf { expect: 5, min: 0 }, "trigger-if 5"),
-            (Request::TriggerIf { expect: 5, min: 9 }, "trigger-if 5 min 9"),
+            (
+                Request::TriggerIf { expect: 5, min: 9 },
+                "trigger-if 5 min 9",
+            ),
         ] {
             assert_eq!(request.to_string(), line);
             assert_eq!(Request::parse(line), Ok(request));

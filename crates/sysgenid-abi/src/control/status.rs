@@ -242,7 +242,10 @@ mod tests {
     fn a_document_round_trips_with_its_version_first() {
         let status = sample();
         let json = serde_json::to_string(&status).unwrap();
-        assert!(json.starts_with(r#"{"version":2,"generation":7,"#), "{json}");
+        assert!(
+            json.starts_with(r#"{"version":2,"generation":7,"#),
+            "{json}"
+        );
         assert!(json.contains(r#""source":"backend","pid":null,"backend":"fw-cfg""#));
         assert!(json.contains(r#""error":"EIO","detail":"disk full""#));
         let back: Status = serde_json::from_str(&json).unwrap();
@@ -317,7 +320,11 @@ mod tests {
         keys.sort_unstable();
         listed.sort_unstable();
         assert_eq!(keys, listed);
-        assert!(ADDED_FIELDS.iter().all(|(since, _)| *since <= STATUS_VERSION));
+        assert!(
+            ADDED_FIELDS
+                .iter()
+                .all(|(since, _)| *since <= STATUS_VERSION)
+        );
     }
 
     #[test]
