@@ -308,9 +308,15 @@ mod tests {
         assert!(doc.serving && doc.degraded);
         assert_eq!(doc.outdated_files.len(), 1, "only the outdated file");
         assert!(doc.outdated_files[0].tracked);
-        assert!(doc.outdated_files[0].command.is_some(), "our own command line");
+        assert!(
+            doc.outdated_files[0].command.is_some(),
+            "our own command line"
+        );
         let bump = doc.last_bump.unwrap();
-        assert_eq!((bump.source, bump.pid), (wire::BumpSource::Trigger, Some(77)));
+        assert_eq!(
+            (bump.source, bump.pid),
+            (wire::BumpSource::Trigger, Some(77))
+        );
         let failure = doc.last_failure.unwrap();
         assert_eq!(failure.source, wire::BumpSource::Backend);
         assert_eq!(failure.backend.as_deref(), Some("fw-cfg"));
