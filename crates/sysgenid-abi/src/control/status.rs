@@ -1,9 +1,10 @@
 //! The status document, the answer to `status`, and its versions.
 //!
 //! Version 1 is the document of daemons before the `version` field: a document without it is
-//! version 1. Version 2 adds `version` and nothing else. A later version only adds fields; each
-//! one is listed in [`ADDED_FIELDS`], is an `Option` here and reads as `None` from an older
-//! daemon, whose lack [`Status::missing_fields`] names. Fields of version 1 are required.
+//! version 1. Version 2 adds `version` and nothing else. A later version only adds fields, each
+//! listed in [`ADDED_FIELDS`] and an `Option` here that reads as `None` from an older daemon;
+//! [`Status::missing_fields`] names what a document's version lacks. Fields of version 1 are
+//! required. Readers ignore fields they do not know.
 
 use std::path::PathBuf;
 
