@@ -67,6 +67,11 @@ impl Errno {
         Errno::ALL.into_iter().find(|e| e.raw() == raw)
     }
 
+    /// The errno for a symbolic name such as `"EIO"`, if it is one of the contract.
+    pub fn from_name(name: &str) -> Option<Errno> {
+        Errno::ALL.into_iter().find(|e| e.name() == name)
+    }
+
     /// The symbolic name, such as `"EINVAL"`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -112,7 +117,9 @@ mod tests {
         for (errno, raw) in expected {
             assert_eq!(errno.raw(), raw, "{errno}");
             assert_eq!(Errno::from_raw(raw), Some(errno));
+            assert_eq!(Errno::from_name(errno.name()), Some(errno));
         }
         assert_eq!(Errno::from_raw(libc::ENOTTY), None);
+        assert_eq!(Errno::from_name("ENOTTY"), None);
     }
 }

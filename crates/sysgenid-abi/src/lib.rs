@@ -2,7 +2,8 @@
 //!
 //! Everything here is a fact of the interface, not of an implementation: the ioctl numbers, the
 //! layout of the counter page, the errno values each operation may return, the poll bits and the
-//! default paths. The crate has no dependencies and does no IO.
+//! default paths; and, with the feature `serde`, the messages of the daemon's control socket
+//! ([`control`]). Without that feature the crate has no dependencies; it never does IO.
 //!
 //! ```
 //! use sysgenid_abi::{Ioctl, decode_generation, encode_generation};
@@ -14,6 +15,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "serde")]
+pub mod control;
 mod errno;
 mod paths;
 

@@ -2,27 +2,68 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use sysgenid_abi::Errno;
+use sysgenid_abi::control::{ErrorAnswer, Request};
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+
+pub use sysgenid_abi::control::ConditionalBump;
 
 /// How long the control socket gets to answer `status`.
 pub(crate) const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long it gets to answer `trigger-if`, whose bump may queue behind others.
 const TRIGGER_IF_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Sends `request` (one line, without its newline) to the control socket of `paths` and returns
-/// the socket's path and the one JSON value it answered within `timeout`; an `{"error": ...}`
-/// answer is returned as is, for the caller to map.
-pub(crate) fn exchange(
-    paths: &Paths,
-    request: &str,
-    timeout: Duration,
-) -> Result<(PathBuf, serde_json::Value)> {
+/// The one JSON value the control socket answered, and the socket's path.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) path: PathBuf,
+    pub(crate) value: serde_json::Value,
+}
+
+impl Answer {
+    /// Parses one answer line from the socket at `path`.
+    pub(crate) fn parse(line: &str, path: PathBuf) -> Result<Answer> {
+        match serde_json::from_str(line) {
+            Ok(value) => Ok(Answer { path, value }),
+            Err(source) => Err(Error::BadStatus { path, source }),
+        }
+    }
+
+    /// The daemon's error line, if the answer is one.
+    pub(crate) fn refusal(&self) -> Result<Option<ErrorAnswer>> {
+        if self.value.get("error").is_none() {
+            return Ok(None);
+        }
+        let refusal = ErrorAnswer::deserialize(&self.value).map_err(|e| self.unreadable(e))?;
+        Ok(Some(refusal))
+    }
+
+    /// The error for an answer this library cannot read.
+    pub(crate) fn unreadable(&self, source: serde_json::Error) -> Error {
+        Error::BadStatus {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The error for the daemon's error line.
+    pub(crate) fn control_error(&self, refusal: ErrorAnswer) -> Error {
+        Error::Control {
+            path: self.path.clone(),
+            message: refusal.error,
+        }
+    }
+}
+
+/// Sends `request` to the control socket of `paths` and returns the one JSON value it answered
+/// within `timeout`; an `{"error": ...}` answer is returned as is, for the caller to map.
+pub(crate) fn exchange(paths: &Paths, request: Request, timeout: Duration) -> Result<Answer> {
     let path = paths.control_socket();
     let unavailable = |source| Error::ControlUnavailable {
         path: path.clone(),
@@ -42,27 +83,7 @@ pub(crate) fn exchange(
     BufReader::new(stream)
         .read_line(&mut line)
         .map_err(unavailable)?;
-    let value = serde_json::from_str(&line).map_err(|source| Error::BadStatus {
-        path: path.clone(),
-        source,
-    })?;
-    Ok((path, value))
-}
-
-/// The message of an `{"error": ...}` answer, if it is one.
-pub(crate) fn error_message(value: &serde_json::Value) -> Option<&str> {
-    value.get("error").and_then(|m| m.as_str())
-}
-
-/// What a conditional bump ([`trigger_if`]) did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[non_exhaustive]
-pub struct ConditionalBump {
-    /// Whether this call bumped the generation.
-    pub bumped: bool,
-    /// The generation now: the new one when bumped; otherwise the current one, which had
-    /// already moved on from the expected value.
-    pub generation: u32,
+    Answer::parse(&line, path)
 }
 
 /// A conditional bump through the control socket of [`Paths::from_env`]; see
@@ -95,31 +116,26 @@ pub fn trigger_if(expect: u32, min: Option<u32>) -> Result<ConditionalBump> {
 /// # Ok::<(), sysgenid::Error>(())
 /// ```
 pub fn trigger_if_at(paths: &Paths, expect: u32, min: Option<u32>) -> Result<ConditionalBump> {
-    let request = match min {
-        Some(min) => format!("trigger-if {expect} min {min}"),
-        None => format!("trigger-if {expect}"),
-    };
-    let (path, value) = exchange(paths, &request, TRIGGER_IF_TIMEOUT)?;
-    parse_trigger_if(value, &path)
+    let min = min.unwrap_or(0);
+    let answer = exchange(
+        paths,
+        Request::TriggerIf { expect, min },
+        TRIGGER_IF_TIMEOUT,
+    )?;
+    read_trigger_if(&answer)
 }
 
 /// Reads the answer to `trigger-if`.
-fn parse_trigger_if(value: serde_json::Value, path: &Path) -> Result<ConditionalBump> {
-    if let Some(message) = error_message(&value) {
-        return Err(match value.get("errno").and_then(|e| e.as_str()) {
-            Some("EACCES") => Error::TriggerDenied,
-            Some("EOVERFLOW") => Error::Overflow,
-            Some("EIO") => Error::PersistFailed,
-            _ => Error::Control {
-                path: path.to_owned(),
-                message: message.to_owned(),
-            },
+fn read_trigger_if(answer: &Answer) -> Result<ConditionalBump> {
+    if let Some(refusal) = answer.refusal()? {
+        return Err(match refusal.device_errno() {
+            Some(Errno::Acces) => Error::TriggerDenied,
+            Some(Errno::Overflow) => Error::Overflow,
+            Some(Errno::Io) => Error::PersistFailed,
+            _ => answer.control_error(refusal),
         });
     }
-    serde_json::from_value(value).map_err(|source| Error::BadStatus {
-        path: path.to_owned(),
-        source,
-    })
+    ConditionalBump::deserialize(&answer.value).map_err(|e| answer.unreadable(e))
 }
 
 #[cfg(test)]
@@ -127,7 +143,7 @@ mod tests {
     use super::*;
 
     fn parse(line: &str) -> Result<ConditionalBump> {
-        parse_trigger_if(serde_json::from_str(line).unwrap(), Path::new("/s"))
+        read_trigger_if(&Answer::parse(line, PathBuf::from("/s"))?)
     }
 
     #[test]
@@ -147,10 +163,14 @@ mod tests {
         assert!(matches!(refusal("EACCES"), Error::TriggerDenied));
         assert!(matches!(refusal("EOVERFLOW"), Error::Overflow));
         assert!(matches!(refusal("EIO"), Error::PersistFailed));
+        let other = refusal("EBUSY");
+        assert!(matches!(other, Error::Control { .. }), "{other}");
         let old = parse(r#"{"error": "unknown request \"trigger-if 1\""}"#).unwrap_err();
         assert!(matches!(old, Error::Control { .. }), "{old}");
         assert!(old.to_string().contains("unknown request"), "{old}");
         let bad = parse(r#"{"bumped": "yes"}"#).unwrap_err();
         assert!(matches!(bad, Error::BadStatus { .. }), "{bad}");
+        let garbage = parse("not json").unwrap_err();
+        assert!(matches!(garbage, Error::BadStatus { .. }), "{garbage}");
     }
 }

@@ -230,6 +230,20 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The control socket answered a status document without fields that every version of it
+    /// has: the peer is not sysgenidd, or not a working one.
+    #[error(
+        "the control socket {} sent a status document without {}, which every sysgenidd \
+         writes; is sysgenidd what listens there? restart or reinstall it",
+        path.display(),
+        fields.join(", ")
+    )]
+    StatusIncomplete {
+        /// The socket path.
+        path: PathBuf,
+        /// The fields it lacks.
+        fields: Vec<&'static str>,
+    },
     /// A file did not behave as the ABI says (such as a short read, or a page file shorter
     /// than the generation).
     #[error("{}: {what}", path.display())]
@@ -322,7 +336,10 @@ impl Error {
     pub fn raw_os_error(&self) -> Option<i32> {
         let errno = match self {
             Error::DeviceMissing { .. } => RawErrno::NOENT,
-            Error::NotServed { .. } | Error::Control { .. } | Error::BadStatus { .. } => {
+            Error::NotServed { .. }
+            | Error::Control { .. }
+            | Error::BadStatus { .. }
+            | Error::StatusIncomplete { .. } => {
                 return None;
             }
             Error::Unexpected { .. } => return None,
@@ -389,7 +406,9 @@ impl Error {
             Error::Timeout { .. } => K::TimedOut,
             Error::WatcherOutdated | Error::Interrupted { .. } => K::Interrupted,
             Error::MapUnsupported { .. } => K::Unsupported,
-            Error::BadStatus { .. } | Error::Unexpected { .. } => K::InvalidData,
+            Error::BadStatus { .. } | Error::StatusIncomplete { .. } | Error::Unexpected { .. } => {
+                K::InvalidData
+            }
             Error::ControlUnavailable { source, .. } | Error::Os { source, .. } => source.kind(),
             Error::Overflow | Error::PersistFailed | Error::Control { .. } => K::Other,
         }

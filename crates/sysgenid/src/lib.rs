@@ -162,7 +162,8 @@ pub use error::{Error, Op, Result};
 pub use paths::Paths;
 pub use probe::{Probe, ProbeSource};
 pub use status::{
-    Backend, BumpSource, DaemonInfo, LastBump, LastFailure, OutdatedFile, Status, status, status_at,
+    Backend, BumpSource, DaemonInfo, LastBump, LastFailure, OutdatedFile, STATUS_VERSION, Status,
+    status, status_at,
 };
 pub use watcher::{
     Change, DEFAULT_REOPEN_TIMEOUT, Watcher, WatcherOptions, trigger, trigger_at, wait_watchers,

@@ -3,13 +3,15 @@
 //! Protocol: connect to `<state-dir>/control.sock`, send one line (`status`, or
 //! `trigger-if G [min N]`), read one JSON line, done. The socket threads never touch the device
 //! state: they ask the event loop through the inbox (a snapshot, or a conditional trigger the
-//! core judges in turn with every other bump) and format its answer.
+//! core judges in turn with every other bump) and answer with the messages of
+//! `sysgenid_abi::control`; `StatusSnapshot::into_document` is where the core's `Status` becomes
+//! the wire's status document.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -17,10 +19,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sysgenid_abi::Errno;
+use sysgenid_abi::control::{self as wire, ConditionalBump, ErrorAnswer, Request};
 use sysgenid_core::{BumpSource, Caller, Reply, Status};
 
 use crate::caps::{Peer, TriggerPolicy};
 use crate::inbox::{Inbox, Message};
+
+/// The wire's daemon facts and backend states, under the names the daemon gives them.
+pub use sysgenid_abi::control::{Backend as BackendStatus, DaemonInfo as DaemonFacts};
 
 /// At most this many control connections are served at once; more wait in the backlog.
 const MAX_CONNECTIONS: usize = 32;
@@ -30,140 +36,41 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST: u64 = 256;
 /// How long a connection waits for the event loop's answer.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// What the error of an unknown or malformed request says.
-const REQUESTS: &str = "the requests are \"status\" and \"trigger-if G [min N]\"";
 
-/// Daemon facts that the core does not hold.
-#[derive(Debug, Clone, Serialize)]
-pub struct DaemonFacts {
-    /// The daemon's process id.
-    pub pid: u32,
-    /// The device path served.
-    pub device: PathBuf,
-    /// The state directory.
-    pub state_dir: PathBuf,
-    /// Whether `mmap` of the device is served.
-    pub device_mmap: bool,
-    /// Whether the device is being served (mounted and answering).
-    pub serving: bool,
-    /// Each hardware backend and whether it is active.
-    pub backends: Vec<BackendStatus>,
-}
-
-/// One hardware backend's state.
-#[derive(Debug, Clone, Serialize)]
-pub struct BackendStatus {
-    /// Its name.
-    pub name: String,
-    /// Whether it is running.
-    pub active: bool,
-    /// Why not, if it is not.
-    pub reason: Option<String>,
-    /// How it runs, if that is worth knowing (how a probe attached, what it cannot see).
-    pub detail: Option<String>,
-}
-
-/// What the event loop answers to a status query.
+/// What the event loop answers to a status query: the core's snapshot and the daemon's facts.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct StatusSnapshot {
     /// The device state.
     pub status: Status,
     /// The daemon state.
     pub facts: DaemonFacts,
 }
 
-/// The JSON document of the `status` request.
-#[derive(Debug, Serialize)]
-pub struct StatusReport {
-    /// The current generation.
-    pub generation: u32,
-    /// Whether the device is being served.
-    pub serving: bool,
-    /// Whether the last persist failed.
-    pub degraded: bool,
-    /// Open files (watchers).
-    pub open_files: usize,
-    /// Tracked watchers.
-    pub tracked: usize,
-    /// Tracked watchers that have not acknowledged the current generation.
-    pub outdated: usize,
-    /// Every open file that has not acknowledged the current generation.
-    pub outdated_files: Vec<OutdatedFile>,
-    /// Blocked reads.
-    pub pending_reads: usize,
-    /// Blocked `WAIT_WATCHERS` calls.
-    pub pending_waits: usize,
-    /// The last bump applied.
-    pub last_bump: Option<BumpReport>,
-    /// Bumps that could not be applied since start.
-    pub failed_bumps: u64,
-    /// The last bump that could not be applied.
-    pub last_failure: Option<FailureReport>,
-    /// Daemon facts.
-    pub daemon: DaemonFacts,
-}
-
-/// An outdated open file, with the process that opened it.
-#[derive(Debug, Serialize)]
-pub struct OutdatedFile {
-    /// The opening process.
-    pub pid: u32,
-    /// Its command line, if it can still be read.
-    pub command: Option<String>,
-    /// Whether the file is a tracked watcher.
-    pub tracked: bool,
-}
-
-/// A bump that was applied.
-#[derive(Debug, Serialize)]
-pub struct BumpReport {
-    /// The generation it set.
-    pub generation: u32,
-    /// `"trigger"` or `"backend"`.
-    pub source: &'static str,
-    /// For a trigger, the calling thread.
-    pub pid: Option<u32>,
-    /// For a backend, its name.
-    pub backend: Option<String>,
-}
-
-/// A bump that failed.
-#[derive(Debug, Serialize)]
-pub struct FailureReport {
-    /// `"trigger"` or `"backend"`.
-    pub source: &'static str,
-    /// For a backend, its name.
-    pub backend: Option<String>,
-    /// The errno name, such as `"EIO"`.
-    pub error: &'static str,
-    /// More detail, if any.
-    pub detail: Option<String>,
-}
-
-fn source_fields(source: &BumpSource) -> (&'static str, Option<u32>, Option<String>) {
+/// A bump's source as the wire spells it: the source, a trigger's pid, a backend's name.
+fn wire_source(source: &BumpSource) -> (wire::BumpSource, Option<u32>, Option<String>) {
     match source {
-        BumpSource::Trigger { pid } => ("trigger", Some(*pid), None),
-        BumpSource::Backend(name) => ("backend", None, Some(name.clone())),
+        BumpSource::Trigger { pid } => (wire::BumpSource::Trigger, Some(*pid), None),
+        BumpSource::Backend(name) => (wire::BumpSource::Backend, None, Some(name.clone())),
     }
 }
 
-impl StatusReport {
-    /// Builds the report, reading each outdated process's command line.
-    pub fn new(snapshot: Snapshot) -> StatusReport {
-        let Snapshot { status, facts } = snapshot;
+impl StatusSnapshot {
+    /// The status document, reading each outdated process's command line.
+    pub fn into_document(self) -> wire::Status {
+        let StatusSnapshot { status, facts } = self;
         let outdated_files = status
             .files
             .iter()
             .filter(|f| f.outdated)
-            .map(|f| OutdatedFile {
+            .map(|f| wire::OutdatedFile {
                 pid: f.pid,
                 command: command_line(f.pid),
                 tracked: f.tracked,
             })
             .collect();
         let last_bump = status.last_bump.as_ref().map(|b| {
-            let (source, pid, backend) = source_fields(&b.source);
-            BumpReport {
+            let (source, pid, backend) = wire_source(&b.source);
+            wire::LastBump {
                 generation: b.generation,
                 source,
                 pid,
@@ -171,24 +78,25 @@ impl StatusReport {
             }
         });
         let last_failure = status.last_failure.as_ref().map(|f| {
-            let (source, _, backend) = source_fields(&f.source);
-            FailureReport {
+            let (source, _, backend) = wire_source(&f.source);
+            wire::LastFailure {
                 source,
                 backend,
-                error: f.error.name(),
+                error: f.error.name().to_owned(),
                 detail: f.detail.clone(),
             }
         });
-        StatusReport {
+        wire::Status {
+            version: wire::STATUS_VERSION,
             generation: status.generation,
             serving: facts.serving,
             degraded: status.degraded,
-            open_files: status.open_files,
-            tracked: status.tracked,
-            outdated: status.outdated,
+            open_files: status.open_files as u64,
+            tracked: status.tracked as u64,
+            outdated: status.outdated as u64,
             outdated_files,
-            pending_reads: status.pending_reads,
-            pending_waits: status.pending_waits,
+            pending_reads: status.pending_reads as u64,
+            pending_waits: status.pending_waits as u64,
             last_bump,
             failed_bumps: status.failed_bumps,
             last_failure,
@@ -254,7 +162,7 @@ pub fn serve(listener: UnixListener, inbox: Inbox, policy: Arc<TriggerPolicy>) {
 }
 
 fn answer_error(stream: &UnixStream, message: &str) -> io::Result<()> {
-    answer(stream, &serde_json::json!({ "error": message }))
+    answer(stream, &ErrorAnswer::new(message))
 }
 
 fn answer(mut stream: &UnixStream, value: &impl Serialize) -> io::Result<()> {
@@ -263,46 +171,8 @@ fn answer(mut stream: &UnixStream, value: &impl Serialize) -> io::Result<()> {
     stream.write_all(&out)
 }
 
-/// One request line, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// `status`, or an empty line.
-    Status,
-    /// `trigger-if G [min N]`: bump with minimum `N` (default 0) only if `G` is still current.
-    TriggerIf {
-        /// The generation the caller expects to be current.
-        expect: u32,
-        /// The new generation is at least this.
-        min: u32,
-    },
-}
-
-impl Request {
-    /// Parses a request line (surrounding white space ignored), or says what is wrong.
-    pub fn parse(line: &str) -> Result<Request, String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let number = |word: &str, what: &str| {
-            word.parse::<u32>().map_err(|_| {
-                format!("{what} {word:?} is not a generation (0 to 4294967295); {REQUESTS}")
-            })
-        };
-        match words.as_slice() {
-            [] | ["status"] => Ok(Request::Status),
-            ["trigger-if", expect] => Ok(Request::TriggerIf {
-                expect: number(expect, "G")?,
-                min: 0,
-            }),
-            ["trigger-if", expect, "min", min] => Ok(Request::TriggerIf {
-                expect: number(expect, "G")?,
-                min: number(min, "N")?,
-            }),
-            _ => Err(format!("unknown request {:?}; {REQUESTS}", line.trim())),
-        }
-    }
-}
-
 /// A conditional trigger's refusal or failure, with its errno name.
-fn trigger_if_error(errno: Errno, pid: u32) -> serde_json::Value {
+fn trigger_if_error(errno: Errno, pid: u32) -> ErrorAnswer {
     let message = match errno {
         Errno::Acces => format!(
             "trigger-if refused (EACCES): the calling process (pid {pid}) needs \
@@ -316,7 +186,7 @@ fn trigger_if_error(errno: Errno, pid: u32) -> serde_json::Value {
             .to_owned(),
         other => format!("trigger-if failed ({})", other.name()),
     };
-    serde_json::json!({ "error": message, "errno": errno.name() })
+    ErrorAnswer::with_errno(message, errno)
 }
 
 fn handle(stream: &UnixStream, inbox: &Inbox, policy: &TriggerPolicy) -> io::Result<()> {
@@ -324,48 +194,57 @@ fn handle(stream: &UnixStream, inbox: &Inbox, policy: &TriggerPolicy) -> io::Res
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new(io::Read::take(stream, MAX_REQUEST)).read_line(&mut line)?;
-    let no_answer = |_| io::Error::other("the event loop did not answer");
     match Request::parse(&line) {
         Ok(Request::Status) => {
             let (tx, rx) = mpsc::sync_channel(1);
             inbox.send(Message::Status(tx));
-            let snapshot = rx.recv_timeout(REQUEST_TIMEOUT).map_err(no_answer)?;
-            answer(stream, &StatusReport::new(snapshot))
+            let snapshot = rx
+                .recv_timeout(REQUEST_TIMEOUT)
+                .map_err(|_| io::Error::other("the event loop did not answer"))?;
+            answer(stream, &snapshot.into_document())
         }
-        Ok(Request::TriggerIf { expect, min }) => {
-            let caller = match Peer::of(stream.as_fd()) {
-                Ok(peer) => Caller {
-                    pid: peer.pid,
-                    privileged: policy.may_trigger_peer(&peer),
-                },
-                Err(e) => {
-                    let message = format!("trigger-if refused: cannot identify the caller: {e}");
-                    let value = serde_json::json!({ "error": message, "errno": "EACCES" });
-                    return answer(stream, &value);
-                }
-            };
-            let (tx, rx) = mpsc::sync_channel(1);
-            inbox.send(Message::TriggerIf {
-                expect,
-                min,
-                caller,
-                reply: tx,
-            });
-            let Ok(reply) = rx.recv_timeout(LOOP_TIMEOUT) else {
-                let message = "trigger-if: the event loop did not answer in time; the bump may \
-                               still happen, so read the status document before retrying";
-                return answer_error(stream, message);
-            };
-            tracing::info!(pid = caller.pid, expect, min, ?reply, "trigger-if");
-            let value = match reply {
-                Reply::Bumped(g) => serde_json::json!({ "bumped": true, "generation": g }),
-                Reply::Unchanged(g) => serde_json::json!({ "bumped": false, "generation": g }),
-                Reply::Error(errno) => trigger_if_error(errno, caller.pid),
-                other => serde_json::json!({ "error": format!("unexpected answer {other:?}") }),
-            };
-            answer(stream, &value)
+        Ok(Request::TriggerIf { expect, min }) => trigger_if(stream, inbox, policy, expect, min),
+        Err(e) => answer_error(stream, &e.to_string()),
+    }
+}
+
+/// Judges the peer, hands `trigger-if expect min min` to the event loop and answers its reply.
+fn trigger_if(
+    stream: &UnixStream,
+    inbox: &Inbox,
+    policy: &TriggerPolicy,
+    expect: u32,
+    min: u32,
+) -> io::Result<()> {
+    let caller = match Peer::of(stream.as_fd()) {
+        Ok(peer) => Caller {
+            pid: peer.pid,
+            privileged: policy.may_trigger_peer(&peer),
+        },
+        Err(e) => {
+            let message = format!("trigger-if refused: cannot identify the caller: {e}");
+            return answer(stream, &ErrorAnswer::with_errno(message, Errno::Acces));
         }
-        Err(message) => answer_error(stream, &message),
+    };
+    let (tx, rx) = mpsc::sync_channel(1);
+    inbox.send(Message::TriggerIf {
+        expect,
+        min,
+        caller,
+        reply: tx,
+    });
+    let Ok(reply) = rx.recv_timeout(LOOP_TIMEOUT) else {
+        let message = "trigger-if: the event loop did not answer in time; the bump may still \
+                       happen, so read the status document before retrying";
+        return answer_error(stream, message);
+    };
+    tracing::info!(pid = caller.pid, expect, min, ?reply, "trigger-if");
+    let judged = |bumped, generation| ConditionalBump { bumped, generation };
+    match reply {
+        Reply::Bumped(g) => answer(stream, &judged(true, g)),
+        Reply::Unchanged(g) => answer(stream, &judged(false, g)),
+        Reply::Error(errno) => answer(stream, &trigger_if_error(errno, caller.pid)),
+        other => answer_error(stream, &format!("unexpected answer {other:?}")),
     }
 }
 
@@ -374,46 +253,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_lines_parse() {
-        assert_eq!(Request::parse("status\n"), Ok(Request::Status));
-        assert_eq!(Request::parse(""), Ok(Request::Status));
-        assert_eq!(
-            Request::parse("trigger-if 5\n"),
-            Ok(Request::TriggerIf { expect: 5, min: 0 })
-        );
-        assert_eq!(
-            Request::parse(" trigger-if 4294967295 min 9 "),
-            Ok(Request::TriggerIf {
-                expect: u32::MAX,
-                min: 9
-            })
-        );
-    }
-
-    #[test]
-    fn malformed_requests_say_what_is_accepted() {
-        for line in [
-            "trigger-if",
-            "trigger-if -1",
-            "trigger-if 4294967296",
-            "trigger-if 5 min",
-            "trigger-if 5 max 7",
-            "trigger-if 5 min x",
-            "trigger 5",
-            "status now",
-        ] {
-            let e = Request::parse(line).unwrap_err();
-            assert!(e.contains("trigger-if G [min N]"), "{line}: {e}");
-        }
-    }
-
-    #[test]
     fn refusals_name_their_errno() {
-        let v = trigger_if_error(Errno::Acces, 42);
-        assert_eq!(v["errno"], "EACCES");
-        let message = v["error"].as_str().unwrap();
+        let refusal = trigger_if_error(Errno::Acces, 42);
+        assert_eq!(refusal.errno.as_deref(), Some("EACCES"));
+        let message = &refusal.error;
         assert!(message.contains("pid 42") && message.contains("CAP_CHECKPOINT_RESTORE"));
-        assert_eq!(trigger_if_error(Errno::Overflow, 1)["errno"], "EOVERFLOW");
-        assert_eq!(trigger_if_error(Errno::Io, 1)["errno"], "EIO");
+        let errno = |e| trigger_if_error(e, 1).errno;
+        assert_eq!(errno(Errno::Overflow).as_deref(), Some("EOVERFLOW"));
+        assert_eq!(errno(Errno::Io).as_deref(), Some("EIO"));
+    }
+
+    #[test]
+    fn the_document_lists_outdated_files_and_spells_sources() {
+        use sysgenid_core::{BumpFailure, BumpRecord, FileId, FileStatus};
+        let me = std::process::id();
+        let file = |id, tracked, outdated| FileStatus {
+            file: FileId(id),
+            pid: me,
+            tracked,
+            outdated,
+        };
+        let status = Status {
+            generation: 5,
+            open_files: 2,
+            tracked: 1,
+            outdated: 1,
+            files: vec![file(1, true, true), file(2, false, false)],
+            pending_reads: 3,
+            pending_waits: 4,
+            bump_in_progress: false,
+            last_bump: Some(BumpRecord {
+                generation: 5,
+                source: BumpSource::Trigger { pid: 77 },
+            }),
+            failed_bumps: 1,
+            last_failure: Some(BumpFailure {
+                source: BumpSource::Backend("fw-cfg".to_owned()),
+                error: Errno::Io,
+                detail: Some("disk full".to_owned()),
+            }),
+            degraded: true,
+        };
+        let facts = DaemonFacts {
+            pid: me,
+            device: "/dev/sysgenid".into(),
+            state_dir: "/run/sysgenid".into(),
+            device_mmap: true,
+            serving: true,
+            backends: vec![],
+        };
+        let doc = StatusSnapshot { status, facts }.into_document();
+        assert_eq!(doc.version, wire::STATUS_VERSION);
+        assert_eq!((doc.generation, doc.outdated, doc.pending_waits), (5, 1, 4));
+        assert!(doc.serving && doc.degraded);
+        assert_eq!(doc.outdated_files.len(), 1, "only the outdated file");
+        assert!(doc.outdated_files[0].tracked);
+        assert!(
+            doc.outdated_files[0].command.is_some(),
+            "our own command line"
+        );
+        let bump = doc.last_bump.unwrap();
+        assert_eq!(
+            (bump.source, bump.pid),
+            (wire::BumpSource::Trigger, Some(77))
+        );
+        let failure = doc.last_failure.unwrap();
+        assert_eq!(failure.source, wire::BumpSource::Backend);
+        assert_eq!(failure.backend.as_deref(), Some("fw-cfg"));
+        assert_eq!(failure.error, "EIO");
+        assert_eq!(failure.detail.as_deref(), Some("disk full"));
     }
 }

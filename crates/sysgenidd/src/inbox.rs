@@ -8,13 +8,13 @@ use rustix::event::{EventfdFlags, eventfd};
 
 use sysgenid_core::{Caller, Reply};
 
-use crate::control::Snapshot;
+use crate::control::StatusSnapshot;
 
 /// Something for the event loop to do.
 #[derive(Debug)]
 pub enum Message {
     /// Send a status snapshot back.
-    Status(mpsc::SyncSender<Snapshot>),
+    Status(mpsc::SyncSender<StatusSnapshot>),
     /// A conditional trigger from the control socket; the core's reply goes back.
     TriggerIf {
         /// The generation the caller expects to be current.

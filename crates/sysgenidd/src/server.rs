@@ -24,7 +24,7 @@ use sysgenid_fuse::{
 use crate::backends::Reporter;
 use crate::caps::TriggerPolicy;
 use crate::config::Config;
-use crate::control::{DaemonFacts, Snapshot};
+use crate::control::{DaemonFacts, StatusSnapshot};
 use crate::inbox::{Applied, InboxReceiver, Message};
 use crate::page::PageFile;
 use crate::state::StateFile;
@@ -205,7 +205,7 @@ impl Server {
     fn on_message(&mut self, message: Message) -> Option<Stopped> {
         match message {
             Message::Status(reply) => {
-                let _ = reply.try_send(Snapshot {
+                let _ = reply.try_send(StatusSnapshot {
                     status: self.device.status(),
                     facts: self.facts.clone(),
                 });
