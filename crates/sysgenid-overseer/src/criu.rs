@@ -31,7 +31,7 @@ use rustix::thread::{
 
 use crate::{Error, Event, HookPolicy, Warning};
 
-/// Which copy this is: unset in CRIU's call, [`DETACHED`] or [`INSIDE`] in the copies (and
+/// Which copy this is: unset in CRIU's call, `detached` or `inside` in the copies (and
 /// removed for hooks).
 pub const STAGE: &str = "SYSGENID_CRIU_STAGE";
 /// The detached copy, still in CRIU's pid namespace.
