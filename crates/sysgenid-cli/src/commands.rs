@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sysgenid::{Error, Paths, Probe, Watcher, WatcherOptions};
+use sysgenid_overseer::{Error as OverseerError, HookPolicy};
 
 use crate::cli::{Cli, Command, OverseerStep, WatchArgs, exit};
 
@@ -20,19 +21,31 @@ pub struct Failure {
     pub reported: bool,
 }
 
+/// The exit code for an error of the client library.
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Timeout { .. } => exit::TIMEOUT,
+        Error::TriggerDenied | Error::WriteAccessDenied { .. } => exit::NOT_PERMITTED,
+        e if e.daemon_not_running() => exit::NOT_RUNNING,
+        _ => exit::ERROR,
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
+        failure(exit_code(&e), e.to_string())
+    }
+}
+
+impl From<OverseerError> for Failure {
+    fn from(e: OverseerError) -> Failure {
         let code = match &e {
-            Error::Timeout { .. } => exit::TIMEOUT,
-            Error::TriggerDenied | Error::WriteAccessDenied { .. } => exit::NOT_PERMITTED,
-            e if e.daemon_not_running() => exit::NOT_RUNNING,
+            OverseerError::Client(e) => exit_code(e),
+            OverseerError::Criu(e) if e.usage() => exit::USAGE,
+            OverseerError::Criu(e) if e.not_permitted() => exit::NOT_PERMITTED,
             _ => exit::ERROR,
         };
-        Failure {
-            code,
-            message: e.to_string(),
-            reported: false,
-        }
+        failure(code, e.to_string())
     }
 }
 
@@ -89,10 +102,10 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         } => crate::overseer::pre_snapshot(cli, &paths, args),
         Command::Overseer {
             step: OverseerStep::PostRestore(args),
-        } => crate::overseer::post_restore(cli, &paths, args, crate::overseer::HookPolicy::Run),
+        } => crate::overseer::post_restore(cli, &paths, args, HookPolicy::Run),
         Command::Overseer {
             step: OverseerStep::CriuAction(args),
-        } => crate::criu::action(cli, &paths, args),
+        } => crate::overseer::criu_action(cli, &paths, args),
         Command::Generate { what } => crate::generate::print(what),
     }
 }

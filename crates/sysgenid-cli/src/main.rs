@@ -2,9 +2,7 @@
 
 mod cli;
 mod commands;
-mod criu;
 mod generate;
-mod hooks;
 mod overseer;
 
 use std::process::ExitCode;

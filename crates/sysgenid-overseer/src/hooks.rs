@@ -1,6 +1,7 @@
 //! The overseer's hooks: the executables of a directory, then shell commands, each in its own
 //! process group, killed with that group when its time is up.
 
+use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
@@ -10,16 +11,21 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags, Signal};
+use serde::{Serialize, Serializer};
+
+use sysgenid::Paths;
+
+use crate::{Error, Phase, Reason};
 
 /// Waits longer than this (136 years) are cut to it, so that deadlines never overflow.
-pub const FOREVER: Duration = Duration::from_secs(u32::MAX as u64);
+pub(crate) const FOREVER: Duration = Duration::from_secs(u32::MAX as u64);
 
 /// One hook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {
     /// An executable file of a hooks directory.
     File(PathBuf),
-    /// A `--exec` command, run with `sh -c`.
+    /// A shell command, run with `sh -c`.
     Shell(String),
 }
 
@@ -33,20 +39,65 @@ impl Hook {
     }
 }
 
-/// A hook that did not succeed.
+/// How a hook failed. Its text (`Display`, and its JSON string) is what reports show:
+/// `exit status 3`, `killed by signal 9`, `timed out after 30s; its process group was killed`,
+/// `cannot run it: ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookStatus {
+    /// It exited with this nonzero status.
+    Exited(i32),
+    /// A signal killed it.
+    Killed(i32),
+    /// It ran longer than the hook timeout; its process group was killed.
+    TimedOut(Duration),
+    /// It could not be started: why.
+    CannotRun(String),
+    /// It could not be waited for: why (it was killed).
+    CannotWait(String),
+    /// It ended in some other way, as the system describes it.
+    Other(String),
+}
+
+impl fmt::Display for HookStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookStatus::Exited(code) => write!(f, "exit status {code}"),
+            HookStatus::Killed(signal) => write!(f, "killed by signal {signal}"),
+            HookStatus::TimedOut(after) => write!(
+                f,
+                "timed out after {}; its process group was killed",
+                humantime::format_duration(*after)
+            ),
+            HookStatus::CannotRun(why) => write!(f, "cannot run it: {why}"),
+            HookStatus::CannotWait(why) => write!(f, "cannot wait for it: {why}"),
+            HookStatus::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for HookStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A hook that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HookFailure {
-    /// The hook's name.
+    /// The hook's name ([`Hook::name`]).
     pub hook: String,
-    /// What happened: its exit status, a timeout, or why it could not run.
-    pub status: String,
+    /// What happened.
+    pub status: HookStatus,
 }
 
 /// The hooks of a run: every executable regular file of `dir` in lexical order of file name
 /// (names starting with `.` skipped), then the `execs`. A missing `dir` means no hooks unless
-/// `required` (it was named on the command line), which is then an error.
-pub fn collect(dir: &Path, required: bool, execs: &[String]) -> Result<Vec<Hook>, String> {
-    let describe = |e: io::Error| format!("hooks directory {}: {e}", dir.display());
+/// `required` (it was named explicitly), which is then an error.
+pub fn collect(dir: &Path, required: bool, execs: &[String]) -> Result<Vec<Hook>, Error> {
+    let describe = |source: io::Error| Error::HooksDir {
+        dir: dir.to_owned(),
+        source,
+    };
     let mut files = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(entries) => {
@@ -70,6 +121,49 @@ pub fn collect(dir: &Path, required: bool, execs: &[String]) -> Result<Vec<Hook>
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     let shell = execs.iter().cloned().map(Hook::Shell);
     Ok(files.into_iter().map(Hook::File).chain(shell).collect())
+}
+
+/// The hooks of `dir`, or of `default` when no directory is named (a missing default means no
+/// hooks), then the `execs`.
+pub(crate) fn of(
+    dir: &Option<PathBuf>,
+    default: &str,
+    execs: &[String],
+) -> Result<Vec<Hook>, Error> {
+    match dir {
+        Some(dir) => collect(dir, true, execs),
+        None => collect(Path::new(default), false, execs),
+    }
+}
+
+/// Their names, in order.
+pub(crate) fn names(hooks: &[Hook]) -> Vec<String> {
+    hooks.iter().map(Hook::name).collect()
+}
+
+/// What hooks find in their environment; SYSGENID_GENERATION is left out when it cannot be
+/// read.
+pub(crate) fn environment(
+    paths: &Paths,
+    phase: Phase,
+    generation: Option<u32>,
+    outcome: Option<Reason>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("SYSGENID_PHASE", phase.as_str().to_owned()),
+        ("SYSGENID_DEVICE", paths.device().display().to_string()),
+        (
+            "SYSGENID_STATE_DIR",
+            paths.state_dir().display().to_string(),
+        ),
+    ];
+    if let Some(generation) = generation {
+        env.push(("SYSGENID_GENERATION", generation.to_string()));
+    }
+    if let Some(outcome) = outcome {
+        env.push(("SYSGENID_OUTCOME", outcome.as_str().to_owned()));
+    }
+    env
 }
 
 /// Runs `hooks` in order with `env` added, each for at most `timeout`. Stops at the first failure
@@ -96,7 +190,7 @@ pub fn run_all(
 }
 
 /// Runs one hook; `Err` says how it failed.
-fn run(hook: &Hook, env: &[(&str, String)], timeout: Duration) -> Result<(), String> {
+fn run(hook: &Hook, env: &[(&str, String)], timeout: Duration) -> Result<(), HookStatus> {
     let mut command = match hook {
         Hook::File(path) => Command::new(path),
         Hook::Shell(text) => {
@@ -105,48 +199,54 @@ fn run(hook: &Hook, env: &[(&str, String)], timeout: Duration) -> Result<(), Str
             c
         }
     };
-    // Stdout carries our own report, so the hook's output goes to stderr.
+    let cannot_run = |e: io::Error| HookStatus::CannotRun(e.to_string());
+    // Stdout carries the overseer's report, so the hook's output goes to stderr.
     let stderr = io::stderr()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| format!("cannot run it: {e}"))?;
+        .map_err(cannot_run)?;
     command
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove(crate::criu::STAGE)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
         .process_group(0);
-    let mut child = command.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    let mut child = command.spawn().map_err(cannot_run)?;
     match wait_at_most(&mut child, timeout) {
         Ok(Some(status)) if status.success() => Ok(()),
-        Ok(Some(status)) => Err(status_text(status)),
+        Ok(Some(status)) => Err(status_of(status)),
         Ok(None) => {
             // Its group is its pid: process_group(0) made it a group leader.
             if let Some(group) = Pid::from_raw(child.id() as i32) {
                 let _ = rustix::process::kill_process_group(group, Signal::KILL);
             }
             let _ = child.wait();
-            Err(format!(
-                "timed out after {}; its process group was killed",
-                humantime::format_duration(timeout)
-            ))
+            Err(HookStatus::TimedOut(timeout))
         }
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("cannot wait for it: {e}"))
+            Err(HookStatus::CannotWait(e.to_string()))
         }
     }
 }
 
-/// "exit status 3" or "killed by signal 9".
-fn status_text(status: ExitStatus) -> String {
+/// Exited or killed.
+fn status_of(status: ExitStatus) -> HookStatus {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => status.to_string(),
+        (Some(code), _) => HookStatus::Exited(code),
+        (None, Some(signal)) => HookStatus::Killed(signal),
+        (None, None) => HookStatus::Other(status.to_string()),
     }
+}
+
+/// A wait of `left` for poll(2), cut to what it can express.
+pub(crate) fn poll_timeout(left: Duration) -> Timespec {
+    Timespec::try_from(left).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    })
 }
 
 /// Waits for `child` to exit, for at most `timeout`: its status, or `None` if it is still
@@ -156,11 +256,7 @@ fn wait_at_most(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitS
     let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
     let deadline = Instant::now() + timeout.min(FOREVER);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let left = Timespec::try_from(left).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        });
+        let left = poll_timeout(deadline.saturating_duration_since(Instant::now()));
         let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
         match rustix::event::poll(&mut fds, Some(&left)) {
             Ok(0) => return Ok(None),
@@ -200,7 +296,7 @@ mod tests {
     fn a_missing_directory_is_no_hooks_unless_it_was_named() {
         let missing = Path::new("/nonexistent/sysgenid/quiesce.d");
         assert!(collect(missing, false, &[]).unwrap().is_empty());
-        let e = collect(missing, true, &[]).unwrap_err();
+        let e = collect(missing, true, &[]).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/sysgenid/quiesce.d"), "{e}");
     }
 
@@ -213,10 +309,23 @@ mod tests {
         ];
         let second = Duration::from_secs(10);
         let all = run_all(&hooks, &[], second, false);
-        let statuses: Vec<&str> = all.iter().map(|f| f.status.as_str()).collect();
+        let statuses: Vec<String> = all.iter().map(|f| f.status.to_string()).collect();
         assert_eq!(statuses[..2], ["exit status 3", "killed by signal 9"]);
         assert!(statuses[2].starts_with("cannot run it"), "{statuses:?}");
+        assert_eq!(all[0].status, HookStatus::Exited(3));
         assert_eq!(run_all(&hooks, &[], second, true).len(), 1);
+    }
+
+    #[test]
+    fn a_hook_past_its_time_is_killed_and_says_so() {
+        let hooks = [Hook::Shell("sleep 1000".to_owned())];
+        let failed = run_all(&hooks, &[], Duration::from_millis(100), true);
+        assert_eq!(
+            failed[0].status.to_string(),
+            "timed out after 100ms; its process group was killed"
+        );
+        let json = serde_json::to_value(&failed[0]).unwrap();
+        assert_eq!(json["status"], failed[0].status.to_string());
     }
 
     #[test]
