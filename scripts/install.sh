@@ -41,7 +41,7 @@ case "$prefix" in /*) ;; *) echo "install.sh: --prefix must be absolute" >&2; ex
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 major=${version%%.*}
-release=target/$profile
+release=${CARGO_TARGET_DIR:-target}/$profile
 root="$destdir$prefix"
 
 if ((build)); then
@@ -89,5 +89,11 @@ Libs: -L\${libdir} -lsysgenid
 Libs.private: -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 Cflags: -I\${includedir}
 EOF
+
+# A library put straight into a directory the dynamic loader searches needs its cache updated
+# before programs find it; a staged or private prefix is the packager's or the user's business.
+if [[ -z "$destdir" && "$(id -u)" == 0 ]] && ldconfig -v -N 2>/dev/null | grep -q "^$prefix/lib:"; then
+    ldconfig
+fi
 
 echo "installed sysgenid $version under $root"
