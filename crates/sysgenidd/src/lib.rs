@@ -7,6 +7,7 @@ pub mod backends;
 pub mod caps;
 pub mod config;
 pub mod control;
+pub mod device_path;
 pub mod inbox;
 pub mod page;
 pub mod server;
@@ -54,10 +55,10 @@ pub enum DaemonError {
     Backends(String),
     /// The device path is not usable.
     #[error(transparent)]
-    Prepare(#[from] server::PrepareError),
+    Prepare(#[from] device_path::PrepareError),
     /// Mounting failed.
     #[error(transparent)]
-    Mount(#[from] server::MountDeviceError),
+    Mount(#[from] device_path::MountDeviceError),
     /// The control socket cannot be bound.
     #[error("control socket {}: {source}", path.display())]
     Control {
@@ -150,8 +151,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let backends = backends::start_reporting(&config.backends, &reporter, &backend_options)
         .map_err(DaemonError::Backends)?;
 
-    server::prepare_device_path(&config.device)?;
-    let (mount, channel) = server::mount_device(&config.device)?;
+    device_path::prepare_device_path(&config.device)?;
+    let (mount, channel) = device_path::mount_device(&config.device)?;
     tracing::info!(device = %config.device.display(), method = ?mount.method(), "mounted");
 
     let control_path = state_dir.join(CONTROL_SOCKET_NAME);
