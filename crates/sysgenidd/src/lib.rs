@@ -8,6 +8,11 @@ pub mod caps;
 pub mod config;
 pub mod control;
 pub mod device_path;
+pub mod dispatch;
+pub mod effects;
+#[cfg(test)]
+mod fakes;
+pub mod fuse_adapter;
 pub mod inbox;
 pub mod page;
 pub mod server;
@@ -22,7 +27,7 @@ use sysgenid_abi::{CONTROL_SOCKET_NAME, PAGE_FILE_NAME};
 use crate::config::Config;
 use crate::control::DaemonFacts;
 use crate::inbox::Message;
-use crate::server::{Server, Stopped};
+use crate::server::{Server, Serving, Stopped};
 use crate::state::{Loaded, StateFile};
 
 /// Why the daemon could not start or stopped with an error.
@@ -193,9 +198,18 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         backends,
     };
     let mut server = Server::new(
-        config, channel, state, page, generation, policy, receiver, facts,
-    )
-    .with_reporter(reporter);
+        config,
+        Serving {
+            channel,
+            state,
+            page,
+            generation,
+            policy,
+            inbox: receiver,
+            facts,
+            reporter,
+        },
+    );
     let stopped = server.run();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&control_path);
