@@ -2,7 +2,7 @@
 //! messages and timeouts become core events, and every core action is carried out, in order,
 //! through the [`Effects`] traits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -12,11 +12,11 @@ use sysgenid_core::{
 };
 use sysgenid_fuse::reply;
 
-use crate::backends::Reporter;
 use crate::control::{DaemonFacts, Snapshot};
-use crate::effects::Effects;
+use crate::effects::{Effects, Persisting};
 use crate::fuse_adapter::{Context, FuseAdapter, Routed, reply_message};
-use crate::inbox::{Applied, Message};
+use crate::inbox::Message;
+use crate::restores::Restores;
 
 /// Request ids of control-socket requests have this bit set. FUSE request ids count up from 0
 /// in steps of 2 (the low bit marks interrupts), so they never reach it.
@@ -40,20 +40,20 @@ pub struct Dispatcher {
     /// Control-socket requests the core has not answered yet, with where the answer goes.
     control_requests: HashMap<RequestId, mpsc::SyncSender<Reply>>,
     next_control_request: u64,
-    /// Backend bumps not applied yet, oldest first, with what to run once they are.
-    pending_backend_bumps: VecDeque<(String, Applied)>,
-    /// The backends' dedupe policy, told of the overseer's conditional bumps.
-    reporter: Option<Reporter>,
+    /// Backend reports: one bump per restore, completions after their bump.
+    restores: Restores,
     facts: DaemonFacts,
 }
 
 impl Dispatcher {
-    /// A dispatcher for `device`, acting through `effects`.
+    /// A dispatcher for `device`, acting through `effects`; backend reports less than
+    /// `dedupe_window` apart are one restore.
     pub fn new(
         device: Device,
         fuse: FuseAdapter,
         effects: Effects,
         facts: DaemonFacts,
+        dedupe_window: Duration,
     ) -> Dispatcher {
         Dispatcher {
             device,
@@ -61,16 +61,9 @@ impl Dispatcher {
             effects,
             control_requests: HashMap::new(),
             next_control_request: 0,
-            pending_backend_bumps: VecDeque::new(),
-            reporter: None,
+            restores: Restores::new(dedupe_window),
             facts,
         }
-    }
-
-    /// Tells the backends' dedupe policy of the overseer's conditional bumps.
-    pub fn with_reporter(mut self, reporter: Reporter) -> Dispatcher {
-        self.reporter = Some(reporter);
-        self
     }
 
     /// How long until the core's soonest deadline, if it has one.
@@ -83,6 +76,11 @@ impl Dispatcher {
 
     fn now(&self) -> Time {
         self.effects.clock.now()
+    }
+
+    /// Now, as the dedupe policy measures time.
+    fn since_epoch(&self) -> Duration {
+        Duration::from_nanos(self.now().0)
     }
 
     /// Ends every wait whose deadline has passed.
@@ -146,28 +144,23 @@ impl Dispatcher {
                     caller,
                 });
             }
-            Message::HardwareBump { backend, applied } => {
-                // Queued first: the bump may be persisted and published inside `feed`.
-                self.pending_backend_bumps
-                    .push_back((backend.clone(), applied));
-                self.feed(Event::HardwareBump {
-                    backend: &backend,
-                    token: BumpToken(0),
-                });
-            }
-            Message::AfterBump { winner, applied } => {
-                match self
-                    .pending_backend_bumps
-                    .iter_mut()
-                    .rev()
-                    .find(|(b, _)| *b == winner)
-                {
-                    Some((_, pending)) => {
-                        let first = std::mem::replace(pending, Applied::nothing());
-                        *pending = first.and(applied);
-                    }
-                    None => applied.run(),
+            Message::Report {
+                backend,
+                key,
+                completion,
+            } => {
+                let now = self.since_epoch();
+                if let Some(token) = self.restores.report(backend, key, completion, now) {
+                    self.feed(Event::HardwareBump {
+                        backend: backend.name(),
+                        token,
+                    });
                 }
+            }
+            Message::KeyAtStart { backend, key } => self.restores.note_key(backend, key),
+            Message::Persisted(result) => {
+                self.persisted(result);
+                self.carry_out_all();
             }
             Message::Serving => self.serving(),
             Message::Shutdown { reason } => return Some(Stopped::Shutdown(reason)),
@@ -202,6 +195,10 @@ impl Dispatcher {
     /// Hands an event to the core and carries out every action that follows.
     fn feed(&mut self, event: Event<'_>) {
         self.device.handle(event);
+        self.carry_out_all();
+    }
+
+    fn carry_out_all(&mut self) {
         while let Some(action) = self.device.poll_action() {
             self.carry_out(action);
         }
@@ -211,23 +208,25 @@ impl Dispatcher {
         match action {
             Action::Reply { request, reply } => self.answer(request, reply),
             Action::WakePoll(PollHandle(kh)) => self.effects.kernel.send(&reply::notify_poll(kh)),
-            Action::Persist(generation) => {
-                let result = self.effects.state.persist(generation);
-                self.persisted(result);
-            }
+            Action::Persist(generation) => match self.effects.state.persist(generation) {
+                Persisting::Done(result) => self.persisted(result),
+                Persisting::Started => {}
+            },
             Action::Publish {
-                generation, source, ..
-            } => self.publish(generation, &source),
+                generation,
+                source,
+                token,
+            } => self.publish(generation, &source, token),
             Action::BumpFailed {
                 source,
                 error,
                 detail,
-                ..
-            } => self.bump_failed(&source, error, detail),
+                token,
+            } => self.bump_failed(&source, error, detail, token),
         }
     }
 
-    /// Hands the outcome of a persist to the core; its actions join the queue `feed` drains.
+    /// Hands the outcome of a persist to the core; its actions join the queue being drained.
     fn persisted(&mut self, result: Result<(), String>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "persist failed; the bump is refused");
@@ -237,8 +236,9 @@ impl Dispatcher {
 
     fn answer(&mut self, request: RequestId, reply: Reply) {
         if let Some(answer) = self.control_requests.remove(&request) {
-            if let (Reply::Bumped(_), Some(reporter)) = (&reply, &self.reporter) {
-                reporter.bumped_by_overseer();
+            if let Reply::Bumped(_) = reply {
+                let now = self.since_epoch();
+                self.restores.trigger_if_bumped(now);
             }
             // The control thread may have given up waiting; then no one listens.
             let _ = answer.try_send(reply);
@@ -248,43 +248,34 @@ impl Dispatcher {
     }
 
     /// Shows a persisted generation: the page file, then every device mapping.
-    fn publish(&mut self, generation: u32, source: &BumpSource) {
+    /// A hardware bump's completions run last: its restore is handled.
+    fn publish(&mut self, generation: u32, source: &BumpSource, token: Option<BumpToken>) {
         self.effects.page.publish(generation);
         self.store_device_page(generation);
         tracing::info!(generation, %source, "new generation");
         self.effects
             .supervisor
             .status(&format!("serving generation {generation}"));
-        if let BumpSource::Backend(backend) = source
-            && let Some(applied) = self.take_backend_bump(backend)
-        {
-            applied.run();
+        if let Some(token) = token {
+            self.restores.published(token);
         }
     }
 
-    fn bump_failed(&mut self, source: &BumpSource, error: Errno, detail: Option<String>) {
+    fn bump_failed(
+        &mut self,
+        source: &BumpSource,
+        error: Errno,
+        detail: Option<String>,
+        token: Option<BumpToken>,
+    ) {
         let why = match error {
             Errno::Overflow => "the generation is at u32::MAX".to_owned(),
             _ => detail.unwrap_or_else(|| error.name().to_owned()),
         };
         tracing::error!(%source, error = error.name(), why, "bump failed; the generation is unchanged");
-        if let BumpSource::Backend(backend) = source
-            && self.take_backend_bump(backend).is_some()
-        {
-            tracing::warn!(
-                backend,
-                "the backend's restore stays unacknowledged: its next start reports it again"
-            );
+        if let Some(token) = token {
+            self.restores.failed(token);
         }
-    }
-
-    /// The completion of the oldest pending bump of `backend` (the core applies bumps in order).
-    fn take_backend_bump(&mut self, backend: &str) -> Option<Applied> {
-        let at = self
-            .pending_backend_bumps
-            .iter()
-            .position(|(b, _)| b == backend)?;
-        self.pending_backend_bumps.remove(at).map(|(_, a)| a)
     }
 
     /// Puts the page of `generation` into every device mapping.
@@ -302,7 +293,8 @@ mod tests {
     use sysgenid_fuse::wire::{self, Wire};
 
     use super::*;
-    use crate::fakes::{self, Effect, Rig, errno_of, rig, split_reply};
+    use crate::backends::BackendKind;
+    use crate::fakes::{self, Effect, Rig, errno_of, flag, raised, rig, split_reply};
     use crate::fuse_adapter::page_bytes;
 
     const TRIGGER: u32 = Ioctl::TriggerGenUpdate.cmd();
@@ -523,5 +515,121 @@ mod tests {
             rig.dispatcher.on_message(stop),
             Some(Stopped::Shutdown("got SIGTERM".to_owned()))
         );
+    }
+
+    fn report(
+        backend: BackendKind,
+        key: Option<u128>,
+    ) -> (Message, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let (completion, ran) = flag();
+        let message = Message::Report {
+            backend,
+            key,
+            completion,
+        };
+        (message, ran)
+    }
+
+    #[test]
+    fn a_backend_report_is_completed_after_its_bump_is_published() {
+        let mut rig = mounted(0);
+        let (message, ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(message);
+        assert!(raised(&ran));
+        let effects = rig.journal.take();
+        assert_eq!(effects[..2], [Effect::Persisted(1), Effect::PageStored(1)]);
+        let last = rig.dispatcher.snapshot().status.last_bump.unwrap();
+        assert_eq!(last.source, BumpSource::Backend("vmclock".to_owned()));
+    }
+
+    #[test]
+    fn a_failed_winner_and_its_duplicate_both_stay_unacknowledged() {
+        let mut rig = mounted(0);
+        rig.persist_fails.set(true);
+        let (winner, winner_ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(winner);
+        let (duplicate, duplicate_ran) = report(BackendKind::FwCfg, Some(9));
+        rig.dispatcher.on_message(duplicate);
+        assert!(!raised(&winner_ran) && !raised(&duplicate_ran));
+        assert_eq!(
+            rig.journal.take(),
+            [Effect::Persisted(1)],
+            "one bump, which failed"
+        );
+        let status = rig.dispatcher.snapshot().status;
+        assert_eq!((status.generation, status.failed_bumps), (0, 1));
+    }
+
+    #[test]
+    fn a_duplicate_of_a_bump_in_flight_completes_only_after_publish() {
+        let mut rig = mounted(0);
+        rig.persist_deferred.set(true);
+        let (winner, winner_ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(winner);
+        assert_eq!(rig.journal.take(), [Effect::Persisted(1)]);
+        let (duplicate, duplicate_ran) = report(BackendKind::FwCfg, Some(9));
+        rig.dispatcher.on_message(duplicate);
+        assert!(rig.journal.take().is_empty(), "no second bump");
+        assert!(!raised(&winner_ran) && !raised(&duplicate_ran));
+
+        rig.dispatcher.on_message(Message::Persisted(Ok(())));
+        assert_eq!(rig.journal.take()[0], Effect::PageStored(1));
+        assert!(raised(&winner_ran) && raised(&duplicate_ran));
+        assert_eq!(rig.dispatcher.device.generation(), 1);
+    }
+
+    #[test]
+    fn a_deferred_persist_that_fails_drops_the_joined_completions() {
+        let mut rig = mounted(0);
+        rig.persist_deferred.set(true);
+        let (winner, winner_ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(winner);
+        let (duplicate, duplicate_ran) = report(BackendKind::Uevent, None);
+        rig.dispatcher.on_message(duplicate);
+        assert_eq!(rig.journal.take(), [Effect::Persisted(1)]);
+        rig.dispatcher
+            .on_message(Message::Persisted(Err("disk full".to_owned())));
+        assert!(rig.journal.take().is_empty(), "nothing published");
+        let (late, late_ran) = report(BackendKind::FwCfg, Some(1));
+        rig.dispatcher.on_message(late);
+        assert!(!raised(&winner_ran) && !raised(&duplicate_ran) && !raised(&late_ran));
+        assert!(rig.dispatcher.snapshot().status.degraded);
+    }
+
+    #[test]
+    fn a_backend_after_the_overseers_bump_is_the_same_restore() {
+        let mut rig = mounted(3);
+        let (reply, answer) = mpsc::sync_channel(1);
+        let caller = Caller {
+            pid: 9,
+            privileged: true,
+        };
+        rig.dispatcher.on_message(Message::TriggerIf {
+            expect: 3,
+            min: 0,
+            caller,
+            reply,
+        });
+        assert_eq!(answer.try_recv(), Ok(Reply::Bumped(4)));
+        rig.journal.take();
+        rig.clock.set(rig.clock.get() + 500_000_000);
+        let (late, ran) = report(BackendKind::FwCfg, Some(1));
+        rig.dispatcher.on_message(late);
+        assert!(raised(&ran), "handled: the overseer bumped for it");
+        assert!(rig.journal.take().is_empty(), "no second bump");
+        assert_eq!(rig.dispatcher.device.generation(), 4);
+    }
+
+    #[test]
+    fn keys_known_at_start_are_not_restores() {
+        let mut rig = mounted(0);
+        rig.dispatcher.on_message(Message::KeyAtStart {
+            backend: BackendKind::FwCfg,
+            key: 7,
+        });
+        let (same, ran) = report(BackendKind::FwCfg, Some(7));
+        rig.dispatcher.on_message(same);
+        assert!(raised(&ran));
+        assert_eq!(rig.dispatcher.device.generation(), 0);
     }
 }

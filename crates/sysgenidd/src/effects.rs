@@ -25,12 +25,22 @@ pub trait Kernel: Debug {
 
 /// Makes a new generation durable before anyone sees it.
 ///
-/// The dispatcher hands the outcome to the core as `Event::PersistDone` in a step of its own
-/// (`Dispatcher::persisted`), so a writer on another thread could later report it through the
-/// inbox instead; today's state file writes on the serving thread and reports at once.
+/// The core waits for the outcome (`Event::PersistDone`) and keeps serving meanwhile, so a
+/// persist may finish at once or later: a writer on another thread would answer
+/// [`Persisting::Started`] and send its outcome through the inbox (`Message::Persisted`).
+/// Today's state file writes on the serving thread and is done at once.
 pub trait Persist: Debug {
-    /// Makes `generation` durable; an error says why it is not.
-    fn persist(&mut self, generation: u32) -> Result<(), String>;
+    /// Starts making `generation` durable.
+    fn persist(&mut self, generation: u32) -> Persisting;
+}
+
+/// What became of a persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persisting {
+    /// Finished: durable, or the reason it is not.
+    Done(Result<(), String>),
+    /// Under way elsewhere: the outcome comes through the inbox as `Message::Persisted`.
+    Started,
 }
 
 /// Shows a new generation to every reader of the page file.
@@ -86,9 +96,9 @@ impl Kernel for Rc<Channel> {
 }
 
 impl Persist for StateFile {
-    fn persist(&mut self, generation: u32) -> Result<(), String> {
+    fn persist(&mut self, generation: u32) -> Persisting {
         // The inherent method: write, sync, rename.
-        StateFile::persist(self, generation).map_err(|e| e.to_string())
+        Persisting::Done(StateFile::persist(self, generation).map_err(|e| e.to_string()))
     }
 }
 

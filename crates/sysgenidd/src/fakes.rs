@@ -6,14 +6,19 @@
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sysgenid_core::{Device, Time};
 use sysgenid_fuse::wire::{self, Wire};
 
 use crate::control::DaemonFacts;
 use crate::dispatch::Dispatcher;
-use crate::effects::{Clock, Effects, Kernel, PageStore, Persist, Supervisor, TriggerJudge};
+use crate::effects::{
+    Clock, Effects, Kernel, PageStore, Persist, Persisting, Supervisor, TriggerJudge,
+};
 use crate::fuse_adapter::{FileAttributes, FuseAdapter};
+use crate::inbox::Completion;
 
 /// The pid every test request comes from.
 pub const PID: u32 = 4242;
@@ -72,15 +77,18 @@ impl Kernel for FakeKernel {
 struct FakeState {
     journal: Journal,
     fail: Rc<Cell<bool>>,
+    defer: Rc<Cell<bool>>,
 }
 
 impl Persist for FakeState {
-    fn persist(&mut self, generation: u32) -> Result<(), String> {
+    fn persist(&mut self, generation: u32) -> Persisting {
         self.journal.push(Effect::Persisted(generation));
-        if self.fail.get() {
-            Err("disk full".to_owned())
+        if self.defer.get() {
+            Persisting::Started
+        } else if self.fail.get() {
+            Persisting::Done(Err("disk full".to_owned()))
         } else {
-            Ok(())
+            Persisting::Done(Ok(()))
         }
     }
 }
@@ -136,6 +144,8 @@ pub struct Rig {
     pub journal: Journal,
     /// Set to make every persist fail.
     pub persist_fails: Rc<Cell<bool>>,
+    /// Set to leave every persist in flight until the test sends `Message::Persisted`.
+    pub persist_deferred: Rc<Cell<bool>>,
     /// The fake clock, in nanoseconds.
     pub clock: Rc<Cell<u64>>,
 }
@@ -149,12 +159,14 @@ pub fn rig(generation: u32) -> Rig {
 pub fn rig_with(generation: u32, privileged: bool) -> Rig {
     let journal = Journal::default();
     let persist_fails = Rc::new(Cell::new(false));
+    let persist_deferred = Rc::new(Cell::new(false));
     let clock = Rc::new(Cell::new(1_000_000_000));
     let effects = Effects {
         kernel: Box::new(FakeKernel(journal.clone())),
         state: Box::new(FakeState {
             journal: journal.clone(),
             fail: Rc::clone(&persist_fails),
+            defer: Rc::clone(&persist_deferred),
         }),
         page: Box::new(FakePage(journal.clone())),
         clock: Box::new(FakeClock(Rc::clone(&clock))),
@@ -166,11 +178,13 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         FuseAdapter::new(attributes(), true),
         effects,
         facts(),
+        std::time::Duration::from_secs(2),
     );
     Rig {
         dispatcher,
         journal,
         persist_fails,
+        persist_deferred,
         clock,
     }
 }
@@ -194,6 +208,21 @@ fn facts() -> DaemonFacts {
         serving: false,
         backends: Vec::new(),
     }
+}
+
+/// A completion that raises a flag when it runs.
+pub fn flag() -> (Completion, Arc<AtomicBool>) {
+    let ran = Arc::new(AtomicBool::new(false));
+    let raise = Arc::clone(&ran);
+    (
+        Completion::then(move || raise.store(true, Ordering::SeqCst)),
+        ran,
+    )
+}
+
+/// Whether a flag from [`flag`] is up.
+pub fn raised(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::SeqCst)
 }
 
 /// A request: a header with the right length, then `body`.

@@ -15,6 +15,7 @@ mod fakes;
 pub mod fuse_adapter;
 pub mod inbox;
 pub mod page;
+pub mod restores;
 pub mod server;
 pub mod state;
 
@@ -55,9 +56,9 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
-    /// A backend cannot start.
-    #[error("{0}")]
-    Backends(String),
+    /// The backends cannot start.
+    #[error(transparent)]
+    Backends(#[from] backends::BackendError),
     /// The device path is not usable.
     #[error(transparent)]
     Prepare(#[from] device_path::PrepareError),
@@ -152,9 +153,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         bpf_attach: config.bpf_attach,
         ..defaults
     };
-    let reporter = backends::Reporter::new(inbox.clone(), backend_options.window);
-    let backends = backends::start_reporting(&config.backends, &reporter, &backend_options)
-        .map_err(DaemonError::Backends)?;
+    let backends = backends::start_with(&config.backends, &inbox, &backend_options)?;
 
     device_path::prepare_device_path(&config.device)?;
     let (mount, channel) = device_path::mount_device(&config.device)?;
@@ -207,7 +206,6 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             policy,
             inbox: receiver,
             facts,
-            reporter,
         },
     );
     let stopped = server.run();

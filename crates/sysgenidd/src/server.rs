@@ -13,7 +13,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use sysgenid_core::Device;
 use sysgenid_fuse::{Channel, Received, RequestBuffer};
 
-use crate::backends::Reporter;
+use crate::backends::dedupe::DEFAULT_WINDOW;
 use crate::caps::TriggerPolicy;
 use crate::config::Config;
 use crate::control::DaemonFacts;
@@ -56,8 +56,6 @@ pub struct Serving {
     pub inbox: InboxReceiver,
     /// What status reports about the daemon.
     pub facts: DaemonFacts,
-    /// The backends' dedupe policy, told of the overseer's conditional bumps.
-    pub reporter: Reporter,
 }
 
 /// The serving state: the channel and inbox it waits on, and the dispatcher.
@@ -93,8 +91,8 @@ impl Server {
             FuseAdapter::new(attributes, config.device_mmap),
             effects,
             serving.facts,
-        )
-        .with_reporter(serving.reporter);
+            DEFAULT_WINDOW,
+        );
         Server {
             channel,
             inbox: serving.inbox,

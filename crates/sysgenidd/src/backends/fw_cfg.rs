@@ -13,8 +13,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-/// The backend's name.
-pub const NAME: &str = "fw-cfg";
 /// The GUID blob in sysfs.
 pub const DEFAULT_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/etc/vmgenid_guid/raw";
 /// Where the GUID sits in the blob.

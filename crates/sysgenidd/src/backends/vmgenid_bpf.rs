@@ -13,11 +13,8 @@ use sysgenid_bpf::{Acker, AttachMode, Attached, Options as ProbeOptions, VmforkW
 
 use crate::config::BpfAttach;
 
-use super::Reporter;
-use crate::inbox::Applied;
-
-/// The backend's name.
-pub const NAME: &str = "vmgenid-bpf";
+use super::BackendKind;
+use crate::inbox::{Completion, Inbox, Message};
 /// Where the probe is pinned by default.
 pub const DEFAULT_PIN_DIR: &str = sysgenid_bpf::DEFAULT_PIN_DIR;
 
@@ -51,11 +48,7 @@ impl Hits {
 
 /// Attaches (or reopens the pins), reports restores made while down, and starts the thread.
 /// Returns how it runs, for the status document.
-pub fn start(
-    reporter: &Reporter,
-    pin_dir: Option<&Path>,
-    attach: BpfAttach,
-) -> Result<String, String> {
+pub fn start(inbox: &Inbox, pin_dir: Option<&Path>, attach: BpfAttach) -> Result<String, String> {
     let mode = match attach {
         BpfAttach::Auto => AttachMode::Auto,
         BpfAttach::Kprobe => AttachMode::Kprobe,
@@ -86,21 +79,24 @@ pub fn start(
     let attached = watch.attached();
     tracing::info!(counter, acked, ?attached, pinned = ?pinned, "vmgenid-bpf probe ready");
     let (mut hits, missed) = Hits::at_start(counter, acked);
-    reporter.note_key(NAME, u128::from(acked));
+    inbox.send(Message::KeyAtStart {
+        backend: BackendKind::VmgenidBpf,
+        key: u128::from(acked),
+    });
     if let Some(n) = missed {
         tracing::info!(
             counter = n,
             acked,
             "add_vmfork_randomness ran while the daemon was down"
         );
-        report(reporter, &acker, n);
+        report(inbox, &acker, n);
     }
     let mut how = describe(attached, pinned.as_deref());
     if !vmgenid_bound() {
         how.push_str("; no device is bound to the vmgenid driver, so it cannot fire");
     }
-    let reporter = reporter.clone();
-    super::spawn(NAME, move || {
+    let inbox = inbox.clone();
+    super::spawn(BackendKind::VmgenidBpf, move || {
         loop {
             if let Err(e) = wait_readable(&watch) {
                 tracing::warn!(error = %e, "vmgenid-bpf: poll failed; reading the counter anyway");
@@ -112,7 +108,7 @@ pub fn start(
             match watch.counter() {
                 Ok(counter) => {
                     if let Some(n) = hits.offer(counter) {
-                        report(&reporter, &acker, n);
+                        report(&inbox, &acker, n);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "vmgenid-bpf: cannot read the counter"),
@@ -166,15 +162,19 @@ fn describe(attached: Attached, pinned: Option<&Path>) -> String {
     }
 }
 
-/// Reports hit count `n`; the ack is recorded once the bump is applied.
-fn report(reporter: &Reporter, acker: &Arc<Acker>, n: u64) {
+/// Reports hit count `n`; the ack is recorded once the restore is handled.
+fn report(inbox: &Inbox, acker: &Arc<Acker>, n: u64) {
     let acker = Arc::clone(acker);
-    let applied = Applied::then(move || {
+    let completion = Completion::then(move || {
         if let Err(e) = acker.ack(n) {
             tracing::warn!(error = %e, count = n, "vmgenid-bpf: cannot record the ack");
         }
     });
-    reporter.report(NAME, Some(n.into()), applied);
+    inbox.send(Message::Report {
+        backend: BackendKind::VmgenidBpf,
+        key: Some(n.into()),
+        completion,
+    });
 }
 
 /// Whether the kernel's vmgenid driver has a device (ACPI or devicetree): without one,
