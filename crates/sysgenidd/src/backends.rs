@@ -26,7 +26,7 @@ pub use kind::BackendKind;
 
 use crate::config::{BackendChoice, BpfAttach};
 use crate::control::BackendStatus;
-use crate::inbox::{Completion, Inbox, Message};
+use crate::inbox::Inbox;
 
 /// Where the backends look, and what they keep.
 #[derive(Debug, Clone)]
@@ -85,51 +85,57 @@ pub fn start_with(
         BackendChoice::List(names) => chosen(names)?,
     };
     let explicit = matches!(choice, BackendChoice::List(_));
+    let mut active = Vec::new();
     let mut statuses = Vec::new();
     for kind in kinds {
-        let name = kind.name();
         let started = match kind {
-            BackendKind::VmgenidBpf => {
-                vmgenid_bpf::start(inbox, options.bpf_pin_dir.as_deref(), options.bpf_attach)
-                    .map(Some)
-            }
-            BackendKind::Vmclock => start_vmclock(inbox, options).map(|()| None),
-            BackendKind::Uevent => start_uevent(inbox).map(|()| None),
-            BackendKind::FwCfg => match immediate_active(&statuses).filter(|_| !explicit) {
-                Some(better) => Err(format!(
-                    "not needed: {better} sees restores at once (name {name} in --backends to \
-                     poll it too)"
-                )),
-                None => start_fw_cfg(inbox, options).map(|()| None),
+            BackendKind::VmgenidBpf => vmgenid_bpf::start(inbox, options).map(Some),
+            BackendKind::Vmclock => vmclock::start(inbox, options).map(|()| None),
+            BackendKind::Uevent => uevent::start(inbox).map(|()| None),
+            BackendKind::FwCfg => match immediate_active(&active).filter(|_| !explicit) {
+                Some(better) => Err(BackendError::NotNeeded { better }),
+                None => fw_cfg::start(inbox, options).map(|()| None),
             },
         };
-        let status = match started {
-            Ok(detail) => {
-                tracing::info!(backend = name, detail, "hardware backend active");
-                BackendStatus {
-                    name: name.to_owned(),
-                    active: true,
-                    reason: None,
-                    detail,
-                }
-            }
-            Err(reason) => {
-                if explicit {
-                    tracing::warn!(backend = name, %reason, "requested backend cannot run");
-                } else {
-                    tracing::info!(backend = name, %reason, "hardware backend not available");
-                }
-                BackendStatus {
-                    name: name.to_owned(),
-                    active: false,
-                    reason: Some(reason),
-                    detail: None,
-                }
-            }
-        };
-        statuses.push(status);
+        if started.is_ok() {
+            active.push(kind);
+        }
+        statuses.push(status(kind, started, explicit));
     }
     Ok(statuses)
+}
+
+/// The status of a backend that started (with how it runs, if that is worth knowing) or not.
+fn status(
+    kind: BackendKind,
+    started: Result<Option<String>, BackendError>,
+    explicit: bool,
+) -> BackendStatus {
+    let name = kind.name();
+    match started {
+        Ok(detail) => {
+            tracing::info!(backend = name, detail, "hardware backend active");
+            BackendStatus {
+                name: name.to_owned(),
+                active: true,
+                reason: None,
+                detail,
+            }
+        }
+        Err(reason) => {
+            if explicit {
+                tracing::warn!(backend = name, %reason, "requested backend cannot run");
+            } else {
+                tracing::info!(backend = name, %reason, "hardware backend not available");
+            }
+            BackendStatus {
+                name: name.to_owned(),
+                active: false,
+                reason: Some(reason.to_string()),
+                detail: None,
+            }
+        }
+    }
 }
 
 /// The backends of an explicit list, each once, in the order named.
@@ -150,118 +156,19 @@ fn chosen(names: &[String]) -> Result<Vec<BackendKind>, BackendError> {
     }
 }
 
-fn spawn(kind: BackendKind, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+/// Starts a backend's thread.
+fn spawn(kind: BackendKind, f: impl FnOnce() + Send + 'static) -> Result<(), BackendError> {
     std::thread::Builder::new()
         .name(format!("backend-{kind}"))
         .spawn(f)
         .map(drop)
-        .map_err(|e| format!("cannot start its thread: {e}"))
-}
-
-fn start_vmclock(inbox: &Inbox, options: &Options) -> Result<(), String> {
-    let path = &options.vmclock_path;
-    if !path.exists() {
-        return Err(format!(
-            "no {} (needs the vmclock driver, ptp_vmclock, and a hypervisor with a vmclock device)",
-            path.display()
-        ));
-    }
-    let mut watcher = vmclock::Watcher::open(path, options.vmclock_interval)?;
-    let counter = watcher.counter();
-    tracing::info!(
-        counter,
-        notified = watcher.notified(),
-        "vmclock vm_generation_counter at start"
-    );
-    let recorder = record::resume(
-        inbox,
-        BackendKind::Vmclock,
-        options.state_dir.as_deref(),
-        counter.into(),
-    );
-    let inbox = inbox.clone();
-    spawn(BackendKind::Vmclock, move || {
-        let mut torn = false;
-        loop {
-            match watcher.step() {
-                Ok(Some(value)) => {
-                    torn = false;
-                    recorder.report(&inbox, value.into());
-                }
-                Ok(None) => torn = false,
-                Err(e) => {
-                    if !torn {
-                        tracing::warn!(error = %e, "vmclock read failed; trying again");
-                    }
-                    torn = true;
-                    std::thread::sleep(vmclock::DEFAULT_INTERVAL);
-                }
-            }
-        }
-    })
+        .map_err(BackendError::Thread)
 }
 
 /// An active backend that sees restores at once: vmclock, or the probe when a device is bound
 /// to the kernel's vmgenid driver (without one the probe never fires).
-fn immediate_active(statuses: &[BackendStatus]) -> Option<BackendKind> {
-    statuses
-        .iter()
-        .filter(|s| s.active)
-        .filter_map(|s| s.name.parse::<BackendKind>().ok())
-        .find(|kind| {
-            kind.immediate() && (*kind != BackendKind::VmgenidBpf || vmgenid_bpf::vmgenid_bound())
-        })
-}
-
-fn start_fw_cfg(inbox: &Inbox, options: &Options) -> Result<(), String> {
-    let (file, guid) = fw_cfg::open(&options.fw_cfg_path)?;
-    tracing::info!(
-        guid = format_args!("{guid:032x}"),
-        "fw_cfg vmgenid GUID at start"
-    );
-    let recorder = record::resume(
-        inbox,
-        BackendKind::FwCfg,
-        options.state_dir.as_deref(),
-        guid,
-    );
-    let inbox = inbox.clone();
-    let interval = options.fw_cfg_interval;
-    spawn(BackendKind::FwCfg, move || {
-        let mut last = guid;
-        let mut failing = false;
-        loop {
-            std::thread::sleep(interval);
-            match fw_cfg::read_guid(&file) {
-                Ok(now) => {
-                    failing = false;
-                    if now != last {
-                        last = now;
-                        recorder.report(&inbox, now);
-                    }
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "fw_cfg GUID read failed; trying again");
-                    }
-                    failing = true;
-                }
-            }
-        }
-    })
-}
-
-fn start_uevent(inbox: &Inbox) -> Result<(), String> {
-    let socket = uevent::Socket::bind()
-        .map_err(|e| format!("cannot bind a kobject uevent netlink socket: {e}"))?;
-    let inbox = inbox.clone();
-    spawn(BackendKind::Uevent, move || {
-        uevent::run(socket, || {
-            inbox.send(Message::Report {
-                backend: BackendKind::Uevent,
-                key: None,
-                completion: Completion::nothing(),
-            });
-        })
+fn immediate_active(active: &[BackendKind]) -> Option<BackendKind> {
+    active.iter().copied().find(|kind| {
+        kind.immediate() && (*kind != BackendKind::VmgenidBpf || vmgenid_bpf::vmgenid_bound())
     })
 }
