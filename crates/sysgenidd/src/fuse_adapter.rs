@@ -254,24 +254,35 @@ fn file_operation<'a>(header: &RequestHeader, op: Operation<'a>, cx: &Context<'_
             file: FileId(fh),
             handle: (flags & wire::FUSE_POLL_SCHEDULE_NOTIFY != 0).then_some(PollHandle(kh)),
         },
-        Operation::Ioctl { fh, cmd, arg, .. } => Event::Ioctl {
-            request,
-            file: FileId(fh),
-            cmd,
-            arg,
-            caller: Caller {
-                pid: header.pid,
-                privileged: Ioctl::from_cmd(cmd) == Some(Ioctl::TriggerGenUpdate)
-                    && cx.judge.may_trigger(header.pid),
-            },
-            now: cx.clock.now(),
-        },
+        Operation::Ioctl { fh, cmd, arg, .. } => ioctl(header, FileId(fh), cmd, arg, cx),
         Operation::Interrupt { unique: target } => Event::Interrupt {
             request: RequestId(target),
         },
         _ => return Routed::Answer(reply::error(unique, libc::ENOSYS)),
     };
     Routed::Core(event)
+}
+
+/// An ioctl, with the clock and, for `TRIGGER_GEN_UPDATE` only, the caller judged.
+fn ioctl<'a>(
+    header: &RequestHeader,
+    file: FileId,
+    cmd: u32,
+    arg: u64,
+    cx: &Context<'_>,
+) -> Event<'a> {
+    let trigger = Ioctl::from_cmd(cmd) == Some(Ioctl::TriggerGenUpdate);
+    Event::Ioctl {
+        request: RequestId(header.unique),
+        file,
+        cmd,
+        arg,
+        caller: Caller {
+            pid: header.pid,
+            privileged: trigger && cx.judge.may_trigger(header.pid),
+        },
+        now: cx.clock.now(),
+    }
 }
 
 /// The device page from `offset`, at most `size` bytes: the generation, then zeros.

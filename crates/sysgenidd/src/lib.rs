@@ -20,7 +20,7 @@ pub mod server;
 pub mod state;
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sysgenid_abi::{CONTROL_SOCKET_NAME, PAGE_FILE_NAME};
@@ -76,6 +76,14 @@ pub enum DaemonError {
     /// The event loop failed.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// A thread could not start.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread.
+        name: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The kernel ended the FUSE connection while serving.
     #[error("the device was unmounted or its connection aborted from outside")]
     Unmounted,
@@ -95,46 +103,8 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 
 /// Starts serving with `config` and returns when told to stop.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
-    let state_dir = &config.state_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(state_dir)
-        .map_err(|source| DaemonError::StateDir {
-            path: state_dir.clone(),
-            source,
-        })?;
-    let state = StateFile::new(state_dir).map_err(setup("reading the boot id"))?;
-    let loaded = state.load()?;
-    match &loaded {
-        Loaded::Fresh => tracing::info!("no persisted counter: fresh start at generation 0"),
-        Loaded::OtherBoot { boot_id } => {
-            tracing::info!(previous_boot = %boot_id, "persisted counter is from another boot: fresh start at generation 0")
-        }
-        Loaded::Continued(g) => tracing::info!(
-            generation = g,
-            "continuing the persisted counter of this boot"
-        ),
-    }
-    let page_path = state_dir.join(PAGE_FILE_NAME);
-    let mut generation = loaded.generation();
-    // Without a state file of this boot, a page file left on this state directory is the only
-    // record of the counter (a lost state file, or a state directory carried to another boot,
-    // as CRIU does with a container's tmpfs): never publish less than it shows, since mappings
-    // of that page may have come along.
-    if matches!(loaded, Loaded::Fresh | Loaded::OtherBoot { .. })
-        && let Some(shown) = page::peek(&page_path)
-        && shown > generation
-    {
-        tracing::warn!(
-            generation = shown,
-            state = %state.path().display(),
-            "no state file of this boot, but the page file shows a generation: continuing \
-             from it so the counter never goes backwards"
-        );
-        generation = shown;
-    }
-    state.persist(generation)?;
+    let (state, generation) = load_state(&config.state_dir)?;
+    let page_path = config.state_dir.join(PAGE_FILE_NAME);
     let page = page::PageFile::open_or_create(&page_path, generation).map_err(|source| {
         DaemonError::Page {
             path: page_path.clone(),
@@ -145,70 +115,35 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?,
     );
     let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
-    let defaults = backends::Options::default();
-    let backend_options = backends::Options {
-        fw_cfg_path: config.fw_cfg_path.clone().unwrap_or(defaults.fw_cfg_path),
-        state_dir: Some(state_dir.clone()),
-        bpf_pin_dir: config.bpf_pin_dir.clone(),
-        bpf_attach: config.bpf_attach,
-        ..defaults
-    };
-    let backends = backends::start_with(&config.backends, &inbox, &backend_options)?;
+    let backends = backends::start_with(&config.backends, &inbox, &backend_options(config))?;
 
     device_path::prepare_device_path(&config.device)?;
     let (mount, channel) = device_path::mount_device(&config.device)?;
     tracing::info!(device = %config.device.display(), method = ?mount.method(), "mounted");
-
-    let control_path = state_dir.join(CONTROL_SOCKET_NAME);
-    let listener = control::bind(&control_path).map_err(|source| DaemonError::Control {
-        path: control_path.clone(),
-        source,
-    });
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(e) => {
-            let _ = mount.unmount(true);
-            return Err(e);
-        }
-    };
-    spawn("control", {
-        let inbox = inbox.clone();
-        let policy = Arc::clone(&policy);
-        move || control::serve(listener, inbox, policy)
-    });
-    spawn_signal_watcher(inbox.clone()).map_err(setup("installing signal handlers"))?;
-    spawn("readiness", {
-        let inbox = inbox.clone();
-        let device = config.device.clone();
-        // The first stat makes the kernel learn the file's size; until then a mapping of a
-        // freshly mounted file would fault with SIGBUS.
-        move || match std::fs::metadata(&device) {
-            Ok(_) => inbox.send(Message::Serving),
-            Err(e) => tracing::error!(error = %e, "the new mount does not answer stat"),
-        }
-    });
+    let control_path = config.state_dir.join(CONTROL_SOCKET_NAME);
+    if let Err(e) = start_helpers(config, &control_path, &inbox, &policy) {
+        let _ = mount.unmount(true);
+        return Err(e);
+    }
 
     let facts = DaemonFacts {
         pid: std::process::id(),
         device: config.device.clone(),
-        state_dir: state_dir.clone(),
+        state_dir: config.state_dir.clone(),
         device_mmap: false,
         serving: false,
         backends,
     };
-    let mut server = Server::new(
-        config,
-        Serving {
-            channel,
-            state,
-            page,
-            generation,
-            policy,
-            inbox: receiver,
-            facts,
-        },
-    );
-    let stopped = server.run();
+    let serving = Serving {
+        channel,
+        state,
+        page,
+        generation,
+        policy,
+        inbox: receiver,
+        facts,
+    };
+    let stopped = Server::new(config, serving).run();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&control_path);
     match stopped? {
@@ -223,16 +158,102 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+/// Creates the state directory, loads the persisted counter, and persists the generation to
+/// start from.
+fn load_state(state_dir: &Path) -> Result<(StateFile, u32), DaemonError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(state_dir)
+        .map_err(|source| DaemonError::StateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+    let state = StateFile::new(state_dir).map_err(setup("reading the boot id"))?;
+    let loaded = state.load()?;
+    match &loaded {
+        Loaded::Fresh => tracing::info!("no persisted counter: fresh start at generation 0"),
+        Loaded::OtherBoot { boot_id } => {
+            tracing::info!(previous_boot = %boot_id, "persisted counter is from another boot: fresh start at generation 0")
+        }
+        Loaded::Continued(g) => tracing::info!(
+            generation = g,
+            "continuing the persisted counter of this boot"
+        ),
+    }
+    let mut generation = loaded.generation();
+    // Without a state file of this boot, a page file left on this state directory is the only
+    // record of the counter (a lost state file, or a state directory carried to another boot,
+    // as CRIU does with a container's tmpfs): never publish less than it shows, since mappings
+    // of that page may have come along.
+    if matches!(loaded, Loaded::Fresh | Loaded::OtherBoot { .. })
+        && let Some(shown) = page::peek(&state_dir.join(PAGE_FILE_NAME))
+        && shown > generation
+    {
+        tracing::warn!(
+            generation = shown,
+            state = %state.path().display(),
+            "no state file of this boot, but the page file shows a generation: continuing \
+             from it so the counter never goes backwards"
+        );
+        generation = shown;
+    }
+    state.persist(generation)?;
+    Ok((state, generation))
+}
+
+fn backend_options(config: &Config) -> backends::Options {
+    let defaults = backends::Options::default();
+    backends::Options {
+        fw_cfg_path: config.fw_cfg_path.clone().unwrap_or(defaults.fw_cfg_path),
+        state_dir: Some(config.state_dir.clone()),
+        bpf_pin_dir: config.bpf_pin_dir.clone(),
+        bpf_attach: config.bpf_attach,
+        ..defaults
+    }
+}
+
+/// Binds the control socket and starts the control, signal and readiness threads.
+fn start_helpers(
+    config: &Config,
+    control_path: &Path,
+    inbox: &inbox::Inbox,
+    policy: &Arc<caps::TriggerPolicy>,
+) -> Result<(), DaemonError> {
+    let listener = control::bind(control_path).map_err(|source| DaemonError::Control {
+        path: control_path.to_owned(),
+        source,
+    })?;
+    spawn("control", {
+        let inbox = inbox.clone();
+        let policy = Arc::clone(policy);
+        move || control::serve(listener, inbox, policy)
+    })?;
+    spawn_signal_watcher(inbox.clone())?;
+    spawn("readiness", {
+        let inbox = inbox.clone();
+        let device = config.device.clone();
+        // The first stat makes the kernel learn the file's size; until then a mapping of a
+        // freshly mounted file would fault with SIGBUS.
+        move || match std::fs::metadata(&device) {
+            Ok(_) => inbox.send(Message::Serving),
+            Err(e) => tracing::error!(error = %e, "the new mount does not answer stat"),
+        }
+    })
+}
+
+fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
-        .expect("spawning a thread");
+        .map(drop)
+        .map_err(|source| DaemonError::Thread { name, source })
 }
 
-fn spawn_signal_watcher(inbox: inbox::Inbox) -> std::io::Result<()> {
+fn spawn_signal_watcher(inbox: inbox::Inbox) -> Result<(), DaemonError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(setup("installing signal handlers"))?;
     spawn("signals", move || {
         for signal in signals.forever() {
             let name = if signal == SIGTERM {
@@ -244,6 +265,5 @@ fn spawn_signal_watcher(inbox: inbox::Inbox) -> std::io::Result<()> {
                 reason: format!("got {name}"),
             });
         }
-    });
-    Ok(())
+    })
 }
