@@ -247,8 +247,8 @@ impl Dispatcher {
         self.effects.kernel.send(&reply_message(request, reply));
     }
 
-    /// Shows a persisted generation: the page file, then every device mapping.
-    /// A hardware bump's completions run last: its restore is handled.
+    /// Shows a persisted generation (the page file, then every device mapping), then runs the
+    /// completions waiting on a hardware bump: its restore is handled.
     fn publish(&mut self, generation: u32, source: &BumpSource, token: Option<BumpToken>) {
         self.effects.page.publish(generation);
         self.store_device_page(generation);
