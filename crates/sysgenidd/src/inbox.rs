@@ -8,6 +8,7 @@ use rustix::event::{EventfdFlags, eventfd};
 
 use sysgenid_core::{Caller, Reply};
 
+use crate::backends::BackendKind;
 use crate::control::StatusSnapshot;
 
 /// Something for the event loop to do.
@@ -26,22 +27,27 @@ pub enum Message {
         /// Where the reply goes.
         reply: mpsc::SyncSender<Reply>,
     },
-    /// A hardware backend saw a restore.
-    HardwareBump {
-        /// The backend's name.
-        backend: String,
-        /// Run once the bump is persisted and published: the backend records the restore as
-        /// handled only then, so a daemon that dies first sees it again at its next start.
-        applied: Applied,
+    /// A hardware backend saw a restore. The loop judges it with the dedupe policy, in inbox
+    /// order: a new restore bumps, and a report of one already counted waits for that bump.
+    Report {
+        /// The backend.
+        backend: BackendKind,
+        /// The hardware's identity value for the state it saw, if it has one.
+        key: Option<u128>,
+        /// Run once the bump that counts this restore is persisted and published: the backend
+        /// marks the restore as handled only then, so a daemon that dies first, or whose bump
+        /// fails, sees it again at its next start.
+        completion: Completion,
     },
-    /// A report that was the same restore as `winner`'s bump: run `applied` once that bump is
-    /// applied (at once if it already was; dropped if it fails).
-    AfterBump {
-        /// The backend (or `trigger-if`) whose bump counted the restore.
-        winner: String,
-        /// What the dropped report's backend does then.
-        applied: Applied,
+    /// A backend's key at start: a state handled before this run, never a restore.
+    KeyAtStart {
+        /// The backend.
+        backend: BackendKind,
+        /// Its identity value.
+        key: u128,
     },
+    /// The outcome of a persist that a [`crate::effects::Persist`] started elsewhere.
+    Persisted(Result<(), String>),
     /// The device answered its first stat: the daemon is serving.
     Serving,
     /// Stop serving: unmount and exit.
@@ -51,47 +57,38 @@ pub enum Message {
     },
 }
 
-/// What a backend does once its bump is applied (write its record, acknowledge its probe).
-pub struct Applied(Option<Box<dyn FnOnce() + Send>>);
+/// What a backend runs once a restore it reported is handled (writes its record, acknowledges
+/// its probe): the closures run in the order they were joined.
+#[derive(Default)]
+pub struct Completion(Vec<Box<dyn FnOnce() + Send>>);
 
-impl Applied {
+impl Completion {
     /// Nothing to do.
-    pub fn nothing() -> Applied {
-        Applied(None)
+    pub fn nothing() -> Completion {
+        Completion::default()
     }
 
-    /// Run `f` once the bump is applied.
-    pub fn then(f: impl FnOnce() + Send + 'static) -> Applied {
-        Applied(Some(Box::new(f)))
+    /// Run `f` once the restore is handled.
+    pub fn then(f: impl FnOnce() + Send + 'static) -> Completion {
+        Completion(vec![Box::new(f)])
     }
 
     /// Runs it now.
     pub fn run(self) {
-        if let Some(f) = self.0 {
+        for f in self.0 {
             f();
         }
     }
 
-    /// This, then `next`.
-    pub fn and(self, next: Applied) -> Applied {
-        match (self.0, next.0) {
-            (None, next) => Applied(next),
-            (first, None) => Applied(first),
-            (Some(first), Some(next)) => Applied::then(move || {
-                first();
-                next();
-            }),
-        }
+    /// Adds `next`, to run after what is already here.
+    pub fn join(&mut self, next: Completion) {
+        self.0.extend(next.0);
     }
 }
 
-impl std::fmt::Debug for Applied {
+impl std::fmt::Debug for Completion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Applied(..)"
-        } else {
-            "Applied(none)"
-        })
+        write!(f, "Completion({} to run)", self.0.len())
     }
 }
 

@@ -7,13 +7,20 @@ pub mod backends;
 pub mod caps;
 pub mod config;
 pub mod control;
+pub mod device_path;
+pub mod dispatch;
+pub mod effects;
+#[cfg(test)]
+mod fakes;
+pub mod fuse_adapter;
 pub mod inbox;
 pub mod page;
+pub mod restores;
 pub mod server;
 pub mod state;
 pub mod state_dir;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sysgenid_abi::{CONTROL_SOCKET_NAME, PAGE_FILE_NAME};
@@ -21,7 +28,7 @@ use sysgenid_abi::{CONTROL_SOCKET_NAME, PAGE_FILE_NAME};
 use crate::config::Config;
 use crate::control::DaemonFacts;
 use crate::inbox::Message;
-use crate::server::{Server, Stopped};
+use crate::server::{Server, Serving, Stopped};
 use crate::state_dir::StateDir;
 
 /// Why the daemon could not start or stopped with an error.
@@ -44,15 +51,15 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
-    /// A backend cannot start.
-    #[error("{0}")]
-    Backends(String),
+    /// The backends cannot start.
+    #[error(transparent)]
+    Backends(#[from] backends::BackendError),
     /// The device path is not usable.
     #[error(transparent)]
-    Prepare(#[from] server::PrepareError),
+    Prepare(#[from] device_path::PrepareError),
     /// Mounting failed.
     #[error(transparent)]
-    Mount(#[from] server::MountDeviceError),
+    Mount(#[from] device_path::MountDeviceError),
     /// The control socket cannot be bound.
     #[error("control socket {}: {source}", path.display())]
     Control {
@@ -64,6 +71,14 @@ pub enum DaemonError {
     /// The event loop failed.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// A thread could not start.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread.
+        name: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The kernel ended the FUSE connection while serving.
     #[error("the device was unmounted or its connection aborted from outside")]
     Unmounted,
@@ -83,8 +98,7 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 
 /// Starts serving with `config` and returns when told to stop.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
-    let state_dir = &config.state_dir;
-    let dir = Arc::new(StateDir::open(state_dir)?);
+    let dir = Arc::new(StateDir::open(&config.state_dir)?);
     let recovered =
         state::recover(Arc::clone(&dir), page::peek(&dir)).map_err(setup("reading the boot id"))?;
     let generation = recovered.generation;
@@ -98,74 +112,36 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?,
     );
     let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
-    let defaults = backends::Options::default();
-    let backend_options = backends::Options {
-        fw_cfg_path: config.fw_cfg_path.clone().unwrap_or(defaults.fw_cfg_path),
-        state_dir: Some(state_dir.clone()),
-        bpf_pin_dir: config.bpf_pin_dir.clone(),
-        bpf_attach: config.bpf_attach,
-        ..defaults
-    };
-    let reporter = backends::Reporter::new(inbox.clone(), backend_options.window);
-    let backends = backends::start_reporting(&config.backends, &reporter, &backend_options)
-        .map_err(DaemonError::Backends)?;
+    let backends = backends::start_with(&config.backends, &inbox, &backend_options(config))?;
 
-    server::prepare_device_path(&config.device)?;
-    let (mount, channel) = server::mount_device(&config.device)?;
+    device_path::prepare_device_path(&config.device)?;
+    let (mount, channel) = device_path::mount_device(&config.device)?;
     tracing::info!(device = %config.device.display(), method = ?mount.method(), "mounted");
-
-    let control_path = state_dir.join(CONTROL_SOCKET_NAME);
-    let listener = control::bind(&control_path).map_err(|source| DaemonError::Control {
-        path: control_path.clone(),
-        source,
-    });
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(e) => {
-            let _ = mount.unmount(true);
-            return Err(e);
-        }
-    };
-    spawn("control", {
-        let inbox = inbox.clone();
-        let policy = Arc::clone(&policy);
-        move || control::serve(listener, inbox, policy)
-    });
-    spawn_signal_watcher(inbox.clone()).map_err(setup("installing signal handlers"))?;
-    spawn("readiness", {
-        let inbox = inbox.clone();
-        let device = config.device.clone();
-        // The first stat makes the kernel learn the file's size; until then a mapping of a
-        // freshly mounted file would fault with SIGBUS.
-        move || match std::fs::metadata(&device) {
-            Ok(_) => inbox.send(Message::Serving),
-            Err(e) => tracing::error!(error = %e, "the new mount does not answer stat"),
-        }
-    });
+    let control_path = config.state_dir.join(CONTROL_SOCKET_NAME);
+    if let Err(e) = start_helpers(config, &control_path, &inbox, &policy) {
+        let _ = mount.unmount(true);
+        return Err(e);
+    }
 
     let facts = DaemonFacts {
         pid: std::process::id(),
         device: config.device.clone(),
-        state_dir: state_dir.clone(),
+        state_dir: config.state_dir.clone(),
         device_mmap: false,
         serving: false,
         backends,
     };
-    let mut server = Server::new(
-        config,
+    let serving = Serving {
         channel,
-        recovered.state,
+        state: recovered.state,
         page,
         generation,
+        degraded: recovered.degraded.is_some(),
         policy,
-        receiver,
+        inbox: receiver,
         facts,
-    )
-    .with_reporter(reporter);
-    if recovered.degraded.is_some() {
-        server = server.degraded();
-    }
-    let stopped = server.run();
+    };
+    let stopped = Server::new(config, serving).run();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&control_path);
     match stopped? {
@@ -180,19 +156,62 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+fn backend_options(config: &Config) -> backends::Options {
+    let defaults = backends::Options::default();
+    backends::Options {
+        fw_cfg_path: config.fw_cfg_path.clone().unwrap_or(defaults.fw_cfg_path),
+        state_dir: Some(config.state_dir.clone()),
+        bpf_pin_dir: config.bpf_pin_dir.clone(),
+        bpf_attach: config.bpf_attach,
+        ..defaults
+    }
+}
+
+/// Binds the control socket and starts the control, signal and readiness threads.
+fn start_helpers(
+    config: &Config,
+    control_path: &Path,
+    inbox: &inbox::Inbox,
+    policy: &Arc<caps::TriggerPolicy>,
+) -> Result<(), DaemonError> {
+    let listener = control::bind(control_path).map_err(|source| DaemonError::Control {
+        path: control_path.to_owned(),
+        source,
+    })?;
+    spawn("control", {
+        let inbox = inbox.clone();
+        let policy = Arc::clone(policy);
+        move || control::serve(listener, inbox, policy)
+    })?;
+    spawn_signal_watcher(inbox.clone())?;
+    spawn("readiness", {
+        let inbox = inbox.clone();
+        let device = config.device.clone();
+        // The first stat makes the kernel learn the file's size; until then a mapping of a
+        // freshly mounted file would fault with SIGBUS.
+        move || match std::fs::metadata(&device) {
+            Ok(_) => inbox.send(Message::Serving),
+            Err(e) => tracing::error!(error = %e, "the new mount does not answer stat"),
+        }
+    })
+}
+
+fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
-        .expect("spawning a thread");
+        .map(drop)
+        .map_err(|source| DaemonError::Thread { name, source })
 }
 
-fn spawn_signal_watcher(inbox: inbox::Inbox) -> std::io::Result<()> {
+fn spawn_signal_watcher(inbox: inbox::Inbox) -> Result<(), DaemonError> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
     // A file-size limit inherited from the environment must fail a persist (EFBIG), not kill
     // the daemon: SIGXFSZ gets a handler that only notes it.
-    signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))?;
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))
+        .map_err(setup("installing signal handlers"))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(setup("installing signal handlers"))?;
     spawn("signals", move || {
         for signal in signals.forever() {
             let name = if signal == SIGTERM {
@@ -204,6 +223,5 @@ fn spawn_signal_watcher(inbox: inbox::Inbox) -> std::io::Result<()> {
                 reason: format!("got {name}"),
             });
         }
-    });
-    Ok(())
+    })
 }

@@ -3,12 +3,12 @@
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use sysgenidd::backends::{self, Options, fw_cfg, record, vmclock};
+use BackendKind::{FwCfg, Vmclock};
+use sysgenidd::backends::dedupe::DEFAULT_WINDOW;
+use sysgenidd::backends::{self, BackendKind, Options, fw_cfg, record, vmclock};
 use sysgenidd::config::BackendChoice;
-
-use sysgenidd::inbox::{Applied, InboxReceiver, Message, inbox};
+use sysgenidd::inbox::{InboxReceiver, Message, inbox};
+use sysgenidd::restores::Restores;
 
 fn page(counter: u64, flags: u64) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -30,25 +30,49 @@ fn set_counter(file: &tempfile::NamedTempFile, seq: u32, counter: u64) {
     f.write_at(&(seq + 2).to_le_bytes(), 12).unwrap();
 }
 
-/// The bumps sent within `wait`, each applied (as the event loop does once it is persisted).
-fn bumps(rx: &InboxReceiver, wait: Duration) -> Vec<String> {
-    let until = Instant::now() + wait;
-    let mut seen = Vec::new();
-    while Instant::now() < until {
-        for m in rx.drain() {
-            match m {
-                Message::HardwareBump { backend, applied } => {
-                    applied.run();
-                    seen.push(backend);
-                }
-                // The winner's bump was applied above (or earlier).
-                Message::AfterBump { applied, .. } => applied.run(),
-                _ => {}
-            }
+/// The event loop's side of the inbox: reports judged by the loop's own [`Restores`], in
+/// inbox order, and every bump published at once.
+struct Loop {
+    rx: InboxReceiver,
+    restores: Restores,
+    epoch: Instant,
+}
+
+impl Loop {
+    fn new(rx: InboxReceiver, window: Duration) -> Loop {
+        Loop {
+            rx,
+            restores: Restores::new(window),
+            epoch: Instant::now(),
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    seen
+
+    /// The backends whose reports bumped within `wait`.
+    fn bumps(&mut self, wait: Duration) -> Vec<BackendKind> {
+        let until = Instant::now() + wait;
+        let mut seen = Vec::new();
+        while Instant::now() < until {
+            for m in self.rx.drain() {
+                match m {
+                    Message::Report {
+                        backend,
+                        key,
+                        completion,
+                    } => {
+                        let now = self.epoch.elapsed();
+                        if let Some(token) = self.restores.report(backend, key, completion, now) {
+                            seen.push(backend);
+                            self.restores.published(token);
+                        }
+                    }
+                    Message::KeyAtStart { backend, key } => self.restores.note_key(backend, key),
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        seen
+    }
 }
 
 fn guid_blob(guid: u128) -> tempfile::NamedTempFile {
@@ -78,6 +102,13 @@ fn options(path: &std::path::Path) -> Options {
 
 fn list(names: &[&str]) -> BackendChoice {
     BackendChoice::List(names.iter().map(|n| n.to_string()).collect())
+}
+
+/// Starts the named backends, with a loop of the default dedupe window on their inbox.
+fn started(names: &[&str], opts: &Options) -> Loop {
+    let (tx, rx) = inbox().unwrap();
+    backends::start_with(&list(names), &tx, opts).unwrap();
+    Loop::new(rx, DEFAULT_WINDOW)
 }
 
 #[test]
@@ -158,7 +189,7 @@ fn explicit_lists_start_unavailable_backends_inactive_and_refuse_unknown_ones() 
 
     let err = backends::start(&BackendChoice::List(vec!["vmgenid".into()]), &tx).unwrap_err();
     assert_eq!(
-        err,
+        err.to_string(),
         "unknown backend \"vmgenid\": this build knows vmgenid-bpf, vmclock, uevent, fw-cfg"
     );
     assert!(
@@ -171,17 +202,17 @@ fn explicit_lists_start_unavailable_backends_inactive_and_refuse_unknown_ones() 
 #[test]
 fn each_counter_change_sends_one_bump() {
     let (tx, rx) = inbox().unwrap();
+    let mut el = Loop::new(rx, Duration::ZERO);
     let file = page(100, vmclock::FLAG_VM_GEN_COUNTER_PRESENT);
-    let mut opts = options(file.path());
-    opts.window = Duration::ZERO;
+    let opts = options(file.path());
     let statuses =
         backends::start_with(&BackendChoice::List(vec!["vmclock".into()]), &tx, &opts).unwrap();
     assert!(statuses[0].active, "{statuses:?}");
-    assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
+    assert!(el.bumps(Duration::from_millis(100)).is_empty());
     set_counter(&file, 2, 101);
-    assert_eq!(bumps(&rx, Duration::from_millis(300)), ["vmclock"]);
+    assert_eq!(el.bumps(Duration::from_millis(300)), [Vmclock]);
     set_counter(&file, 4, 102);
-    assert_eq!(bumps(&rx, Duration::from_millis(300)), ["vmclock"]);
+    assert_eq!(el.bumps(Duration::from_millis(300)), [Vmclock]);
 }
 
 #[test]
@@ -190,58 +221,22 @@ fn a_changed_record_means_a_restore_while_down() {
     let file = page(7, vmclock::FLAG_VM_GEN_COUNTER_PRESENT);
     let mut opts = options(file.path());
     opts.state_dir = Some(state.path().to_owned());
-    let record = record::path(state.path(), "vmclock");
+    let record = record::path(state.path(), Vmclock);
 
     // First run: no record, no bump; the counter is recorded.
-    let (tx, rx) = inbox().unwrap();
-    backends::start_with(&BackendChoice::List(vec!["vmclock".into()]), &tx, &opts).unwrap();
-    assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
+    let mut el = started(&["vmclock"], &opts);
+    assert!(el.bumps(Duration::from_millis(100)).is_empty());
     assert_eq!(record::read(&record), Some(7));
 
     // Same counter at the next start: nothing happened.
-    let (tx, rx) = inbox().unwrap();
-    backends::start_with(&BackendChoice::List(vec!["vmclock".into()]), &tx, &opts).unwrap();
-    assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
+    let mut el = started(&["vmclock"], &opts);
+    assert!(el.bumps(Duration::from_millis(100)).is_empty());
 
     // Changed while down: exactly one bump at start.
     record::write(&record, 6).unwrap();
-    let (tx, rx) = inbox().unwrap();
-    backends::start_with(&BackendChoice::List(vec!["vmclock".into()]), &tx, &opts).unwrap();
-    assert_eq!(bumps(&rx, Duration::from_millis(200)), ["vmclock"]);
+    let mut el = started(&["vmclock"], &opts);
+    assert_eq!(el.bumps(Duration::from_millis(200)), [Vmclock]);
     assert_eq!(record::read(&record), Some(7));
-}
-
-#[test]
-fn two_backends_reporting_one_restore_make_one_bump() {
-    let (tx, rx) = inbox().unwrap();
-    let reporter = backends::Reporter::new(tx, Duration::from_secs(2));
-    reporter.note_key("vmclock", 1);
-    assert!(reporter.report("uevent", None, Applied::nothing()));
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&dropped);
-    let applied = Applied::then(move || flag.store(true, Ordering::SeqCst));
-    assert!(!reporter.report("vmclock", Some(2), applied));
-    // The dropped report's completion waits for the winner's bump: the loop gets it.
-    let sent = rx.drain();
-    assert!(
-        matches!(sent.as_slice(), [Message::HardwareBump { backend, .. }, Message::AfterBump { winner, .. }]
-            if backend == "uevent" && winner == "uevent"),
-        "{sent:?}"
-    );
-    assert!(
-        !dropped.load(Ordering::SeqCst),
-        "not before the winner is applied"
-    );
-    for m in sent {
-        if let Message::AfterBump { applied, .. } = m {
-            applied.run();
-        }
-    }
-    assert!(dropped.load(Ordering::SeqCst));
-    assert!(
-        bumps(&rx, Duration::from_millis(50)).is_empty(),
-        "one bump only"
-    );
 }
 
 #[test]
@@ -251,50 +246,54 @@ fn each_guid_change_sends_one_bump_and_a_changed_guid_at_start_is_a_restore_whil
     let mut opts = options(std::path::Path::new("/nonexistent/vmclock0"));
     opts.fw_cfg_path = blob.path().to_owned();
     opts.state_dir = Some(state.path().to_owned());
-    opts.window = Duration::ZERO;
 
     let (tx, rx) = inbox().unwrap();
+    let mut el = Loop::new(rx, Duration::ZERO);
     let statuses = backends::start_with(&list(&["fw-cfg"]), &tx, &opts).unwrap();
     assert!(statuses[0].active, "{statuses:?}");
-    assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
+    assert!(el.bumps(Duration::from_millis(100)).is_empty());
     set_guid(&blob, 0x2222);
-    assert_eq!(bumps(&rx, Duration::from_millis(300)), ["fw-cfg"]);
-    let record = record::path(state.path(), "fw-cfg");
+    assert_eq!(el.bumps(Duration::from_millis(300)), [FwCfg]);
+    let record = record::path(state.path(), FwCfg);
     assert_eq!(record::read(&record), Some(0x2222));
 
     // A new daemon on a changed GUID (the old thread keeps polling the first blob).
     let blob2 = guid_blob(0x3333);
     opts.fw_cfg_path = blob2.path().to_owned();
-    let (tx, rx) = inbox().unwrap();
-    backends::start_with(&list(&["fw-cfg"]), &tx, &opts).unwrap();
-    assert_eq!(bumps(&rx, Duration::from_millis(200)), ["fw-cfg"]);
+    let mut el = started(&["fw-cfg"], &opts);
+    assert_eq!(el.bumps(Duration::from_millis(200)), [FwCfg]);
     assert_eq!(record::read(&record), Some(0x3333));
 }
 
-/// Two real backend threads see the same restore: one bump, by the one that saw it first.
+/// Two real backend threads see the same restore: one bump, by the one that saw it first, and
+/// both record the restore as handled once that bump is published.
 #[test]
 fn two_backends_seeing_one_restore_bump_once_and_the_first_wins() {
+    let state = tempfile::tempdir().unwrap();
     let clock = page(10, vmclock::FLAG_VM_GEN_COUNTER_PRESENT);
     let blob = guid_blob(0xA);
     let mut opts = options(clock.path());
     opts.fw_cfg_path = blob.path().to_owned();
-    opts.window = Duration::from_millis(600);
+    opts.state_dir = Some(state.path().to_owned());
+    let recorded = |kind| record::read(&record::path(state.path(), kind));
     let (tx, rx) = inbox().unwrap();
+    let mut el = Loop::new(rx, Duration::from_millis(600));
     let statuses = backends::start_with(&list(&["vmclock", "fw-cfg"]), &tx, &opts).unwrap();
     assert!(statuses.iter().all(|s| s.active), "{statuses:?}");
-    assert!(bumps(&rx, Duration::from_millis(100)).is_empty());
+    assert!(el.bumps(Duration::from_millis(100)).is_empty());
 
     // Restore one: the vmclock counter moves first, the GUID 100 ms later.
     set_counter(&clock, 2, 11);
     std::thread::sleep(Duration::from_millis(100));
     set_guid(&blob, 0xB);
-    assert_eq!(bumps(&rx, Duration::from_millis(800)), ["vmclock"]);
+    assert_eq!(el.bumps(Duration::from_millis(800)), [Vmclock]);
+    assert_eq!((recorded(Vmclock), recorded(FwCfg)), (Some(11), Some(0xB)));
 
     // Restore two, after the window: the GUID first this time.
     set_guid(&blob, 0xC);
     std::thread::sleep(Duration::from_millis(100));
     set_counter(&clock, 4, 12);
-    assert_eq!(bumps(&rx, Duration::from_millis(800)), ["fw-cfg"]);
+    assert_eq!(el.bumps(Duration::from_millis(800)), [FwCfg]);
 }
 
 /// A restore seen while down whose bump is never applied (the daemon died first) is not
@@ -306,7 +305,7 @@ fn a_bump_that_is_never_applied_is_reported_again_at_the_next_start() {
     let mut opts = options(std::path::Path::new("/nonexistent/vmclock0"));
     opts.fw_cfg_path = blob.path().to_owned();
     opts.state_dir = Some(state.path().to_owned());
-    let record = record::path(state.path(), "fw-cfg");
+    let record = record::path(state.path(), FwCfg);
     record::write(&record, 0x0F).unwrap();
 
     // Start: the GUID changed while down; the bump is sent but the loop never applies it.
@@ -315,7 +314,20 @@ fn a_bump_that_is_never_applied_is_reported_again_at_the_next_start() {
     std::thread::sleep(Duration::from_millis(100));
     let sent = rx.drain();
     assert!(
-        matches!(sent.as_slice(), [Message::HardwareBump { backend, .. }] if backend == "fw-cfg"),
+        matches!(
+            sent.as_slice(),
+            [
+                Message::KeyAtStart {
+                    backend: FwCfg,
+                    key: 0x0F
+                },
+                Message::Report {
+                    backend: FwCfg,
+                    key: Some(0x10),
+                    ..
+                },
+            ]
+        ),
         "{sent:?}"
     );
     drop(sent);
@@ -328,8 +340,7 @@ fn a_bump_that_is_never_applied_is_reported_again_at_the_next_start() {
     // The next start sees the same change again, and records it once applied.
     let blob2 = guid_blob(0x10);
     opts.fw_cfg_path = blob2.path().to_owned();
-    let (tx, rx) = inbox().unwrap();
-    backends::start_with(&list(&["fw-cfg"]), &tx, &opts).unwrap();
-    assert_eq!(bumps(&rx, Duration::from_millis(200)), ["fw-cfg"]);
+    let mut el = started(&["fw-cfg"], &opts);
+    assert_eq!(el.bumps(Duration::from_millis(200)), [FwCfg]);
     assert_eq!(record::read(&record), Some(0x10));
 }

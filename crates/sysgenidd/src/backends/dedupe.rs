@@ -27,7 +27,7 @@
 //! earlier than the last forwarded report counts as inside the window.
 //!
 //! A bump for a restore made elsewhere, the overseer's conditional trigger, opens a window too
-//! ([`Dedupe::bumped_by`]): a backend that notices the restore after the overseer bumped for it
+//! ([`Dedupe::bumped_by_trigger_if`]): a backend that notices the restore after the overseer bumped for it
 //! is the same restore.
 //!
 //! What it costs: two genuine restores less than a window apart, seen only by unkeyed
@@ -36,10 +36,31 @@
 //! clients is the same as the first's.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
+
+use super::BackendKind;
 
 /// The default window: reports of one restore by different backends arrive within it.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
+
+/// Who made the bump that opened a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bumper {
+    /// A backend's forwarded report.
+    Backend(BackendKind),
+    /// The overseer's conditional trigger (`trigger-if` on the control socket).
+    TriggerIf,
+}
+
+impl fmt::Display for Bumper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bumper::Backend(kind) => f.write_str(kind.name()),
+            Bumper::TriggerIf => f.write_str("trigger-if"),
+        }
+    }
+}
 
 /// What to do with a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +69,8 @@ pub enum Verdict {
     Forward,
     /// The same restore as the report forwarded `after` earlier by `winner`.
     Duplicate {
-        /// The backend whose report was forwarded.
-        winner: String,
+        /// Who bumped for the restore.
+        winner: Bumper,
         /// How long after it this report came.
         after: Duration,
     },
@@ -61,8 +82,8 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Dedupe {
     window: Duration,
-    forwarded: Option<(Duration, String)>,
-    keys: HashMap<String, u128>,
+    forwarded: Option<(Duration, Bumper)>,
+    keys: HashMap<BackendKind, u128>,
 }
 
 impl Default for Dedupe {
@@ -82,36 +103,33 @@ impl Dedupe {
     }
 
     /// Records a backend's current key without reporting a restore (its value at start).
-    pub fn note_key(&mut self, backend: &str, key: u128) {
-        self.keys.insert(backend.to_owned(), key);
+    pub fn note_key(&mut self, backend: BackendKind, key: u128) {
+        self.keys.insert(backend, key);
     }
 
-    /// Records a bump made for a restore by something other than a backend (the overseer's
-    /// conditional trigger): backend reports of the same restore inside the window are dropped.
-    pub fn bumped_by(&mut self, source: &str, now: Duration) {
-        self.forwarded = Some((now, source.to_owned()));
+    /// Records a bump the overseer's conditional trigger made for a restore: backend reports of
+    /// the same restore inside the window are dropped.
+    pub fn bumped_by_trigger_if(&mut self, now: Duration) {
+        self.forwarded = Some((now, Bumper::TriggerIf));
     }
 
     /// Judges a report from `backend` with an optional `key`, made at time `now`.
-    pub fn offer(&mut self, backend: &str, key: Option<u128>, now: Duration) -> Verdict {
+    pub fn offer(&mut self, backend: BackendKind, key: Option<u128>, now: Duration) -> Verdict {
         if let Some(key) = key {
-            if self.keys.get(backend) == Some(&key) {
+            if self.keys.get(&backend) == Some(&key) {
                 return Verdict::SameKey;
             }
-            self.keys.insert(backend.to_owned(), key);
+            self.keys.insert(backend, key);
         }
-        if let Some((at, winner)) = &self.forwarded {
-            let after = now.saturating_sub(*at);
-            let inside = now < *at || after < self.window;
-            let believed = winner == backend && key.is_some();
+        if let Some((at, winner)) = self.forwarded {
+            let after = now.saturating_sub(at);
+            let inside = now < at || after < self.window;
+            let believed = winner == Bumper::Backend(backend) && key.is_some();
             if inside && !believed {
-                return Verdict::Duplicate {
-                    winner: winner.clone(),
-                    after,
-                };
+                return Verdict::Duplicate { winner, after };
             }
         }
-        self.forwarded = Some((now, backend.to_owned()));
+        self.forwarded = Some((now, Bumper::Backend(backend)));
         Verdict::Forward
     }
 }
@@ -119,6 +137,7 @@ impl Dedupe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use BackendKind::{FwCfg, Uevent, Vmclock, VmgenidBpf};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -127,64 +146,64 @@ mod tests {
     #[test]
     fn first_report_wins_and_the_second_backend_is_suppressed() {
         let mut p = Dedupe::default();
-        assert_eq!(p.offer("vmclock", Some(7), ms(1000)), Verdict::Forward);
+        assert_eq!(p.offer(Vmclock, Some(7), ms(1000)), Verdict::Forward);
         assert_eq!(
-            p.offer("uevent", None, ms(1300)),
+            p.offer(Uevent, None, ms(1300)),
             Verdict::Duplicate {
-                winner: "vmclock".into(),
+                winner: Bumper::Backend(Vmclock),
                 after: ms(300)
             }
         );
 
         let mut p = Dedupe::default();
-        assert_eq!(p.offer("uevent", None, ms(1000)), Verdict::Forward);
+        assert_eq!(p.offer(Uevent, None, ms(1000)), Verdict::Forward);
         assert_eq!(
-            p.offer("vmclock", Some(7), ms(1050)),
+            p.offer(Vmclock, Some(7), ms(1050)),
             Verdict::Duplicate {
-                winner: "uevent".into(),
+                winner: Bumper::Backend(Uevent),
                 after: ms(50)
             }
         );
         // The suppressed key was recorded: repeating it later is not a new restore.
-        assert_eq!(p.offer("vmclock", Some(7), ms(60_000)), Verdict::SameKey);
+        assert_eq!(p.offer(Vmclock, Some(7), ms(60_000)), Verdict::SameKey);
     }
 
     #[test]
     fn reports_after_the_window_are_new_restores() {
         let mut p = Dedupe::default();
-        assert_eq!(p.offer("uevent", None, ms(0)), Verdict::Forward);
+        assert_eq!(p.offer(Uevent, None, ms(0)), Verdict::Forward);
         assert!(matches!(
-            p.offer("uevent", None, ms(1999)),
+            p.offer(Uevent, None, ms(1999)),
             Verdict::Duplicate { .. }
         ));
-        assert_eq!(p.offer("uevent", None, ms(2000)), Verdict::Forward);
-        assert_eq!(p.offer("vmclock", Some(1), ms(4000)), Verdict::Forward);
+        assert_eq!(p.offer(Uevent, None, ms(2000)), Verdict::Forward);
+        assert_eq!(p.offer(Vmclock, Some(1), ms(4000)), Verdict::Forward);
     }
 
     #[test]
     fn suppressed_reports_do_not_extend_the_window() {
         let mut p = Dedupe::default();
-        assert_eq!(p.offer("uevent", None, ms(0)), Verdict::Forward);
+        assert_eq!(p.offer(Uevent, None, ms(0)), Verdict::Forward);
         for t in [500, 1000, 1500, 1900] {
             assert!(matches!(
-                p.offer("vmclock", Some(t.into()), ms(t)),
+                p.offer(Vmclock, Some(t.into()), ms(t)),
                 Verdict::Duplicate { .. }
             ));
         }
-        assert_eq!(p.offer("vmclock", Some(9999), ms(2000)), Verdict::Forward);
+        assert_eq!(p.offer(Vmclock, Some(9999), ms(2000)), Verdict::Forward);
     }
 
     #[test]
     fn a_new_key_from_the_winner_is_believed_inside_the_window() {
         let mut p = Dedupe::default();
-        p.note_key("vmclock", 5);
-        assert_eq!(p.offer("vmclock", Some(5), ms(10)), Verdict::SameKey);
-        assert_eq!(p.offer("vmclock", Some(6), ms(100)), Verdict::Forward);
-        assert_eq!(p.offer("vmclock", Some(7), ms(200)), Verdict::Forward);
-        assert_eq!(p.offer("vmclock", Some(7), ms(300)), Verdict::SameKey);
+        p.note_key(Vmclock, 5);
+        assert_eq!(p.offer(Vmclock, Some(5), ms(10)), Verdict::SameKey);
+        assert_eq!(p.offer(Vmclock, Some(6), ms(100)), Verdict::Forward);
+        assert_eq!(p.offer(Vmclock, Some(7), ms(200)), Verdict::Forward);
+        assert_eq!(p.offer(Vmclock, Some(7), ms(300)), Verdict::SameKey);
         // The unkeyed backend inside the window is still the same restore.
         assert!(matches!(
-            p.offer("uevent", None, ms(400)),
+            p.offer(Uevent, None, ms(400)),
             Verdict::Duplicate { .. }
         ));
     }
@@ -192,14 +211,14 @@ mod tests {
     #[test]
     fn a_keyed_report_after_an_unkeyed_winner_is_suppressed() {
         let mut p = Dedupe::default();
-        assert_eq!(p.offer("uevent", None, ms(0)), Verdict::Forward);
+        assert_eq!(p.offer(Uevent, None, ms(0)), Verdict::Forward);
         assert!(matches!(
-            p.offer("vmclock", Some(1), ms(10)),
+            p.offer(Vmclock, Some(1), ms(10)),
             Verdict::Duplicate { .. }
         ));
         // The keyed backend is not the winner, so even a second new key waits for the window.
         assert!(matches!(
-            p.offer("vmclock", Some(2), ms(20)),
+            p.offer(Vmclock, Some(2), ms(20)),
             Verdict::Duplicate { .. }
         ));
     }
@@ -207,11 +226,11 @@ mod tests {
     #[test]
     fn time_going_backwards_counts_as_inside_the_window() {
         let mut p = Dedupe::default();
-        assert_eq!(p.offer("uevent", None, ms(5000)), Verdict::Forward);
+        assert_eq!(p.offer(Uevent, None, ms(5000)), Verdict::Forward);
         assert_eq!(
-            p.offer("vmclock", Some(3), ms(1000)),
+            p.offer(Vmclock, Some(3), ms(1000)),
             Verdict::Duplicate {
-                winner: "uevent".into(),
+                winner: Bumper::Backend(Uevent),
                 after: Duration::ZERO
             }
         );
@@ -220,22 +239,22 @@ mod tests {
     #[test]
     fn a_conditional_trigger_opens_the_window_for_late_backends() {
         let mut p = Dedupe::default();
-        p.bumped_by("trigger-if", ms(1000));
+        p.bumped_by_trigger_if(ms(1000));
         assert_eq!(
-            p.offer("fw-cfg", Some(9), ms(1250)),
+            p.offer(FwCfg, Some(9), ms(1250)),
             Verdict::Duplicate {
-                winner: "trigger-if".into(),
+                winner: Bumper::TriggerIf,
                 after: ms(250)
             }
         );
-        assert_eq!(p.offer("vmgenid-bpf", Some(1), ms(3000)), Verdict::Forward);
+        assert_eq!(p.offer(VmgenidBpf, Some(1), ms(3000)), Verdict::Forward);
     }
 
     #[test]
     fn a_zero_window_forwards_every_new_report() {
         let mut p = Dedupe::new(Duration::ZERO);
-        assert_eq!(p.offer("uevent", None, ms(0)), Verdict::Forward);
-        assert_eq!(p.offer("vmclock", Some(1), ms(0)), Verdict::Forward);
-        assert_eq!(p.offer("vmclock", Some(1), ms(0)), Verdict::SameKey);
+        assert_eq!(p.offer(Uevent, None, ms(0)), Verdict::Forward);
+        assert_eq!(p.offer(Vmclock, Some(1), ms(0)), Verdict::Forward);
+        assert_eq!(p.offer(Vmclock, Some(1), ms(0)), Verdict::SameKey);
     }
 }

@@ -13,8 +13,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-/// The backend's name.
-pub const NAME: &str = "fw-cfg";
+use super::{BackendError, BackendKind, Options, record};
+use crate::inbox::Inbox;
+
 /// The GUID blob in sysfs.
 pub const DEFAULT_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/etc/vmgenid_guid/raw";
 /// Where the GUID sits in the blob.
@@ -45,26 +46,61 @@ pub fn read_guid(file: &File) -> io::Result<u128> {
 }
 
 /// Opens the blob and reads the GUID; an error is the reason the backend cannot run.
-pub fn open(path: &Path) -> Result<(File, u128), String> {
+pub fn open(path: &Path) -> Result<(File, u128), BackendError> {
+    let unreadable = |source| BackendError::FwCfg {
+        path: path.to_owned(),
+        source,
+    };
     let file = File::open(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            if Path::new("/sys/firmware/qemu_fw_cfg").exists() {
-                format!(
-                    "no {} (fw_cfg has no vmgenid GUID: no QEMU vmgenid device)",
-                    path.display()
-                )
-            } else {
-                format!(
-                    "no {} (needs QEMU with a vmgenid device and the qemu_fw_cfg kernel module)",
-                    path.display()
-                )
-            }
+        if e.kind() != io::ErrorKind::NotFound {
+            unreadable(e)
+        } else if Path::new("/sys/firmware/qemu_fw_cfg").exists() {
+            BackendError::NoFwCfgGuid(path.to_owned())
         } else {
-            format!("{}: {e}", path.display())
+            BackendError::NoFwCfg(path.to_owned())
         }
     })?;
-    let guid = read_guid(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+    let guid = read_guid(&file).map_err(unreadable)?;
     Ok((file, guid))
+}
+
+/// Reads the GUID, compares it with the record, and starts the thread that polls it.
+pub fn start(inbox: &Inbox, options: &Options) -> Result<(), BackendError> {
+    let (file, guid) = open(&options.fw_cfg_path)?;
+    tracing::info!(
+        guid = format_args!("{guid:032x}"),
+        "fw_cfg vmgenid GUID at start"
+    );
+    let recorder = record::resume(
+        inbox,
+        BackendKind::FwCfg,
+        options.state_dir.as_deref(),
+        guid,
+    );
+    let inbox = inbox.clone();
+    let interval = options.fw_cfg_interval;
+    super::spawn(BackendKind::FwCfg, move || {
+        let mut last = guid;
+        let mut failing = false;
+        loop {
+            std::thread::sleep(interval);
+            match read_guid(&file) {
+                Ok(now) => {
+                    failing = false;
+                    if now != last {
+                        last = now;
+                        recorder.report(&inbox, now);
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "fw_cfg GUID read failed; trying again");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -92,13 +128,13 @@ mod tests {
     #[test]
     fn a_short_blob_is_refused_with_the_reason() {
         let file = blob(1, 50);
-        let err = open(file.path()).unwrap_err();
+        let err = open(file.path()).unwrap_err().to_string();
         assert!(err.contains("not a vmgenid blob"), "{err}");
     }
 
     #[test]
     fn a_missing_blob_says_what_is_needed() {
-        let err = open(Path::new("/nonexistent/raw")).unwrap_err();
+        let err = open(Path::new("/nonexistent/raw")).unwrap_err().to_string();
         assert!(err.contains("vmgenid"), "{err}");
     }
 }

@@ -8,11 +8,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::Reporter;
-use crate::inbox::Applied;
+use super::BackendKind;
+use crate::inbox::{Completion, Inbox, Message};
 
 /// A backend's record file in a state directory.
-pub fn path(state_dir: &Path, backend: &str) -> PathBuf {
+pub fn path(state_dir: &Path, backend: BackendKind) -> PathBuf {
     state_dir.join(format!("{backend}.record"))
 }
 
@@ -36,7 +36,7 @@ pub fn write(path: &Path, value: u128) -> io::Result<()> {
 /// Where a backend keeps its value; cheap to clone into a completion.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    backend: &'static str,
+    backend: BackendKind,
     path: Option<PathBuf>,
 }
 
@@ -46,27 +46,26 @@ impl Recorder {
         if let Some(path) = &self.path
             && let Err(e) = write(path, value)
         {
-            tracing::warn!(backend = self.backend, path = %path.display(), error = %e, "cannot record the value");
+            tracing::warn!(backend = self.backend.name(), path = %path.display(), error = %e, "cannot record the value");
         }
     }
 
-    /// Reports a new value; it is recorded once the bump is applied (or at once if the report
-    /// is a duplicate of a restore already counted).
-    pub fn report(&self, reporter: &Reporter, value: u128) {
+    /// Reports a new value; it is recorded once the restore is handled.
+    pub fn report(&self, inbox: &Inbox, value: u128) {
         let me = self.clone();
-        reporter.report(
-            self.backend,
-            Some(value),
-            Applied::then(move || me.save(value)),
-        );
+        inbox.send(Message::Report {
+            backend: self.backend,
+            key: Some(value),
+            completion: Completion::then(move || me.save(value)),
+        });
     }
 }
 
 /// Compares the hardware's value at start with the record and reports a restore made while
 /// down; returns the recorder for later values.
 pub fn resume(
-    reporter: &Reporter,
-    backend: &'static str,
+    inbox: &Inbox,
+    backend: BackendKind,
     state_dir: Option<&Path>,
     now: u128,
 ) -> Recorder {
@@ -75,19 +74,20 @@ pub fn resume(
         path: state_dir.map(|dir| path(dir, backend)),
     };
     let recorded = recorder.path.as_deref().and_then(read);
+    let key_at_start = |key| inbox.send(Message::KeyAtStart { backend, key });
     if let Some(r) = recorded {
-        reporter.note_key(backend, r);
+        key_at_start(r);
     }
     if restored_while_down(recorded, now) {
         tracing::info!(
-            backend,
+            backend = backend.name(),
             now = format_args!("{now:x}"),
             recorded = format_args!("{:x}", recorded.unwrap_or_default()),
             "the value changed while the daemon was down: a restore"
         );
-        recorder.report(reporter, now);
+        recorder.report(inbox, now);
     } else {
-        reporter.note_key(backend, now);
+        key_at_start(now);
         recorder.save(now);
     }
     recorder
@@ -107,7 +107,8 @@ mod tests {
     #[test]
     fn records_round_trip_and_reject_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path(), "fw-cfg");
+        let p = path(dir.path(), BackendKind::FwCfg);
+        assert!(p.ends_with("fw-cfg.record"));
         assert_eq!(read(&p), None);
         write(&p, u128::MAX).unwrap();
         assert_eq!(read(&p), Some(u128::MAX));

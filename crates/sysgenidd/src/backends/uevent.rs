@@ -15,6 +15,9 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::{BackendError, BackendKind};
+use crate::inbox::{Completion, Inbox, Message};
+
 /// The multicast group the kernel sends uevents to.
 pub const KERNEL_GROUP: u32 = 1;
 /// The kernel's `UEVENT_BUFFER_SIZE`: no kernel uevent is longer.
@@ -359,6 +362,21 @@ pub fn run(socket: Socket, mut restore: impl FnMut()) {
             }
         }
     }
+}
+
+/// Binds the socket and starts the thread that reports each kernel restore event.
+pub fn start(inbox: &Inbox) -> Result<(), BackendError> {
+    let socket = Socket::bind().map_err(BackendError::UeventSocket)?;
+    let inbox = inbox.clone();
+    super::spawn(BackendKind::Uevent, move || {
+        run(socket, || {
+            inbox.send(Message::Report {
+                backend: BackendKind::Uevent,
+                key: None,
+                completion: Completion::nothing(),
+            });
+        })
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! the driver then wakes `poll(2)` with `POLLIN`; without it the page is polled on a timer.
 //!
 //! Restores while the daemon is down: with a state directory, the last counter seen is kept
-//! in `<state-dir>/vmclock-counter`. A start that finds a different counter reports one
+//! in `<state-dir>/vmclock.record`. A start that finds a different counter reports one
 //! restore. That catches a restore of a snapshot taken while the daemon was stopped, when the
 //! state directory (normally `/run`, in guest memory) is part of the snapshot. It cannot catch
 //! a restore when there is no record (the first run, a wiped state directory, a snapshot taken
@@ -29,6 +29,9 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
+
+use super::{BackendError, BackendKind, Options, record};
+use crate::inbox::Inbox;
 
 /// Where the Linux driver puts the device.
 pub const DEFAULT_PATH: &str = "/dev/vmclock0";
@@ -141,7 +144,7 @@ impl Mapping {
     }
 
     /// The seqlock-protected fields, read consistently with at most `max_attempts` tries.
-    pub fn snapshot(&self, max_attempts: u32) -> Result<Snapshot, Torn> {
+    pub fn read(&self, max_attempts: u32) -> Result<VmclockReading, Torn> {
         for _ in 0..max_attempts {
             let seq = self.u32_at(offset::SEQ_COUNT, Ordering::Acquire);
             if seq & 1 == 1 {
@@ -153,7 +156,7 @@ impl Mapping {
             let counter = self.u64_at(offset::VM_GENERATION_COUNTER);
             fence(Ordering::Acquire);
             if self.u32_at(offset::SEQ_COUNT, Ordering::Relaxed) == seq {
-                return Ok(Snapshot {
+                return Ok(VmclockReading {
                     seq,
                     flags,
                     disruption_marker,
@@ -188,32 +191,25 @@ pub struct Header {
 
 impl Header {
     /// Whether this is a page we understand, and why not.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BackendError> {
         if self.magic != MAGIC {
-            return Err(format!(
-                "not a vmclock page (magic {:#010x}, expected {MAGIC:#010x})",
-                self.magic
-            ));
+            return Err(BackendError::NotVmclock { magic: self.magic });
         }
         if self.version != VERSION {
-            return Err(format!(
-                "vmclock version {} is not supported (only {VERSION})",
-                self.version
-            ));
+            return Err(BackendError::VmclockVersion {
+                version: self.version,
+            });
         }
         if (self.size as usize) < ABI_LEN {
-            return Err(format!(
-                "vmclock region of {} bytes is too small for vm_generation_counter",
-                self.size
-            ));
+            return Err(BackendError::VmclockTooSmall { size: self.size });
         }
         Ok(())
     }
 }
 
-/// A consistent view of the seqlock-protected fields.
+/// A consistent reading of the seqlock-protected fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct VmclockReading {
     /// The even `seq_count` the fields were read under.
     pub seq: u32,
     /// `flags`.
@@ -224,7 +220,7 @@ pub struct Snapshot {
     pub counter: u64,
 }
 
-impl Snapshot {
+impl VmclockReading {
     /// Whether the counter is present.
     pub fn has_counter(&self) -> bool {
         self.flags & FLAG_VM_GEN_COUNTER_PRESENT != 0
@@ -246,29 +242,35 @@ pub struct Torn {
     pub attempts: u32,
 }
 
-/// An open vmclock with a counter, watching for changes.
+/// An open vmclock page with a counter, read again on each notification or interval.
 #[derive(Debug)]
-pub struct Watcher {
+pub struct VmclockPage {
     file: File,
     map: Mapping,
     notify: bool,
     interval: Duration,
-    last: Snapshot,
+    last: VmclockReading,
     spurious: u32,
 }
 
-impl Watcher {
+impl VmclockPage {
     /// Opens and maps `path`, checks the header and the flags, and reads the counter. An error
     /// is the reason the backend cannot run.
-    pub fn open(path: &Path, interval: Duration) -> Result<Watcher, String> {
+    pub fn open(path: &Path, interval: Duration) -> Result<VmclockPage, BackendError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(|source| BackendError::OpenVmclock {
+                path: path.to_owned(),
+                source,
+            })?;
         let meta = file
             .metadata()
-            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+            .map_err(|source| BackendError::StatVmclock {
+                path: path.to_owned(),
+                source,
+            })?;
         let page = rustix::param::page_size();
         let len = if meta.file_type().is_char_device() {
             page.max(ABI_LEN)
@@ -276,21 +278,23 @@ impl Watcher {
             // A regular file (tests): map only what it holds, so no access can fault.
             let have = usize::try_from(meta.len()).unwrap_or(usize::MAX);
             if have < ABI_LEN {
-                return Err(format!(
-                    "{} holds {have} bytes, less than the vmclock structure",
-                    path.display()
-                ));
+                return Err(BackendError::ShortVmclock {
+                    path: path.to_owned(),
+                    have,
+                });
             }
             have.min(page)
         };
-        let map =
-            Mapping::new(&file, len).map_err(|e| format!("cannot map {}: {e}", path.display()))?;
+        let map = Mapping::new(&file, len).map_err(|source| BackendError::MapVmclock {
+            path: path.to_owned(),
+            source,
+        })?;
         map.header().check()?;
-        let last = map.snapshot(MAX_RETRIES).map_err(|e| e.to_string())?;
+        let last = map.read(MAX_RETRIES)?;
         if !last.has_counter() {
-            return Err(NO_COUNTER.to_owned());
+            return Err(BackendError::NoCounter);
         }
-        Ok(Watcher {
+        Ok(VmclockPage {
             notify: last.notifies(),
             file,
             map,
@@ -305,7 +309,7 @@ impl Watcher {
         self.last.counter
     }
 
-    /// Whether the watcher waits for notifications (else it polls on a timer).
+    /// Whether it waits for notifications (else it reads the page on a timer).
     pub fn notified(&self) -> bool {
         self.notify
     }
@@ -317,7 +321,7 @@ impl Watcher {
         if !self.notify {
             std::thread::sleep(self.interval);
         }
-        let now = self.map.snapshot(MAX_RETRIES)?;
+        let now = self.map.read(MAX_RETRIES)?;
         if woken {
             if now.seq == self.last.seq {
                 self.spurious += 1;
@@ -368,6 +372,48 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Opens the page, compares the counter with the record, and starts the thread that reports
+/// each change of the counter.
+pub fn start(inbox: &Inbox, options: &Options) -> Result<(), BackendError> {
+    let path = &options.vmclock_path;
+    if !path.exists() {
+        return Err(BackendError::NoVmclock(path.clone()));
+    }
+    let mut page = VmclockPage::open(path, options.vmclock_interval)?;
+    let counter = page.counter();
+    tracing::info!(
+        counter,
+        notified = page.notified(),
+        "vmclock vm_generation_counter at start"
+    );
+    let recorder = record::resume(
+        inbox,
+        BackendKind::Vmclock,
+        options.state_dir.as_deref(),
+        counter.into(),
+    );
+    let inbox = inbox.clone();
+    super::spawn(BackendKind::Vmclock, move || {
+        let mut torn = false;
+        loop {
+            match page.step() {
+                Ok(Some(value)) => {
+                    torn = false;
+                    recorder.report(&inbox, value.into());
+                }
+                Ok(None) => torn = false,
+                Err(e) => {
+                    if !torn {
+                        tracing::warn!(error = %e, "vmclock read failed; trying again");
+                    }
+                    torn = true;
+                    std::thread::sleep(DEFAULT_INTERVAL);
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -497,7 +543,7 @@ mod tests {
         let (mut good, mut torn_errors, mut previous) = (0u32, 0u32, 0u64);
         let until = std::time::Instant::now() + Duration::from_millis(700);
         while std::time::Instant::now() < until {
-            match map.snapshot(MAX_RETRIES) {
+            match map.read(MAX_RETRIES) {
                 Ok(s) => {
                     assert!(is_whole(s.counter), "torn value {:#x}", s.counter);
                     assert!(s.counter >= previous, "went back");
@@ -548,15 +594,15 @@ mod tests {
         writer.put64(offset::VM_GENERATION_COUNTER, whole(4));
         writer.seq(7);
         let map = open_map(&file);
-        assert_eq!(map.snapshot(MAX_RETRIES), Err(Torn { attempts: 1000 }));
+        assert_eq!(map.read(MAX_RETRIES), Err(Torn { attempts: 1000 }));
         assert!(
-            map.snapshot(MAX_RETRIES)
+            map.read(MAX_RETRIES)
                 .unwrap_err()
                 .to_string()
                 .starts_with("torn")
         );
         writer.seq(8);
-        assert_eq!(map.snapshot(MAX_RETRIES).unwrap().counter, whole(4));
+        assert_eq!(map.read(MAX_RETRIES).unwrap().counter, whole(4));
     }
 
     #[test]
@@ -575,8 +621,8 @@ mod tests {
                 version: 1
             }
         );
-        assert_eq!(map.header().check(), Ok(()));
-        let s = map.snapshot(MAX_RETRIES).unwrap();
+        assert!(map.header().check().is_ok());
+        let s = map.read(MAX_RETRIES).unwrap();
         assert_eq!(s.counter, 0x0102_0304_0506_0708);
         assert_eq!(s.disruption_marker, 0x1122_3344_5566_7788);
         assert_eq!(s.flags, 0x301);
@@ -600,18 +646,21 @@ mod tests {
             Header { magic: 0, ..ok }
                 .check()
                 .unwrap_err()
+                .to_string()
                 .contains("magic")
         );
         assert!(
             Header { version: 2, ..ok }
                 .check()
                 .unwrap_err()
+                .to_string()
                 .contains("version 2")
         );
         assert!(
             Header { size: 64, ..ok }
                 .check()
                 .unwrap_err()
+                .to_string()
                 .contains("too small")
         );
     }
@@ -621,8 +670,9 @@ mod tests {
         let (file, writer) = page_file();
         writer.header(FLAG_NOTIFICATION_PRESENT);
         writer.seq(2);
-        let err = Watcher::open(file.path(), DEFAULT_INTERVAL).unwrap_err();
-        assert_eq!(err, NO_COUNTER);
+        let err = VmclockPage::open(file.path(), DEFAULT_INTERVAL).unwrap_err();
+        assert!(matches!(err, BackendError::NoCounter), "{err:?}");
+        assert_eq!(err.to_string(), NO_COUNTER);
     }
 
     #[test]
@@ -630,11 +680,14 @@ mod tests {
         let short = tempfile::NamedTempFile::new().unwrap();
         short.as_file().set_len(50).unwrap();
         assert!(
-            Watcher::open(short.path(), DEFAULT_INTERVAL)
+            VmclockPage::open(short.path(), DEFAULT_INTERVAL)
                 .unwrap_err()
+                .to_string()
                 .contains("holds 50")
         );
-        let err = Watcher::open(Path::new("/nonexistent/vmclock0"), DEFAULT_INTERVAL).unwrap_err();
+        let err = VmclockPage::open(Path::new("/nonexistent/vmclock0"), DEFAULT_INTERVAL)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("cannot open /nonexistent/vmclock0"),
             "{err}"
@@ -647,7 +700,7 @@ mod tests {
         writer.header(FLAG_VM_GEN_COUNTER_PRESENT);
         writer.put64(offset::VM_GENERATION_COUNTER, 10);
         writer.seq(2);
-        let mut w = Watcher::open(file.path(), Duration::from_millis(5)).unwrap();
+        let mut w = VmclockPage::open(file.path(), Duration::from_millis(5)).unwrap();
         assert!(!w.notified());
         assert_eq!(w.counter(), 10);
         assert_eq!(w.step(), Ok(None));
@@ -679,7 +732,7 @@ mod tests {
         writer.header(FLAG_VM_GEN_COUNTER_PRESENT | FLAG_NOTIFICATION_PRESENT);
         writer.put64(offset::VM_GENERATION_COUNTER, 1);
         writer.seq(2);
-        let mut w = Watcher::open(file.path(), Duration::from_millis(5)).unwrap();
+        let mut w = VmclockPage::open(file.path(), Duration::from_millis(5)).unwrap();
         assert!(w.notified());
         writer.seq(3);
         writer.put64(offset::VM_GENERATION_COUNTER, 2);

@@ -13,11 +13,8 @@ use sysgenid_bpf::{Acker, AttachMode, Attached, Options as ProbeOptions, VmforkW
 
 use crate::config::BpfAttach;
 
-use super::Reporter;
-use crate::inbox::Applied;
-
-/// The backend's name.
-pub const NAME: &str = "vmgenid-bpf";
+use super::{BackendError, BackendKind, Options};
+use crate::inbox::{Completion, Inbox, Message};
 /// Where the probe is pinned by default.
 pub const DEFAULT_PIN_DIR: &str = sysgenid_bpf::DEFAULT_PIN_DIR;
 
@@ -51,75 +48,67 @@ impl Hits {
 
 /// Attaches (or reopens the pins), reports restores made while down, and starts the thread.
 /// Returns how it runs, for the status document.
-pub fn start(
-    reporter: &Reporter,
-    pin_dir: Option<&Path>,
-    attach: BpfAttach,
-) -> Result<String, String> {
-    let mode = match attach {
+pub fn start(inbox: &Inbox, options: &Options) -> Result<String, BackendError> {
+    let mode = match options.bpf_attach {
         BpfAttach::Auto => AttachMode::Auto,
         BpfAttach::Kprobe => AttachMode::Kprobe,
         BpfAttach::Fentry => AttachMode::Fentry,
     };
-    let (watch, pinned) = match open(pin_dir, mode) {
-        Ok(w) => w,
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut watch = watch;
+    let (mut watch, pinned) = open(options.bpf_pin_dir.as_deref(), mode)?;
     // Drain first, then read the count: a hit after the drain wakes the thread below, and a hit
     // before the read is in the count.
     let queued = watch.read_events();
     if !queued.is_empty() {
         tracing::debug!(records = queued.len(), "drained records queued while down");
     }
-    let counter = watch
-        .counter()
-        .map_err(|e| format!("cannot read the probe counter: {e}"))?;
-    let acked = watch
-        .acked()
-        .map_err(|e| format!("cannot read the probe ack: {e}"))?;
-    let acker = Arc::new(
-        watch
-            .acker()
-            .map_err(|e| format!("cannot share the probe counter: {e}"))?,
-    );
+    let counter = watch.counter().map_err(BackendError::ProbeCounter)?;
+    let acked = watch.acked().map_err(BackendError::ProbeAck)?;
+    let acker = Arc::new(watch.acker().map_err(BackendError::ProbeShare)?);
     let attached = watch.attached();
     tracing::info!(counter, acked, ?attached, pinned = ?pinned, "vmgenid-bpf probe ready");
-    let (mut hits, missed) = Hits::at_start(counter, acked);
-    reporter.note_key(NAME, u128::from(acked));
+    let (hits, missed) = Hits::at_start(counter, acked);
+    inbox.send(Message::KeyAtStart {
+        backend: BackendKind::VmgenidBpf,
+        key: u128::from(acked),
+    });
     if let Some(n) = missed {
         tracing::info!(
             counter = n,
             acked,
             "add_vmfork_randomness ran while the daemon was down"
         );
-        report(reporter, &acker, n);
+        report(inbox, &acker, n);
     }
     let mut how = describe(attached, pinned.as_deref());
     if !vmgenid_bound() {
         how.push_str("; no device is bound to the vmgenid driver, so it cannot fire");
     }
-    let reporter = reporter.clone();
-    super::spawn(NAME, move || {
-        loop {
-            if let Err(e) = wait_readable(&watch) {
-                tracing::warn!(error = %e, "vmgenid-bpf: poll failed; reading the counter anyway");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            for event in watch.read_events() {
-                tracing::debug!(count = event.count, boot_ns = event.boot_ns, "probe record");
-            }
-            match watch.counter() {
-                Ok(counter) => {
-                    if let Some(n) = hits.offer(counter) {
-                        report(&reporter, &acker, n);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "vmgenid-bpf: cannot read the counter"),
-            }
-        }
+    let inbox = inbox.clone();
+    super::spawn(BackendKind::VmgenidBpf, move || {
+        follow(watch, hits, &acker, &inbox)
     })?;
     Ok(how)
+}
+
+/// Waits for probe records and reports each new count, forever.
+fn follow(mut watch: VmforkWatch, mut hits: Hits, acker: &Arc<Acker>, inbox: &Inbox) {
+    loop {
+        if let Err(e) = wait_readable(&watch) {
+            tracing::warn!(error = %e, "vmgenid-bpf: poll failed; reading the counter anyway");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        for event in watch.read_events() {
+            tracing::debug!(count = event.count, boot_ns = event.boot_ns, "probe record");
+        }
+        match watch.counter() {
+            Ok(counter) => {
+                if let Some(n) = hits.offer(counter) {
+                    report(inbox, acker, n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "vmgenid-bpf: cannot read the counter"),
+        }
+    }
 }
 
 fn open(
@@ -166,15 +155,19 @@ fn describe(attached: Attached, pinned: Option<&Path>) -> String {
     }
 }
 
-/// Reports hit count `n`; the ack is recorded once the bump is applied.
-fn report(reporter: &Reporter, acker: &Arc<Acker>, n: u64) {
+/// Reports hit count `n`; the ack is recorded once the restore is handled.
+fn report(inbox: &Inbox, acker: &Arc<Acker>, n: u64) {
     let acker = Arc::clone(acker);
-    let applied = Applied::then(move || {
+    let completion = Completion::then(move || {
         if let Err(e) = acker.ack(n) {
             tracing::warn!(error = %e, count = n, "vmgenid-bpf: cannot record the ack");
         }
     });
-    reporter.report(NAME, Some(n.into()), applied);
+    inbox.send(Message::Report {
+        backend: BackendKind::VmgenidBpf,
+        key: Some(n.into()),
+        completion,
+    });
 }
 
 /// Whether the kernel's vmgenid driver has a device (ACPI or devicetree): without one,

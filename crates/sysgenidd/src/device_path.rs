@@ -1,0 +1,162 @@
+//! The device path: made ready to mount on (stale mounts replaced, live ones refused), then mounted.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use sysgenid_fuse::{Channel, Mount, MountOptions, MountState};
+
+/// Errors preparing the device path.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Another daemon serves the path.
+    #[error(
+        "{} is already served by a live FUSE mount ({fstype}): another sysgenidd is running; \
+         stop it first",
+        path.display()
+    )]
+    Live {
+        /// The device path.
+        path: std::path::PathBuf,
+        /// The mount's file system type.
+        fstype: String,
+    },
+    /// Something other than FUSE is mounted there.
+    #[error("{} has a {fstype} mount on it; refusing to mount over it", path.display())]
+    Foreign {
+        /// The device path.
+        path: std::path::PathBuf,
+        /// The mount's file system type.
+        fstype: String,
+    },
+    /// The path exists and is not a regular file.
+    #[error("{} exists and is not a regular file", path.display())]
+    NotAFile {
+        /// The device path.
+        path: std::path::PathBuf,
+    },
+    /// A file system call failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Probing or unmounting failed.
+    #[error(transparent)]
+    Mount(#[from] sysgenid_fuse::MountError),
+}
+
+/// Makes `path` ready to mount on: replaces a stale mount, refuses a live one, and leaves a
+/// regular file that no one else can read, so that a namespace without the mount never finds a
+/// readable empty file there: mode 0000 as root, 0600 otherwise (`fusermount3` needs the owner
+/// to be able to open its mountpoint).
+pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
+    let mode = if rustix::process::geteuid().is_root() {
+        0o000
+    } else {
+        0o600
+    };
+    let io = |source| PrepareError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // Ask the mount table, not stat: a stale mount can answer stat with ENOTCONN.
+    let parent_exists = path
+        .parent()
+        .is_none_or(|p| p.as_os_str().is_empty() || p.exists());
+    if parent_exists {
+        match sysgenid_fuse::mount_state(path)? {
+            MountState::NotMounted => {}
+            state @ MountState::Stale { .. } => {
+                tracing::warn!(path = %path.display(), ?state, "replacing a stale mount left by a dead daemon");
+                sysgenid_fuse::unmount(path, true)?;
+            }
+            MountState::Live { fstype } if fstype.starts_with("fuse") => {
+                return Err(PrepareError::Live {
+                    path: path.to_owned(),
+                    fstype,
+                });
+            }
+            MountState::Live { fstype } => {
+                return Err(PrepareError::Foreign {
+                    path: path.to_owned(),
+                    fstype,
+                });
+            }
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)
+        }
+        Ok(_) => Err(PrepareError::NotAFile {
+            path: path.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)
+                .map(drop)
+                .map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Mounts the device: directly as root, through `fusermount3` otherwise.
+pub fn mount_device(path: &Path) -> Result<(Mount, Channel), MountDeviceError> {
+    if !rustix::process::geteuid().is_root() {
+        check_user_mount(Path::new(sysgenid_fuse::DEV_FUSE))?;
+    }
+    Ok(mount_as_configured(path)?)
+}
+
+/// Why the device could not be mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum MountDeviceError {
+    /// A mount without root needs `/dev/fuse` open to the user.
+    #[error(
+        "mounting without root needs {} readable and writable by this user, and it is not \
+         (mode {mode:04o}; Debian ships it 0666): fix its mode, or run sysgenidd as root",
+        path.display()
+    )]
+    DevFuseNotOpen {
+        /// The device node.
+        path: std::path::PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// Mounting failed.
+    #[error(transparent)]
+    Mount(#[from] sysgenid_fuse::MountError),
+}
+
+fn check_user_mount(dev_fuse: &Path) -> Result<(), MountDeviceError> {
+    use rustix::fs::Access;
+    match rustix::fs::access(dev_fuse, Access::READ_OK | Access::WRITE_OK) {
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => {
+            let mode = std::fs::metadata(dev_fuse).map(|m| m.permissions().mode() & 0o7777);
+            Err(MountDeviceError::DevFuseNotOpen {
+                path: dev_fuse.to_owned(),
+                mode: mode.unwrap_or(0),
+            })
+        }
+        // A missing node or any other problem is reported by the mount itself.
+        _ => Ok(()),
+    }
+}
+
+fn mount_as_configured(path: &Path) -> Result<(Mount, Channel), sysgenid_fuse::MountError> {
+    let options = MountOptions {
+        allow_other: rustix::process::geteuid().is_root(),
+        default_permissions: true,
+        ..MountOptions::default()
+    };
+    sysgenid_fuse::mount(path, &options)
+}

@@ -1,0 +1,635 @@
+//! What the event loop does with each input: FUSE requests (through the [`FuseAdapter`]), inbox
+//! messages and timeouts become core events, and every core action is carried out, in order,
+//! through the [`Effects`] traits.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sysgenid_abi::Errno;
+use sysgenid_core::{
+    Action, BumpSource, BumpToken, Device, Event, PollHandle, Reply, RequestId, Time,
+};
+use sysgenid_fuse::reply;
+
+use crate::control::{DaemonFacts, StatusSnapshot};
+use crate::effects::{Effects, Persisting};
+use crate::fuse_adapter::{Context, FuseAdapter, Routed, reply_message};
+use crate::inbox::Message;
+use crate::restores::Restores;
+
+/// Request ids of control-socket requests have this bit set. FUSE request ids count up from 0
+/// in steps of 2 (the low bit marks interrupts), so they never reach it.
+const CONTROL_REQUEST_BIT: u64 = 1 << 63;
+
+/// Why serving ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// A shutdown message (a signal).
+    Shutdown(String),
+    /// The kernel ended the connection: unmounted from outside, or aborted.
+    Unmounted,
+}
+
+/// The core with its adapters: everything the loop decides, with no IO of its own.
+#[derive(Debug)]
+pub struct Dispatcher {
+    device: Device,
+    fuse: FuseAdapter,
+    effects: Effects,
+    /// Control-socket requests the core has not answered yet, with where the answer goes.
+    control_requests: HashMap<RequestId, mpsc::SyncSender<Reply>>,
+    next_control_request: u64,
+    /// Backend reports: one bump per restore, completions after their bump.
+    restores: Restores,
+    facts: DaemonFacts,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `device`, acting through `effects`; backend reports less than
+    /// `dedupe_window` apart are one restore.
+    pub fn new(
+        device: Device,
+        fuse: FuseAdapter,
+        effects: Effects,
+        facts: DaemonFacts,
+        dedupe_window: Duration,
+    ) -> Dispatcher {
+        Dispatcher {
+            device,
+            fuse,
+            effects,
+            control_requests: HashMap::new(),
+            next_control_request: 0,
+            restores: Restores::new(dedupe_window),
+            facts,
+        }
+    }
+
+    /// How long until the core's soonest deadline, if it has one.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let deadline = self.device.poll_timeout()?;
+        Some(Duration::from_nanos(
+            deadline.0.saturating_sub(self.now().0),
+        ))
+    }
+
+    fn now(&self) -> Time {
+        self.effects.clock.now()
+    }
+
+    /// Now, as the dedupe policy measures time.
+    fn since_epoch(&self) -> Duration {
+        Duration::from_nanos(self.now().0)
+    }
+
+    /// Ends every wait whose deadline has passed.
+    pub fn on_timeout(&mut self) {
+        let now = self.now();
+        if self
+            .device
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            self.feed(Event::Timeout { now });
+        }
+    }
+
+    /// Handles one FUSE message; `Some` when the kernel says the file system is going away.
+    pub fn on_request(&mut self, bytes: &[u8]) -> Option<Stopped> {
+        let cx = Context {
+            generation: self.device.generation(),
+            clock: &*self.effects.clock,
+            judge: &*self.effects.judge,
+        };
+        match self.fuse.route(bytes, &cx) {
+            Routed::Answer(message) => self.effects.kernel.send(&message),
+            Routed::Core(event) => self.feed(event),
+            Routed::CoreThenAnswer(event, message) => {
+                self.feed(event);
+                self.effects.kernel.send(&message);
+            }
+            Routed::RefusedWriteback(message) => {
+                self.effects.kernel.send(&message);
+                self.store_device_page(self.device.generation());
+            }
+            Routed::Nothing => {}
+            Routed::Destroy(message) => {
+                self.effects.kernel.send(&message);
+                return Some(Stopped::Unmounted);
+            }
+        }
+        None
+    }
+
+    /// Handles one inbox message; `Some` when it says to stop.
+    pub fn on_message(&mut self, message: Message) -> Option<Stopped> {
+        match message {
+            Message::Status(reply) => {
+                let _ = reply.try_send(self.snapshot());
+            }
+            Message::TriggerIf {
+                expect,
+                min,
+                caller,
+                reply,
+            } => {
+                self.next_control_request += 1;
+                let request = RequestId(CONTROL_REQUEST_BIT | self.next_control_request);
+                self.control_requests.insert(request, reply);
+                self.feed(Event::TriggerIf {
+                    request,
+                    expect,
+                    min,
+                    caller,
+                });
+            }
+            Message::Report {
+                backend,
+                key,
+                completion,
+            } => {
+                let now = self.since_epoch();
+                if let Some(token) = self.restores.report(backend, key, completion, now) {
+                    self.feed(Event::HardwareBump {
+                        backend: backend.name(),
+                        token,
+                    });
+                }
+            }
+            Message::KeyAtStart { backend, key } => self.restores.note_key(backend, key),
+            Message::Persisted(result) => {
+                self.persisted(result);
+                self.carry_out_all();
+            }
+            Message::Serving => self.serving(),
+            Message::Shutdown { reason } => return Some(Stopped::Shutdown(reason)),
+        }
+        None
+    }
+
+    fn snapshot(&self) -> StatusSnapshot {
+        StatusSnapshot {
+            status: self.device.status(),
+            facts: DaemonFacts {
+                device_mmap: self.fuse.device_mmap(),
+                ..self.facts.clone()
+            },
+        }
+    }
+
+    fn serving(&mut self) {
+        self.facts.serving = true;
+        let generation = self.device.generation();
+        tracing::info!(
+            device = %self.facts.device.display(),
+            generation,
+            device_mmap = self.fuse.device_mmap(),
+            "serving"
+        );
+        self.effects
+            .supervisor
+            .ready(&format!("serving generation {generation}"));
+    }
+
+    /// Hands an event to the core and carries out every action that follows.
+    fn feed(&mut self, event: Event<'_>) {
+        self.device.handle(event);
+        self.carry_out_all();
+    }
+
+    fn carry_out_all(&mut self) {
+        while let Some(action) = self.device.poll_action() {
+            self.carry_out(action);
+        }
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        match action {
+            Action::Reply { request, reply } => self.answer(request, reply),
+            Action::WakePoll(PollHandle(kh)) => self.effects.kernel.send(&reply::notify_poll(kh)),
+            Action::Persist(generation) => match self.effects.state.persist(generation) {
+                Persisting::Done(result) => self.persisted(result),
+                Persisting::Started => {}
+            },
+            Action::Publish {
+                generation,
+                source,
+                token,
+            } => self.publish(generation, &source, token),
+            Action::BumpFailed {
+                source,
+                error,
+                detail,
+                token,
+            } => self.bump_failed(&source, error, detail, token),
+        }
+    }
+
+    /// Hands the outcome of a persist to the core; its actions join the queue being drained.
+    fn persisted(&mut self, result: Result<(), String>) {
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "persist failed; the bump is refused");
+        }
+        self.device.handle(Event::PersistDone { result });
+    }
+
+    fn answer(&mut self, request: RequestId, reply: Reply) {
+        if let Some(answer) = self.control_requests.remove(&request) {
+            if let Reply::Bumped(_) = reply {
+                let now = self.since_epoch();
+                self.restores.trigger_if_bumped(now);
+            }
+            // The control thread may have given up waiting; then no one listens.
+            let _ = answer.try_send(reply);
+            return;
+        }
+        self.effects.kernel.send(&reply_message(request, reply));
+    }
+
+    /// Shows a persisted generation (the page file, then every device mapping), then runs the
+    /// completions waiting on a hardware bump: its restore is handled.
+    fn publish(&mut self, generation: u32, source: &BumpSource, token: Option<BumpToken>) {
+        self.effects.page.publish(generation);
+        self.store_device_page(generation);
+        tracing::info!(generation, %source, "new generation");
+        self.effects
+            .supervisor
+            .status(&format!("serving generation {generation}"));
+        if let Some(token) = token {
+            self.restores.published(token);
+        }
+    }
+
+    fn bump_failed(
+        &mut self,
+        source: &BumpSource,
+        error: Errno,
+        detail: Option<String>,
+        token: Option<BumpToken>,
+    ) {
+        let why = match error {
+            Errno::Overflow => "the generation is at u32::MAX".to_owned(),
+            _ => detail.unwrap_or_else(|| error.name().to_owned()),
+        };
+        tracing::error!(%source, error = error.name(), why, "bump failed; the generation is unchanged");
+        if let Some(token) = token {
+            self.restores.failed(token);
+        }
+    }
+
+    /// Puts the page of `generation` into every device mapping.
+    fn store_device_page(&mut self, generation: u32) {
+        if let Some(message) = self.fuse.device_page_store(generation) {
+            self.effects.kernel.send(&message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sysgenid_abi::{Ioctl, encode_generation};
+    use sysgenid_core::Caller;
+    use sysgenid_fuse::wire::{self, Wire};
+
+    use super::*;
+    use crate::backends::BackendKind;
+    use crate::fakes::{self, Effect, Rig, errno_of, flag, raised, rig, split_reply};
+    use crate::fuse_adapter::page_bytes;
+
+    const TRIGGER: u32 = Ioctl::TriggerGenUpdate.cmd();
+
+    /// INIT (with device mappings), then an open of a writable file as fh 1.
+    fn mounted(generation: u32) -> Rig {
+        let mut rig = rig(generation);
+        assert_eq!(rig.dispatcher.on_request(&fakes::init(1)), None);
+        rig.dispatcher.on_request(&fakes::open(2, libc::O_RDWR));
+        let sent = rig.journal.take_sent();
+        assert_eq!(sent.len(), 2, "INIT and OPEN answered");
+        let out = wire::OpenOut::decode(split_reply(&sent[1]).1).unwrap();
+        assert_eq!(out.fh, 1);
+        rig
+    }
+
+    #[test]
+    fn a_bump_persists_then_publishes_then_wakes_and_answers() {
+        let mut rig = mounted(4);
+        rig.dispatcher.on_request(&fakes::poll(10, 1, 77));
+        rig.dispatcher.on_request(&fakes::read(12, 1, false));
+        let polled = rig.journal.take_sent();
+        assert_eq!(polled.len(), 1, "the blocking read waits: {polled:?}");
+
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        let effects = rig.journal.take();
+        let expected = vec![
+            Effect::Persisted(5),
+            Effect::PageStored(5),
+            Effect::Sent(reply::notify_store(
+                wire::FUSE_ROOT_ID,
+                0,
+                &page_bytes(5, 0, 4096),
+            )),
+            Effect::Status("serving generation 5".to_owned()),
+            Effect::Sent(reply::notify_poll(77)),
+            Effect::Sent(reply::data(12, &encode_generation(5))),
+            Effect::Sent(reply::ioctl(14, 0, &[])),
+        ];
+        assert_eq!(effects, expected);
+    }
+
+    #[test]
+    fn a_failed_persist_publishes_nothing_and_the_trigger_gets_eio() {
+        let mut rig = mounted(4);
+        rig.dispatcher.on_request(&fakes::poll(10, 1, 77));
+        rig.journal.take();
+        rig.persist_fails.set(true);
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        let effects = rig.journal.take();
+        assert_eq!(effects.len(), 2, "{effects:?}");
+        assert_eq!(effects[0], Effect::Persisted(5));
+        let Effect::Sent(answer) = &effects[1] else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(errno_of(answer, 14), libc::EIO);
+        let status = rig.dispatcher.snapshot().status;
+        assert!(status.degraded);
+        assert_eq!((status.generation, status.failed_bumps), (4, 1));
+    }
+
+    #[test]
+    fn an_unprivileged_trigger_is_refused_without_a_persist() {
+        let mut rig = fakes::rig_with(0, false);
+        rig.dispatcher.on_request(&fakes::open(2, libc::O_RDWR));
+        rig.journal.take();
+        rig.dispatcher.on_request(&fakes::ioctl(4, 1, TRIGGER, 0));
+        let sent = rig.journal.take();
+        assert!(matches!(sent.as_slice(), [Effect::Sent(m)] if errno_of(m, 4) == libc::EACCES));
+    }
+
+    #[test]
+    fn a_writeback_is_refused_and_the_true_page_stored_again() {
+        let mut rig = mounted(6);
+        rig.dispatcher
+            .on_request(&fakes::write(16, 1, &[9, 9, 9, 9], true));
+        let sent = rig.journal.take_sent();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(errno_of(&sent[0], 16), libc::EACCES);
+        assert_eq!(
+            sent[1],
+            reply::notify_store(wire::FUSE_ROOT_ID, 0, &page_bytes(6, 0, 4096))
+        );
+        assert_eq!(
+            rig.dispatcher.device.generation(),
+            6,
+            "not an ack, not a bump"
+        );
+    }
+
+    #[test]
+    fn an_ack_write_reaches_the_core() {
+        let mut rig = mounted(6);
+        rig.dispatcher
+            .on_request(&fakes::write(16, 1, &encode_generation(6), false));
+        assert_eq!(rig.journal.take_sent(), [reply::write(16, 4)]);
+        rig.dispatcher
+            .on_request(&fakes::write(18, 1, &encode_generation(5), false));
+        assert_eq!(errno_of(&rig.journal.take_sent()[0], 18), libc::EINVAL);
+    }
+
+    #[test]
+    fn a_page_cache_fill_shows_the_generation_after_a_bump() {
+        let mut rig = mounted(1);
+        rig.dispatcher.on_request(&fakes::ioctl(4, 1, TRIGGER, 0));
+        rig.journal.take();
+        rig.dispatcher.on_request(&fakes::page_fill(6, 0, 4));
+        assert_eq!(
+            rig.journal.take_sent(),
+            [reply::data(6, &encode_generation(2))]
+        );
+    }
+
+    #[test]
+    fn a_release_reaches_the_core_before_its_answer() {
+        let mut rig = mounted(0);
+        rig.dispatcher.on_request(&fakes::read(4, 1, false));
+        let release = wire::ReleaseIn {
+            fh: 1,
+            ..wire::ReleaseIn::default()
+        };
+        rig.dispatcher
+            .on_request(&fakes::request(wire::FUSE_RELEASE, 6, &release.to_bytes()));
+        let sent = rig.journal.take_sent();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(errno_of(&sent[0], 4), libc::EBADF, "the orphaned read ends");
+        assert_eq!(sent[1], reply::empty(6));
+    }
+
+    #[test]
+    fn destroy_is_answered_and_stops_serving() {
+        let mut rig = mounted(0);
+        let destroy = fakes::request(wire::FUSE_DESTROY, 8, &[]);
+        assert_eq!(
+            rig.dispatcher.on_request(&destroy),
+            Some(Stopped::Unmounted)
+        );
+        assert_eq!(rig.journal.take_sent(), [reply::empty(8)]);
+    }
+
+    #[test]
+    fn a_wait_ends_with_etime_once_the_clock_reaches_its_deadline() {
+        let mut rig = mounted(0);
+        rig.dispatcher.on_request(&fakes::open(4, libc::O_RDWR));
+        let tracking = Ioctl::SetWatcherTracking.cmd();
+        rig.dispatcher.on_request(&fakes::ioctl(6, 1, tracking, 1));
+        rig.dispatcher.on_request(&fakes::ioctl(8, 2, TRIGGER, 0));
+        rig.dispatcher
+            .on_request(&fakes::write(10, 2, &encode_generation(1), false));
+        assert_eq!(rig.dispatcher.poll_timeout(), None);
+        let wait = Ioctl::WaitWatchers.cmd();
+        rig.dispatcher.on_request(&fakes::ioctl(12, 2, wait, 100));
+        rig.journal.take();
+        assert_eq!(
+            rig.dispatcher.poll_timeout(),
+            Some(Duration::from_millis(100))
+        );
+
+        rig.clock.set(rig.clock.get() + 60_000_000);
+        rig.dispatcher.on_timeout();
+        assert!(rig.journal.take().is_empty(), "not due yet");
+        assert_eq!(
+            rig.dispatcher.poll_timeout(),
+            Some(Duration::from_millis(40))
+        );
+
+        rig.clock.set(rig.clock.get() + 40_000_000);
+        rig.dispatcher.on_timeout();
+        let sent = rig.journal.take_sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(errno_of(&sent[0], 12), libc::ETIME);
+        assert_eq!(rig.dispatcher.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_conditional_trigger_is_answered_through_its_channel() {
+        let mut rig = mounted(3);
+        let (reply, answer) = mpsc::sync_channel(2);
+        let caller = Caller {
+            pid: 9,
+            privileged: true,
+        };
+        for expect in [3, 3] {
+            rig.dispatcher.on_message(Message::TriggerIf {
+                expect,
+                min: 0,
+                caller,
+                reply: reply.clone(),
+            });
+        }
+        assert_eq!(answer.try_recv(), Ok(Reply::Bumped(4)));
+        assert_eq!(answer.try_recv(), Ok(Reply::Unchanged(4)));
+        let effects = rig.journal.take();
+        assert_eq!(effects[..2], [Effect::Persisted(4), Effect::PageStored(4)]);
+        assert!(
+            effects
+                .iter()
+                .all(|e| !matches!(e, Effect::Sent(m) if split_reply(m).0.unique != 0)),
+            "no FUSE reply for a control request: {effects:?}"
+        );
+    }
+
+    #[test]
+    fn serving_tells_the_supervisor_and_status_shows_it() {
+        let mut rig = mounted(2);
+        assert!(!rig.dispatcher.snapshot().facts.serving);
+        assert_eq!(rig.dispatcher.on_message(Message::Serving), None);
+        assert_eq!(
+            rig.journal.take(),
+            [Effect::Ready("serving generation 2".to_owned())]
+        );
+        let facts = rig.dispatcher.snapshot().facts;
+        assert!(facts.serving && facts.device_mmap);
+        let stop = Message::Shutdown {
+            reason: "got SIGTERM".to_owned(),
+        };
+        assert_eq!(
+            rig.dispatcher.on_message(stop),
+            Some(Stopped::Shutdown("got SIGTERM".to_owned()))
+        );
+    }
+
+    fn report(
+        backend: BackendKind,
+        key: Option<u128>,
+    ) -> (Message, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let (completion, ran) = flag();
+        let message = Message::Report {
+            backend,
+            key,
+            completion,
+        };
+        (message, ran)
+    }
+
+    #[test]
+    fn a_backend_report_is_completed_after_its_bump_is_published() {
+        let mut rig = mounted(0);
+        let (message, ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(message);
+        assert!(raised(&ran));
+        let effects = rig.journal.take();
+        assert_eq!(effects[..2], [Effect::Persisted(1), Effect::PageStored(1)]);
+        let last = rig.dispatcher.snapshot().status.last_bump.unwrap();
+        assert_eq!(last.source, BumpSource::Backend("vmclock".to_owned()));
+    }
+
+    #[test]
+    fn a_failed_winner_and_its_duplicate_both_stay_unacknowledged() {
+        let mut rig = mounted(0);
+        rig.persist_fails.set(true);
+        let (winner, winner_ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(winner);
+        let (duplicate, duplicate_ran) = report(BackendKind::FwCfg, Some(9));
+        rig.dispatcher.on_message(duplicate);
+        assert!(!raised(&winner_ran) && !raised(&duplicate_ran));
+        assert_eq!(
+            rig.journal.take(),
+            [Effect::Persisted(1)],
+            "one bump, which failed"
+        );
+        let status = rig.dispatcher.snapshot().status;
+        assert_eq!((status.generation, status.failed_bumps), (0, 1));
+    }
+
+    #[test]
+    fn a_duplicate_of_a_bump_in_flight_completes_only_after_publish() {
+        let mut rig = mounted(0);
+        rig.persist_deferred.set(true);
+        let (winner, winner_ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(winner);
+        assert_eq!(rig.journal.take(), [Effect::Persisted(1)]);
+        let (duplicate, duplicate_ran) = report(BackendKind::FwCfg, Some(9));
+        rig.dispatcher.on_message(duplicate);
+        assert!(rig.journal.take().is_empty(), "no second bump");
+        assert!(!raised(&winner_ran) && !raised(&duplicate_ran));
+
+        rig.dispatcher.on_message(Message::Persisted(Ok(())));
+        assert_eq!(rig.journal.take()[0], Effect::PageStored(1));
+        assert!(raised(&winner_ran) && raised(&duplicate_ran));
+        assert_eq!(rig.dispatcher.device.generation(), 1);
+    }
+
+    #[test]
+    fn a_deferred_persist_that_fails_drops_the_joined_completions() {
+        let mut rig = mounted(0);
+        rig.persist_deferred.set(true);
+        let (winner, winner_ran) = report(BackendKind::Vmclock, Some(5));
+        rig.dispatcher.on_message(winner);
+        let (duplicate, duplicate_ran) = report(BackendKind::Uevent, None);
+        rig.dispatcher.on_message(duplicate);
+        assert_eq!(rig.journal.take(), [Effect::Persisted(1)]);
+        rig.dispatcher
+            .on_message(Message::Persisted(Err("disk full".to_owned())));
+        assert!(rig.journal.take().is_empty(), "nothing published");
+        let (late, late_ran) = report(BackendKind::FwCfg, Some(1));
+        rig.dispatcher.on_message(late);
+        assert!(!raised(&winner_ran) && !raised(&duplicate_ran) && !raised(&late_ran));
+        assert!(rig.dispatcher.snapshot().status.degraded);
+    }
+
+    #[test]
+    fn a_backend_after_the_overseers_bump_is_the_same_restore() {
+        let mut rig = mounted(3);
+        let (reply, answer) = mpsc::sync_channel(1);
+        let caller = Caller {
+            pid: 9,
+            privileged: true,
+        };
+        rig.dispatcher.on_message(Message::TriggerIf {
+            expect: 3,
+            min: 0,
+            caller,
+            reply,
+        });
+        assert_eq!(answer.try_recv(), Ok(Reply::Bumped(4)));
+        rig.journal.take();
+        rig.clock.set(rig.clock.get() + 500_000_000);
+        let (late, ran) = report(BackendKind::FwCfg, Some(1));
+        rig.dispatcher.on_message(late);
+        assert!(raised(&ran), "handled: the overseer bumped for it");
+        assert!(rig.journal.take().is_empty(), "no second bump");
+        assert_eq!(rig.dispatcher.device.generation(), 4);
+    }
+
+    #[test]
+    fn keys_known_at_start_are_not_restores() {
+        let mut rig = mounted(0);
+        rig.dispatcher.on_message(Message::KeyAtStart {
+            backend: BackendKind::FwCfg,
+            key: 7,
+        });
+        let (same, ran) = report(BackendKind::FwCfg, Some(7));
+        rig.dispatcher.on_message(same);
+        assert!(raised(&ran));
+        assert_eq!(rig.dispatcher.device.generation(), 0);
+    }
+}

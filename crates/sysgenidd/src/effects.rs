@@ -1,0 +1,156 @@
+//! The event loop's side effects as small traits, with the daemon's real implementations.
+//!
+//! As in rust-vmm's vm-superio, the code that decides what to do (the FUSE adapter and the
+//! dispatcher) only sees these traits, so its unit tests run without `/dev/fuse`, a state
+//! directory, a page mapping, a clock or a service manager.
+
+use std::fmt::Debug;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sysgenid_core::Time;
+use sysgenid_fuse::{Channel, Sent};
+
+use crate::caps::TriggerPolicy;
+use crate::page::PageFile;
+use crate::state::StateFile;
+
+/// Where reply and notification messages go: the FUSE connection.
+pub trait Kernel: Debug {
+    /// Sends one whole message. A failure is logged, not returned: the kernel may have dropped
+    /// the request (an interrupt) or the whole connection, and the loop carries on either way.
+    fn send(&mut self, message: &[u8]);
+}
+
+/// Makes a new generation durable before anyone sees it.
+///
+/// The core waits for the outcome (`Event::PersistDone`) and keeps serving meanwhile, so a
+/// persist may finish at once or later: a writer on another thread would answer
+/// [`Persisting::Started`] and send its outcome through the inbox (`Message::Persisted`).
+/// Today's state file writes on the serving thread and is done at once.
+pub trait Persist: Debug {
+    /// Starts making `generation` durable.
+    fn persist(&mut self, generation: u32) -> Persisting;
+}
+
+/// What became of a persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persisting {
+    /// Finished: durable, or the reason it is not.
+    Done(Result<(), String>),
+    /// Under way elsewhere: the outcome comes through the inbox as `Message::Persisted`.
+    Started,
+}
+
+/// Shows a new generation to every reader of the page file.
+pub trait PageStore: Debug {
+    /// Stores `generation` in the page.
+    fn publish(&mut self, generation: u32);
+}
+
+/// The loop's monotonic clock.
+pub trait Clock: Debug {
+    /// Now, in nanoseconds from the clock's epoch.
+    fn now(&self) -> Time;
+}
+
+/// Judges who may bump the generation with `TRIGGER_GEN_UPDATE`.
+pub trait TriggerJudge: Debug {
+    /// Whether thread `pid` may trigger a bump.
+    fn may_trigger(&self, pid: u32) -> bool;
+}
+
+/// The service manager, told when the daemon is ready and what it serves.
+pub trait Supervisor: Debug {
+    /// The daemon is ready; `status` says what it serves.
+    fn ready(&mut self, status: &str);
+    /// What the daemon serves now.
+    fn status(&mut self, status: &str);
+}
+
+/// One of each side effect: what the dispatcher acts through.
+#[derive(Debug)]
+pub struct Effects {
+    /// The FUSE connection.
+    pub kernel: Box<dyn Kernel>,
+    /// The state file.
+    pub state: Box<dyn Persist>,
+    /// The page file.
+    pub page: Box<dyn PageStore>,
+    /// The clock.
+    pub clock: Box<dyn Clock>,
+    /// The trigger policy.
+    pub judge: Box<dyn TriggerJudge>,
+    /// The service manager.
+    pub supervisor: Box<dyn Supervisor>,
+}
+
+impl Kernel for Rc<Channel> {
+    fn send(&mut self, message: &[u8]) {
+        match Channel::send(self, message) {
+            Ok(Sent::Delivered | Sent::NotFound | Sent::Unmounted) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot send to the kernel"),
+        }
+    }
+}
+
+impl Persist for StateFile {
+    fn persist(&mut self, generation: u32) -> Persisting {
+        // The inherent method: one in-place write of the record.
+        Persisting::Done(StateFile::persist(self, generation).map_err(|e| e.to_string()))
+    }
+}
+
+impl PageStore for PageFile {
+    fn publish(&mut self, generation: u32) {
+        self.store(generation);
+    }
+}
+
+/// [`Instant`] counted from the loop's start.
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    epoch: Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose epoch is now.
+    pub fn start() -> MonotonicClock {
+        MonotonicClock {
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+impl TriggerJudge for Arc<TriggerPolicy> {
+    fn may_trigger(&self, pid: u32) -> bool {
+        TriggerPolicy::may_trigger(self, pid)
+    }
+}
+
+/// systemd's `sd_notify`, which does nothing when the daemon was not started by it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SdNotify;
+
+impl Supervisor for SdNotify {
+    fn ready(&mut self, status: &str) {
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(status),
+            ],
+        );
+    }
+
+    fn status(&mut self, status: &str) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(status)]);
+    }
+}
