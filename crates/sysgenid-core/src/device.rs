@@ -171,7 +171,7 @@ impl Device {
                 arg,
                 caller,
                 now,
-            } => self.ioctl(request, file, cmd, arg, caller, now),
+            } => self.ioctl(request, file, Ioctl::from_cmd(cmd), arg, (caller, now)),
             Event::Release { file } => self.release(file),
             Event::Interrupt { request } => self.interrupt(request),
             Event::Timeout { now } => self.timeout(now),
@@ -289,16 +289,15 @@ impl Device {
         &mut self,
         request: RequestId,
         file: FileId,
-        cmd: u32,
+        ioctl: Option<Ioctl>,
         arg: u64,
-        caller: Caller,
-        now: Time,
+        (caller, now): (Caller, Time),
     ) {
         let Some(open) = self.file_or_ebadf(request, file) else {
             return;
         };
         let writable = open.writable;
-        match Ioctl::from_cmd(cmd) {
+        match ioctl {
             // A read-only file could never acknowledge, so it would hold every wait forever.
             Some(Ioctl::SetWatcherTracking) if arg != 0 && !writable => {
                 self.reply(request, Reply::Error(Errno::BadF));
