@@ -2,7 +2,7 @@
 //! messages and timeouts become core events, and every core action is carried out, in order,
 //! through the [`Effects`] traits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use sysgenid_core::{
 use sysgenid_fuse::reply;
 
 use crate::control::{DaemonFacts, StatusSnapshot};
-use crate::effects::{Effects, Persisting};
+use crate::effects::{Effects, Persisting, Storing};
 use crate::fuse_adapter::{Context, FuseAdapter, Routed, reply_message};
 use crate::inbox::Message;
 use crate::restores::Restores;
@@ -42,6 +42,10 @@ pub struct Dispatcher {
     next_control_request: u64,
     /// Backend reports: one bump per restore, completions after their bump.
     restores: Restores,
+    /// Device page stores not written yet, oldest first, each marked when it is a bump's.
+    /// While a bump's store is in flight the core's later actions wait, so a watcher woken by
+    /// the bump finds the new page in its mapping.
+    stores_in_flight: VecDeque<bool>,
     facts: DaemonFacts,
 }
 
@@ -62,6 +66,7 @@ impl Dispatcher {
             control_requests: HashMap::new(),
             next_control_request: 0,
             restores: Restores::new(dedupe_window),
+            stores_in_flight: VecDeque::new(),
             facts,
         }
     }
@@ -109,9 +114,9 @@ impl Dispatcher {
                 self.feed(event);
                 self.effects.kernel.send(&message);
             }
-            Routed::RefusedWriteback(message) => {
+            Routed::DiscardedWriteback(message) => {
                 self.effects.kernel.send(&message);
-                self.store_device_page(self.device.generation());
+                self.store_device_page(self.device.generation(), false);
             }
             Routed::Nothing => {}
             Routed::Destroy(message) => {
@@ -162,6 +167,10 @@ impl Dispatcher {
                 self.persisted(result);
                 self.carry_out_all();
             }
+            Message::DeviceStored => {
+                self.stores_in_flight.pop_front();
+                self.carry_out_all();
+            }
             Message::Serving => self.serving(),
             Message::Shutdown { reason } => return Some(Stopped::Shutdown(reason)),
         }
@@ -198,8 +207,12 @@ impl Dispatcher {
         self.carry_out_all();
     }
 
+    /// Carries out the core's actions in order, pausing while a device page store is being
+    /// written: what follows a publish (wakes, replies) waits until mappings show it.
     fn carry_out_all(&mut self) {
-        while let Some(action) = self.device.poll_action() {
+        while !self.stores_in_flight.contains(&true)
+            && let Some(action) = self.device.poll_action()
+        {
             self.carry_out(action);
         }
     }
@@ -251,7 +264,7 @@ impl Dispatcher {
     /// completions waiting on a hardware bump: its restore is handled.
     fn publish(&mut self, generation: u32, source: &BumpSource, token: Option<BumpToken>) {
         self.effects.page.publish(generation);
-        self.store_device_page(generation);
+        self.store_device_page(generation, true);
         tracing::info!(generation, %source, "new generation");
         self.effects
             .supervisor
@@ -278,10 +291,13 @@ impl Dispatcher {
         }
     }
 
-    /// Puts the page of `generation` into every device mapping.
-    fn store_device_page(&mut self, generation: u32) {
-        if let Some(message) = self.fuse.device_page_store(generation) {
-            self.effects.kernel.send(&message);
+    /// Puts the page of `generation` into every device mapping; `of_a_bump` holds the core's
+    /// later actions until it is written.
+    fn store_device_page(&mut self, generation: u32, of_a_bump: bool) {
+        if let Some(message) = self.fuse.device_page_store(generation)
+            && self.effects.device_page.store(message) == Storing::Started
+        {
+            self.stores_in_flight.push_back(of_a_bump);
         }
     }
 }
@@ -367,13 +383,13 @@ mod tests {
     }
 
     #[test]
-    fn a_writeback_is_refused_and_the_true_page_stored_again() {
+    fn a_writeback_is_discarded_and_the_true_page_stored_again() {
         let mut rig = mounted(6);
         rig.dispatcher
             .on_request(&fakes::write(16, 1, &[9, 9, 9, 9], true));
         let sent = rig.journal.take_sent();
         assert_eq!(sent.len(), 2, "{sent:?}");
-        assert_eq!(errno_of(&sent[0], 16), libc::EACCES);
+        assert_eq!(sent[0], reply::write(16, 4));
         assert_eq!(
             sent[1],
             reply::notify_store(wire::FUSE_ROOT_ID, 0, &page_bytes(6, 0, 4096))
@@ -576,6 +592,75 @@ mod tests {
         assert_eq!(rig.journal.take()[0], Effect::PageStored(1));
         assert!(raised(&winner_ran) && raised(&duplicate_ran));
         assert_eq!(rig.dispatcher.device.generation(), 1);
+    }
+
+    #[test]
+    fn while_a_persist_is_in_flight_every_other_request_is_answered_at_once() {
+        let mut rig = mounted(4);
+        rig.persist_deferred.set(true);
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        assert_eq!(rig.journal.take(), [Effect::Persisted(5)]);
+        rig.dispatcher.on_request(&fakes::open(16, libc::O_RDONLY));
+        rig.dispatcher.on_request(&fakes::read(18, 1, true));
+        rig.dispatcher.on_request(&fakes::poll(20, 1, 0));
+        let sent = rig.journal.take_sent();
+        assert_eq!(sent.len(), 3, "open, read and poll answered: {sent:?}");
+        assert_eq!(
+            errno_of(&sent[1], 18),
+            libc::EAGAIN,
+            "the published state: no bump yet"
+        );
+        assert_eq!(rig.dispatcher.snapshot().status.generation, 4);
+        rig.dispatcher.on_message(Message::Persisted(Ok(())));
+        let sent = rig.journal.take_sent();
+        assert_eq!(
+            sent.last(),
+            Some(&reply::ioctl(14, 0, &[])),
+            "the trigger, at last"
+        );
+    }
+
+    #[test]
+    fn what_follows_a_publish_waits_until_mappings_show_the_new_page() {
+        let mut rig = mounted(4);
+        rig.store_deferred.set(true);
+        rig.dispatcher.on_request(&fakes::poll(10, 1, 77));
+        rig.dispatcher.on_request(&fakes::read(12, 1, false));
+        rig.journal.take();
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        let store = reply::notify_store(wire::FUSE_ROOT_ID, 0, &page_bytes(5, 0, 4096));
+        assert_eq!(
+            rig.journal.take(),
+            [
+                Effect::Persisted(5),
+                Effect::PageStored(5),
+                Effect::Sent(store.clone()),
+                Effect::Status("serving generation 5".to_owned()),
+            ],
+            "no wake and no reply while the store is being written"
+        );
+        // Meanwhile fills are answered at once (a faulting mapper holds the page lock the
+        // store waits for) and other requests reach the core.
+        rig.dispatcher.on_request(&fakes::page_fill(16, 0, 4096));
+        assert_eq!(
+            rig.journal.take_sent(),
+            [reply::data(16, &page_bytes(5, 0, 4096))]
+        );
+        rig.dispatcher
+            .on_request(&fakes::write(18, 1, &[1, 1, 1, 1], true));
+        assert_eq!(
+            rig.journal.take_sent(),
+            [reply::write(18, 4), store.clone()]
+        );
+
+        // The bump's store is written first; the writeback's, still in flight, holds nothing.
+        rig.dispatcher.on_message(Message::DeviceStored);
+        let effects = rig.journal.take();
+        assert!(
+            effects.contains(&Effect::Sent(reply::notify_poll(77))),
+            "woken once the store is written: {effects:?}"
+        );
+        assert!(effects.contains(&Effect::Sent(reply::ioctl(14, 0, &[]))));
     }
 
     #[test]

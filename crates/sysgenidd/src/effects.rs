@@ -5,7 +5,6 @@
 //! directory, a page mapping, a clock or a service manager.
 
 use std::fmt::Debug;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +13,6 @@ use sysgenid_fuse::{Channel, Sent};
 
 use crate::caps::TriggerPolicy;
 use crate::page::PageFile;
-use crate::state::StateFile;
 
 /// Where reply and notification messages go: the FUSE connection.
 pub trait Kernel: Debug {
@@ -26,9 +24,9 @@ pub trait Kernel: Debug {
 /// Makes a new generation durable before anyone sees it.
 ///
 /// The core waits for the outcome (`Event::PersistDone`) and keeps serving meanwhile, so a
-/// persist may finish at once or later: a writer on another thread would answer
-/// [`Persisting::Started`] and send its outcome through the inbox (`Message::Persisted`).
-/// Today's state file writes on the serving thread and is done at once.
+/// persist may finish at once or later: the daemon's writer
+/// ([`crate::workers::PersistWorker`]) runs on a thread of its own, answers
+/// [`Persisting::Started`] and sends its outcome through the inbox (`Message::Persisted`).
 pub trait Persist: Debug {
     /// Starts making `generation` durable.
     fn persist(&mut self, generation: u32) -> Persisting;
@@ -40,6 +38,24 @@ pub enum Persisting {
     /// Finished: durable, or the reason it is not.
     Done(Result<(), String>),
     /// Under way elsewhere: the outcome comes through the inbox as `Message::Persisted`.
+    Started,
+}
+
+/// Puts a page into every device mapping (`FUSE_NOTIFY_STORE`). The kernel may wait for a page
+/// lock that a faulting mapper holds until its fill is answered, and only the serving thread
+/// answers fills, so the daemon's store is written on a thread of its own
+/// ([`crate::workers::StoreWorker`]) and reports through the inbox (`Message::DeviceStored`).
+pub trait DeviceStore: Debug {
+    /// Starts storing this whole `FUSE_NOTIFY_STORE` message.
+    fn store(&mut self, message: Vec<u8>) -> Storing;
+}
+
+/// What became of a device page store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storing {
+    /// Written (or given up on).
+    Done,
+    /// Under way elsewhere: `Message::DeviceStored` says when it is written.
     Started,
 }
 
@@ -78,6 +94,8 @@ pub struct Effects {
     pub state: Box<dyn Persist>,
     /// The page file.
     pub page: Box<dyn PageStore>,
+    /// Device mappings.
+    pub device_page: Box<dyn DeviceStore>,
     /// The clock.
     pub clock: Box<dyn Clock>,
     /// The trigger policy.
@@ -86,19 +104,12 @@ pub struct Effects {
     pub supervisor: Box<dyn Supervisor>,
 }
 
-impl Kernel for Rc<Channel> {
+impl Kernel for Arc<Channel> {
     fn send(&mut self, message: &[u8]) {
         match Channel::send(self, message) {
             Ok(Sent::Delivered | Sent::NotFound | Sent::Unmounted) => {}
             Err(e) => tracing::warn!(error = %e, "cannot send to the kernel"),
         }
-    }
-}
-
-impl Persist for StateFile {
-    fn persist(&mut self, generation: u32) -> Persisting {
-        // The inherent method: one in-place write of the record.
-        Persisting::Done(StateFile::persist(self, generation).map_err(|e| e.to_string()))
     }
 }
 

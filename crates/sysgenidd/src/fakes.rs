@@ -15,7 +15,8 @@ use sysgenid_fuse::wire::{self, Wire};
 use crate::control::DaemonFacts;
 use crate::dispatch::Dispatcher;
 use crate::effects::{
-    Clock, Effects, Kernel, PageStore, Persist, Persisting, Supervisor, TriggerJudge,
+    Clock, DeviceStore, Effects, Kernel, PageStore, Persist, Persisting, Storing, Supervisor,
+    TriggerJudge,
 };
 use crate::fuse_adapter::{FileAttributes, FuseAdapter};
 use crate::inbox::Completion;
@@ -93,6 +94,25 @@ impl Persist for FakeState {
     }
 }
 
+/// Device page stores go into the journal as messages sent, like every other write to the
+/// kernel; with `defer` set each stays in flight until the test sends `Message::DeviceStored`.
+#[derive(Debug)]
+struct FakeDeviceStore {
+    journal: Journal,
+    defer: Rc<Cell<bool>>,
+}
+
+impl DeviceStore for FakeDeviceStore {
+    fn store(&mut self, message: Vec<u8>) -> Storing {
+        self.journal.push(Effect::Sent(message));
+        if self.defer.get() {
+            Storing::Started
+        } else {
+            Storing::Done
+        }
+    }
+}
+
 #[derive(Debug)]
 struct FakePage(Journal);
 
@@ -146,6 +166,9 @@ pub struct Rig {
     pub persist_fails: Rc<Cell<bool>>,
     /// Set to leave every persist in flight until the test sends `Message::Persisted`.
     pub persist_deferred: Rc<Cell<bool>>,
+    /// Set to leave every device page store in flight until the test sends
+    /// `Message::DeviceStored`.
+    pub store_deferred: Rc<Cell<bool>>,
     /// The fake clock, in nanoseconds.
     pub clock: Rc<Cell<u64>>,
 }
@@ -160,6 +183,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
     let journal = Journal::default();
     let persist_fails = Rc::new(Cell::new(false));
     let persist_deferred = Rc::new(Cell::new(false));
+    let store_deferred = Rc::new(Cell::new(false));
     let clock = Rc::new(Cell::new(1_000_000_000));
     let effects = Effects {
         kernel: Box::new(FakeKernel(journal.clone())),
@@ -169,6 +193,10 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
             defer: Rc::clone(&persist_deferred),
         }),
         page: Box::new(FakePage(journal.clone())),
+        device_page: Box::new(FakeDeviceStore {
+            journal: journal.clone(),
+            defer: Rc::clone(&store_deferred),
+        }),
         clock: Box::new(FakeClock(Rc::clone(&clock))),
         judge: Box::new(FakeJudge(privileged)),
         supervisor: Box::new(FakeSupervisor(journal.clone())),
@@ -185,6 +213,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         journal,
         persist_fails,
         persist_deferred,
+        store_deferred,
         clock,
     }
 }

@@ -27,9 +27,9 @@ pub enum Routed<'a> {
     Core(Event<'a>),
     /// For the core, then answered with this message (RELEASE, which the core does not answer).
     CoreThenAnswer(Event<'a>, Vec<u8>),
-    /// A writeback through a writable shared mapping: send this refusal, then store the true
-    /// page again for every mapper.
-    RefusedWriteback(Vec<u8>),
+    /// A writeback through a writable shared mapping: send this answer (taken as written, so
+    /// no write error sticks to the file), then store the true page again for every mapper.
+    DiscardedWriteback(Vec<u8>),
     /// Nothing to send (FORGET, or a message too short to answer).
     Nothing,
     /// DESTROY: send this, then stop serving.
@@ -239,9 +239,12 @@ fn file_operation<'a>(header: &RequestHeader, op: Operation<'a>, cx: &Context<'_
             if write_flags & wire::FUSE_WRITE_CACHE != 0 {
                 tracing::warn!(
                     "a process wrote to the device page through a writable mapping; \
-                     refused, and the true page restored (see docs/security.md)"
+                     discarded, and the true page restored (see docs/security.md)"
                 );
-                return Routed::RefusedWriteback(reply::error(unique, libc::EACCES));
+                // Taken as written, then overwritten: a refusal would leave a write error on
+                // the file that makes every later read(2) of it fail with EIO.
+                let written = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                return Routed::DiscardedWriteback(reply::write(unique, written));
             }
             Event::Write {
                 request,
@@ -470,9 +473,9 @@ mod tests {
     }
 
     #[test]
-    fn a_writeback_of_a_mapping_is_refused_with_eacces() {
+    fn a_writeback_of_a_mapping_is_taken_as_written_and_discarded() {
         match route(&fakes::write(8, 3, &[1, 2, 3, 4], true)) {
-            Routed::RefusedWriteback(message) => assert_eq!(errno_of(&message, 8), libc::EACCES),
+            Routed::DiscardedWriteback(message) => assert_eq!(message, reply::write(8, 4)),
             other => panic!("{other:?}"),
         }
     }

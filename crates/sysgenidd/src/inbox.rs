@@ -48,6 +48,8 @@ pub enum Message {
     },
     /// The outcome of a persist that a [`crate::effects::Persist`] started elsewhere.
     Persisted(Result<(), String>),
+    /// A device page store was written (`effects::DeviceStore`).
+    DeviceStored,
     /// The device answered its first stat: the daemon is serving.
     Serving,
     /// Stop serving: unmount and exit.

@@ -19,6 +19,7 @@ pub mod restores;
 pub mod server;
 pub mod state;
 pub mod state_dir;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,9 +140,10 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         degraded: recovered.degraded.is_some(),
         policy,
         inbox: receiver,
+        outbox: inbox,
         facts,
     };
-    let stopped = Server::new(config, serving).run();
+    let stopped = Server::new(config, serving).and_then(|mut server| server.run());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&control_path);
     match stopped? {

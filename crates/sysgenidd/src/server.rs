@@ -5,7 +5,6 @@
 //! `poll(2)`; a blocked `read(2)` or `WAIT_WATCHERS` is an entry in the core, never a blocked
 //! thread.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,9 +20,10 @@ use crate::dispatch::Dispatcher;
 pub use crate::dispatch::Stopped;
 use crate::effects::{Effects, MonotonicClock, SdNotify};
 use crate::fuse_adapter::{FileAttributes, FuseAdapter, MAX_WRITE};
-use crate::inbox::InboxReceiver;
+use crate::inbox::{Inbox, InboxReceiver};
 use crate::page::PageFile;
 use crate::state::StateFile;
+use crate::workers::{PersistWorker, StoreWorker};
 
 /// Requests read per wakeup before the inbox gets a turn.
 const BATCH: usize = 64;
@@ -37,6 +37,9 @@ pub enum ServerError {
     /// Waiting for events failed.
     #[error("poll failed: {0}")]
     Poll(#[source] std::io::Error),
+    /// A worker thread could not start.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// What the loop serves from: the mounted channel and the parts the dispatcher acts on.
@@ -56,6 +59,8 @@ pub struct Serving {
     pub policy: Arc<TriggerPolicy>,
     /// Messages from other threads.
     pub inbox: InboxReceiver,
+    /// The sending side of the inbox, for the persist and page-store workers.
+    pub outbox: Inbox,
     /// What status reports about the daemon.
     pub facts: DaemonFacts,
 }
@@ -63,15 +68,16 @@ pub struct Serving {
 /// The serving state: the channel and inbox it waits on, and the dispatcher.
 #[derive(Debug)]
 pub struct Server {
-    channel: Rc<Channel>,
+    channel: Arc<Channel>,
     inbox: InboxReceiver,
     dispatcher: Dispatcher,
 }
 
 impl Server {
-    /// A server for an open channel, with the state already loaded.
-    pub fn new(config: &Config, serving: Serving) -> Server {
-        let channel = Rc::new(serving.channel);
+    /// A server for an open channel, with the state already loaded; starts the persist and
+    /// page-store threads.
+    pub fn new(config: &Config, serving: Serving) -> Result<Server, ServerError> {
+        let channel = Arc::new(serving.channel);
         let attributes = FileAttributes {
             mode: config.mode,
             uid: config.uid,
@@ -81,9 +87,16 @@ impl Server {
                 .unwrap_or_default(),
         };
         let effects = Effects {
-            kernel: Box::new(Rc::clone(&channel)),
-            state: Box::new(serving.state),
+            kernel: Box::new(Arc::clone(&channel)),
+            state: Box::new(
+                PersistWorker::start(serving.state, serving.outbox.clone())
+                    .map_err(ServerError::Thread)?,
+            ),
             page: Box::new(serving.page),
+            device_page: Box::new(
+                StoreWorker::start(Arc::clone(&channel), serving.outbox)
+                    .map_err(ServerError::Thread)?,
+            ),
             clock: Box::new(MonotonicClock::start()),
             judge: Box::new(serving.policy),
             supervisor: Box::new(SdNotify),
@@ -99,11 +112,11 @@ impl Server {
             serving.facts,
             DEFAULT_WINDOW,
         );
-        Server {
+        Ok(Server {
             channel,
             inbox: serving.inbox,
             dispatcher,
-        }
+        })
     }
 
     /// Serves until a shutdown message or the end of the connection.
