@@ -11,6 +11,7 @@ use sysgenid_abi::control::{ErrorAnswer, Request};
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+use crate::trust;
 
 pub use sysgenid_abi::control::ConditionalBump;
 
@@ -70,6 +71,9 @@ pub(crate) fn exchange(paths: &Paths, request: Request, timeout: Duration) -> Re
         source,
     };
     let mut stream = UnixStream::connect(&path).map_err(unavailable)?;
+    if let Err(problem) = trust::check_listener(&stream).map_err(unavailable)? {
+        return Err(Error::Untrusted { path, problem });
+    }
     stream
         .set_read_timeout(Some(timeout))
         .map_err(unavailable)?;

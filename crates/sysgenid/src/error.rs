@@ -244,6 +244,22 @@ pub enum Error {
         /// The fields it lacks.
         fields: Vec<&'static str>,
     },
+    /// The page file, its directory, the daemon behind the control socket or the mount serving
+    /// the device belongs to a user other than root and this process's own, or others may write
+    /// it: whoever controls it could forge the generation or the daemon's answers, so the client
+    /// refuses it rather than fall back to anything.
+    #[error(
+        "{}: refusing to trust it: {problem}; whoever controls it could forge the generation or \
+         the daemon's answers. Check that SYSGENID_STATE_DIR and SYSGENID_DEVICE name the paths \
+         of a sysgenidd run by root or by this user",
+        path.display()
+    )]
+    Untrusted {
+        /// The file, directory or socket.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: crate::Distrust,
+    },
     /// A file did not behave as the ABI says (such as a short read, or a page file shorter
     /// than the generation).
     #[error("{}: {what}", path.display())]
@@ -342,7 +358,7 @@ impl Error {
             | Error::StatusIncomplete { .. } => {
                 return None;
             }
-            Error::Unexpected { .. } => return None,
+            Error::Unexpected { .. } | Error::Untrusted { .. } => return None,
             Error::DaemonGone { .. } => RawErrno::NOTCONN,
             Error::WriteAccessDenied { .. } | Error::AccessDenied { .. } | Error::TriggerDenied => {
                 RawErrno::ACCESS
@@ -399,7 +415,8 @@ impl Error {
             Error::WriteAccessDenied { .. }
             | Error::AccessDenied { .. }
             | Error::TriggerDenied
-            | Error::ReadOnly { .. } => K::PermissionDenied,
+            | Error::ReadOnly { .. }
+            | Error::Untrusted { .. } => K::PermissionDenied,
             Error::NotCurrent { .. } | Error::AckLength | Error::InvalidArgument { .. } => {
                 K::InvalidInput
             }

@@ -153,6 +153,7 @@ mod error;
 mod paths;
 mod probe;
 mod status;
+mod trust;
 mod watcher;
 
 #[cfg(feature = "tokio")]
@@ -165,6 +166,7 @@ pub use status::{
     Backend, BumpSource, DaemonInfo, LastBump, LastFailure, OutdatedFile, STATUS_VERSION, Status,
     status, status_at,
 };
+pub use trust::Distrust;
 pub use watcher::{
     Change, DEFAULT_REOPEN_TIMEOUT, Watcher, WatcherOptions, trigger, trigger_at, wait_watchers,
     wait_watchers_at,

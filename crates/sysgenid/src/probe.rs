@@ -12,6 +12,7 @@ use sysgenid_abi::{GENERATION_OFFSET, GENERATION_SIZE, PAGE_SIZE};
 
 use crate::error::{Call, Error, Result};
 use crate::paths::Paths;
+use crate::trust::{self, Distrust};
 
 /// `statfs(2)` magic of FUSE file systems, which is how our daemon serves the device.
 const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
@@ -31,6 +32,12 @@ pub enum ProbeSource {
 /// [`Probe::open`] maps the page file `<state-dir>/generation`, or the device (`O_RDONLY`,
 /// `PROT_READ`, `MAP_SHARED`) where no page file exists. [`crate::generation`] keeps one global
 /// probe per process, mapped on first use.
+///
+/// Only what root or this process's own user controls is believed: the page file must be a
+/// regular file of exactly one page, reached without following a link, in a directory, both
+/// owned by root or by this process's effective uid and writable by no one else; a device
+/// served by FUSE must be mounted by one of them. Anything else is [`Error::Untrusted`], with
+/// no fall back to the device.
 ///
 /// # What the counter tells
 ///
@@ -145,29 +152,51 @@ impl Drop for Probe {
     }
 }
 
-/// The mapped page file, `None` if it does not exist.
+/// The mapped page file, `None` if it or its directory does not exist; refused unless both
+/// pass the checks of [`crate::trust`]: the directory and the file are root's or this user's
+/// and no one else may write them, and the file is one regular page (reached without following
+/// a link).
 fn open_page_file(path: &Path) -> Result<Option<Probe>> {
-    let fd = match rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
-        Err(e) => return Err(Error::from_errno(Call::Map, e, path)),
+    let os = |e| Error::from_errno(Call::Map, e, path);
+    let (dir_path, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => (dir, name),
+        (_, Some(name)) => (Path::new("."), name),
+        (_, None) => {
+            return Err(Error::Unexpected {
+                path: path.to_owned(),
+                what: "this is not the path of a file".to_owned(),
+            });
+        }
     };
-    let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_errno(Call::Map, e, path))?;
-    if stat.st_size < GENERATION_SIZE as i64 {
-        return Err(Error::Unexpected {
-            path: path.to_owned(),
-            what: format!(
-                "the page file holds {} bytes, fewer than the 4 of a generation",
-                stat.st_size
-            ),
-        });
-    }
+    let untrusted = |path: &Path| {
+        let path = path.to_owned();
+        move |problem| Error::Untrusted { path, problem }
+    };
+    let dir = match rustix::fs::open(
+        dir_path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(dir) => dir,
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(os(e)),
+    };
+    trust::check_owned(&rustix::fs::fstat(&dir).map_err(os)?).map_err(untrusted(dir_path))?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => return Err(untrusted(path)(Distrust::NotRegular)),
+        Err(e) => return Err(os(e)),
+    };
+    trust::check_page(&rustix::fs::fstat(&fd).map_err(os)?).map_err(untrusted(path))?;
     map(&fd, path, ProbeSource::PageFile(path.to_owned())).map(Some)
 }
 
 /// Checks that `fd` is a served device: a character device (a kernel driver), or a FUSE file
-/// that holds at least a generation. A stopped daemon leaves an empty, unserved mountpoint file,
-/// which root can open; reading or mapping it would give nothing, or `SIGBUS`.
+/// that holds at least a generation, mounted by root or this user. A stopped daemon leaves an
+/// empty, unserved mountpoint file, which root can open; reading or mapping it would give
+/// nothing, or `SIGBUS`.
 pub(crate) fn check_served(fd: impl AsFd, path: &Path) -> Result<()> {
     let os = |e| Error::from_errno(Call::Open { write: false }, e, path);
     let stat = rustix::fs::fstat(&fd).map_err(os)?;
@@ -176,7 +205,10 @@ pub(crate) fn check_served(fd: impl AsFd, path: &Path) -> Result<()> {
     }
     let fs = rustix::fs::fstatfs(&fd).map_err(os)?;
     if fs.f_type as u64 == FUSE_SUPER_MAGIC && stat.st_size >= GENERATION_SIZE as i64 {
-        return Ok(());
+        return trust::check_mounter(&stat).map_err(|problem| Error::Untrusted {
+            path: path.to_owned(),
+            problem,
+        });
     }
     Err(Error::NotServed {
         path: path.to_owned(),

@@ -184,6 +184,13 @@ impl Peer {
     }
 }
 
+/// The user id the process at the other end of `socket` had when it connected (`SO_PEERCRED`),
+/// in the daemon's user namespace; known even where its pid is not.
+pub fn peer_uid(socket: BorrowedFd<'_>) -> io::Result<u32> {
+    let cred: libc::ucred = getsockopt(socket, libc::SO_PEERCRED)?;
+    Ok(cred.uid)
+}
+
 /// `getsockopt(SOL_SOCKET, name)` for an option whose value is a plain `T`.
 fn getsockopt<T: Copy>(socket: BorrowedFd<'_>, name: libc::c_int) -> io::Result<T> {
     let mut value = std::mem::MaybeUninit::<T>::zeroed();

@@ -6,34 +6,40 @@
 //! core judges in turn with every other bump) and answer with the messages of
 //! `sysgenid_abi::control`; `StatusSnapshot::into_document` is where the core's `Status` becomes
 //! the wire's status document.
+//!
+//! Against hostile local users: each peer uid has its own budget of connections (`slots.rs`),
+//! refused at once on the accepting thread; a request line has 2 seconds in all (`line.rs`);
+//! and a status document shows other users' command lines only to root (`viewer.rs`).
 
-use std::io::{self, BufRead, BufReader, Write};
+mod line;
+mod slots;
+mod viewer;
+
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sysgenid_abi::Errno;
 use sysgenid_abi::control::{self as wire, ConditionalBump, ErrorAnswer, Request};
 use sysgenid_core::{BumpSource, Caller, Reply, Status};
 
-use crate::caps::{Peer, TriggerPolicy};
+use crate::caps::{Peer, TriggerPolicy, peer_uid};
 use crate::inbox::{Inbox, Message};
+use line::{BadLine, read_request};
+use slots::{LIMITS, Slot, Slots};
+pub use viewer::{Viewer, command_line};
 
 /// The wire's daemon facts and backend states, under the names the daemon gives them.
 pub use sysgenid_abi::control::{Backend as BackendStatus, DaemonInfo as DaemonFacts};
 
-/// At most this many control connections are served at once; more wait in the backlog.
-const MAX_CONNECTIONS: usize = 32;
-/// A client gets this long to send its request line.
+/// A client gets this long, from its connection, to send its whole request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest request line accepted.
-const MAX_REQUEST: u64 = 256;
 /// How long a connection waits for the event loop's answer.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,8 +61,9 @@ fn wire_source(source: &BumpSource) -> (wire::BumpSource, Option<u32>, Option<St
 }
 
 impl StatusSnapshot {
-    /// The status document, reading each outdated process's command line.
-    pub fn into_document(self) -> wire::Status {
+    /// The status document for `viewer`, with each outdated process's command as it may see
+    /// it.
+    pub fn into_document(self, viewer: &Viewer) -> wire::Status {
         let StatusSnapshot { status, facts } = self;
         let outdated_files = status
             .files
@@ -64,7 +71,7 @@ impl StatusSnapshot {
             .filter(|f| f.outdated)
             .map(|f| wire::OutdatedFile {
                 pid: f.pid,
-                command: command_line(f.pid),
+                command: viewer.command(f.pid),
                 tracked: f.tracked,
             })
             .collect();
@@ -105,22 +112,6 @@ impl StatusSnapshot {
     }
 }
 
-/// A process's command line with arguments joined by spaces, or its name, or `None` if gone.
-pub fn command_line(pid: u32) -> Option<String> {
-    if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline"))
-        && !raw.is_empty()
-    {
-        let args: Vec<String> = raw
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        return Some(args.join(" "));
-    }
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(format!("[{}]", comm.trim_end()))
-}
-
 /// Binds the control socket, replacing a stale one, readable and writable by everyone.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     match std::fs::remove_file(path) {
@@ -135,29 +126,50 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Serves the control socket on the current thread until the listener fails.
 pub fn serve(listener: UnixListener, inbox: Inbox, policy: Arc<TriggerPolicy>) {
-    let busy = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(LIMITS, rustix::process::geteuid().as_raw());
     for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "control socket accept failed");
-                continue;
-            }
-        };
-        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            busy.fetch_sub(1, Ordering::AcqRel);
-            let _ = answer_error(&stream, "too many control connections; try again");
-            continue;
+        match stream {
+            Ok(stream) => accept(stream, &slots, &inbox, &policy),
+            Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
         }
-        let inbox = inbox.clone();
-        let busy = Arc::clone(&busy);
-        let policy = Arc::clone(&policy);
-        std::thread::spawn(move || {
-            if let Err(e) = handle(&stream, &inbox, &policy) {
-                tracing::debug!(error = %e, "control connection ended");
+    }
+}
+
+/// Gives a new connection a slot of its peer's uid and a thread, or refuses it at once.
+fn accept(stream: UnixStream, slots: &Arc<Slots>, inbox: &Inbox, policy: &Arc<TriggerPolicy>) {
+    let accepted = Instant::now();
+    let slot = peer_uid(stream.as_fd())
+        .map_err(|e| format!("cannot identify the connecting process: {e}"))
+        .and_then(|uid| slots.take(uid).map_err(|refusal| refusal.to_string()));
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(message) => return refuse(&stream, &message),
+    };
+    let stream = Arc::new(stream);
+    let spawned = std::thread::Builder::new()
+        .name("control-conn".into())
+        .spawn({
+            let (stream, inbox, policy) = (Arc::clone(&stream), inbox.clone(), Arc::clone(policy));
+            move || {
+                if let Err(e) = handle(&stream, &slot, accepted, &inbox, &policy) {
+                    tracing::debug!(error = %e, "control connection ended");
+                }
             }
-            busy.fetch_sub(1, Ordering::AcqRel);
         });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a control connection thread");
+        refuse(
+            &stream,
+            "the daemon cannot take more connections now; try again",
+        );
+    }
+}
+
+/// Answers `message` as an error line without ever blocking the accepting thread.
+fn refuse(stream: &UnixStream, message: &str) {
+    tracing::debug!(message, "control connection refused");
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = answer_error(stream, message);
     }
 }
 
@@ -189,11 +201,19 @@ fn trigger_if_error(errno: Errno, pid: u32) -> ErrorAnswer {
     ErrorAnswer::with_errno(message, errno)
 }
 
-fn handle(stream: &UnixStream, inbox: &Inbox, policy: &TriggerPolicy) -> io::Result<()> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+fn handle(
+    stream: &UnixStream,
+    slot: &Slot,
+    accepted: Instant,
+    inbox: &Inbox,
+    policy: &TriggerPolicy,
+) -> io::Result<()> {
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new(io::Read::take(stream, MAX_REQUEST)).read_line(&mut line)?;
+    let line = match read_request(stream, accepted + REQUEST_TIMEOUT, REQUEST_TIMEOUT) {
+        Ok(line) => line,
+        Err(BadLine::Io(e)) => return Err(e),
+        Err(bad) => return answer_error(stream, &bad.to_string()),
+    };
     match Request::parse(&line) {
         Ok(Request::Status) => {
             let (tx, rx) = mpsc::sync_channel(1);
@@ -201,7 +221,7 @@ fn handle(stream: &UnixStream, inbox: &Inbox, policy: &TriggerPolicy) -> io::Res
             let snapshot = rx
                 .recv_timeout(REQUEST_TIMEOUT)
                 .map_err(|_| io::Error::other("the event loop did not answer"))?;
-            answer(stream, &snapshot.into_document())
+            answer(stream, &snapshot.into_document(&Viewer::new(slot.uid())))
         }
         Ok(Request::TriggerIf { expect, min }) => trigger_if(stream, inbox, policy, expect, min),
         Err(e) => answer_error(stream, &e.to_string()),
@@ -302,7 +322,7 @@ mod tests {
             serving: true,
             backends: vec![],
         };
-        let doc = StatusSnapshot { status, facts }.into_document();
+        let doc = StatusSnapshot { status, facts }.into_document(&Viewer::new(0));
         assert_eq!(doc.version, wire::STATUS_VERSION);
         assert_eq!((doc.generation, doc.outdated, doc.pending_waits), (5, 1, 4));
         assert!(doc.serving && doc.degraded);
