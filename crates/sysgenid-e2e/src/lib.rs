@@ -5,6 +5,7 @@
 //! dropped.
 #![deny(missing_docs)]
 pub mod qemu;
+pub mod systemd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -202,12 +203,7 @@ impl Daemon {
 
     /// One `status` request over the control socket.
     pub fn try_status(&self) -> std::io::Result<serde_json::Value> {
-        let mut stream = UnixStream::connect(self.control_socket())?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(b"status\n")?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        serde_json::from_str(&line).map_err(std::io::Error::other)
+        control_status(&self.control_socket())
     }
 
     /// The status document; panics if the daemon does not answer.
@@ -258,6 +254,16 @@ impl Drop for Daemon {
             let _ = rustix::mount::unmount(&self.device, rustix::mount::UnmountFlags::DETACH);
         }
     }
+}
+
+/// One `status` request over the control socket at `socket`: the status document.
+pub fn control_status(socket: &Path) -> std::io::Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"status\n")?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
 }
 
 /// An open file of the device, with the raw calls of the ABI.

@@ -33,27 +33,101 @@ fn the_unit_passes_systemd_analyze_verify_without_warnings() {
     assert!(stderr.trim().is_empty(), "warnings: {stderr}");
 }
 
-#[test]
-fn the_unit_is_type_notify_and_never_hides_the_mount() {
+/// The unit's settings: `Key=value` lines, comments left out.
+fn settings() -> Vec<String> {
     let text = std::fs::read_to_string(unit_path()).unwrap();
-    let settings: Vec<&str> = text
-        .lines()
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with('#') && l.contains('='))
-        .collect();
-    assert!(settings.contains(&"Type=notify"));
-    for hiding in [
-        "PrivateDevices",
-        "ProtectSystem",
-        "PrivateTmp",
-        "ProtectHome",
-        "PrivateMounts",
-    ] {
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Options that give the service a mount namespace of its own: the device's mount would be
+/// invisible to everyone else (docs/security.md).
+const MOUNT_NAMESPACE_OPTIONS: &[&str] = &[
+    "PrivateDevices",
+    "ProtectSystem",
+    "PrivateTmp",
+    "ProtectHome",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectProc",
+    "ProcSubset",
+    "PrivateIPC",
+    "PrivatePIDs",
+    "PrivateBPF",
+    "ReadOnlyPaths",
+    "ReadWritePaths",
+    "InaccessiblePaths",
+    "ExecPaths",
+    "NoExecPaths",
+    "BindPaths",
+    "BindReadOnlyPaths",
+    "TemporaryFileSystem",
+    "RootDirectory",
+    "RootImage",
+    "MountImages",
+    "ExtensionImages",
+    "ExtensionDirectories",
+    "LogNamespace",
+];
+
+#[test]
+fn the_unit_is_type_notify_and_never_hides_the_mount() {
+    let settings = settings();
+    assert!(settings.iter().any(|l| l == "Type=notify"));
+    for hiding in MOUNT_NAMESPACE_OPTIONS {
         assert!(
-            !settings.iter().any(|l| l.starts_with(hiding)),
-            "{hiding} would put the mount in a private namespace"
+            !settings
+                .iter()
+                .any(|l| l.starts_with(&format!("{hiding}="))),
+            "{hiding}= would put the mount in a private namespace"
         );
     }
+    let only = |key: &str, allowed: &str| {
+        for l in settings
+            .iter()
+            .filter(|l| l.starts_with(&format!("{key}=")))
+        {
+            assert_eq!(
+                l,
+                &format!("{key}={allowed}"),
+                "any other value hides the mount"
+            );
+        }
+    };
+    only("PrivateMounts", "no");
+    only("MountFlags", "shared");
+    // Newer systemd gives PrivateNetwork= a mount namespace unless PrivateMounts=no is explicit.
+    if settings.iter().any(|l| l == "PrivateNetwork=yes") {
+        assert!(settings.iter().any(|l| l == "PrivateMounts=no"));
+    }
+}
+
+/// The overall exposure `systemd-analyze security --offline=yes` gave the unit when its
+/// sandbox was last measured (docs/security.md): a change may lower it, never raise it.
+const MEASURED_EXPOSURE: f64 = 3.5;
+
+#[test]
+fn the_offline_security_exposure_stays_at_or_below_the_measured_one() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(unit_path())
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is installed by scripts/test.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for sysgenidd.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure in: {text}"));
+    assert!(
+        exposure <= MEASURED_EXPOSURE,
+        "exposure {exposure} is above the measured {MEASURED_EXPOSURE}:\n{text}"
+    );
 }
 
 fn next_message(socket: &UnixDatagram) -> String {

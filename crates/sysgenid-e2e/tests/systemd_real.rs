@@ -1,0 +1,209 @@
+//! The shipped unit under a real systemd (PID 1 of new namespaces): the daemon starts with its
+//! sandbox in force, serves the device to the namespace, answers on its control socket, and a
+//! stop unmounts and exits cleanly.
+
+use std::path::Path;
+
+use sysgenid_e2e::systemd::Systemd;
+use sysgenid_e2e::{DevFile, Errno, control_status, workspace_binary};
+
+const SERVICE: &str = "sysgenidd.service";
+/// `CAP_SYS_ADMIN` (21) and `CAP_SYS_PTRACE` (19): the unit's `CapabilityBoundingSet=`.
+const EXPECTED_CAPS: u64 = 1 << 21 | 1 << 19;
+
+/// The unit from `contrib/` with what a test needs changed: the built daemon on paths in `dir`,
+/// its log in a file, and no default dependencies (which would run sysinit steps against the
+/// shared kernel). `Wants=modprobe@fuse.service` goes for the same reason.
+fn unit_for_test(dir: &Path) -> String {
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd/sysgenidd.service");
+    let text = std::fs::read_to_string(unit).unwrap();
+    let exec = format!(
+        "ExecStart={} --device {} --state-dir {} --backends uevent,vmgenid-bpf --bpf-pin-dir none --log debug",
+        workspace_binary("sysgenidd").display(),
+        dir.join("device").display(),
+        dir.join("state").display(),
+    );
+    let log = dir.join("daemon.log");
+    let mut out = String::new();
+    let mut exec_lines = 0;
+    for line in text.lines() {
+        match line {
+            l if l.starts_with("ExecStart=") => {
+                exec_lines += 1;
+                out.push_str(&exec);
+            }
+            l if l.starts_with("Wants=modprobe@") => continue,
+            "[Unit]" => out.push_str("[Unit]\nDefaultDependencies=no"),
+            "[Install]" => out.push_str(&format!(
+                "StandardOutput=append:{0}\nStandardError=append:{0}\n\n[Install]",
+                log.display()
+            )),
+            l => out.push_str(l),
+        }
+        out.push('\n');
+    }
+    assert_eq!(exec_lines, 1, "the unit has one ExecStart=");
+    out
+}
+
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in /proc/PID/status"))
+        .trim()
+        .to_owned()
+}
+
+fn ns(pid: u32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_unit_serves_under_a_real_systemd_with_its_sandbox_in_force() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    // Traversable by the unprivileged caller below; the state directory is the daemon's own.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let unit = unit_for_test(dir);
+    let systemd = Systemd::boot(&[(SERVICE, &unit)]).unwrap_or_else(|e| panic!("{e}"));
+    let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+
+    let start = systemd.systemctl(&["start", SERVICE]);
+    assert!(
+        start.status.success(),
+        "systemctl start: {}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&start.stderr),
+        String::from_utf8_lossy(&systemd.systemctl(&["status", "--no-pager", SERVICE]).stdout),
+        log()
+    );
+    // Type=notify: `start` returned once READY=1 came, and the STATUS= line reached systemd.
+    assert_eq!(systemd.property(SERVICE, "ActiveState"), "active");
+    assert_eq!(
+        systemd.property(SERVICE, "StatusText"),
+        "serving generation 0"
+    );
+
+    let pids = systemd.service_pids(SERVICE);
+    assert_eq!(
+        pids.len(),
+        1,
+        "one process in the service's cgroup: {pids:?}"
+    );
+    let pid = pids[0];
+    check_sandbox(&systemd, pid);
+
+    let device = dir.join("device");
+    let state = dir.join("state");
+    check_serving(&systemd, &device, &state);
+
+    let stop = systemd.systemctl(&["stop", SERVICE]);
+    assert!(stop.status.success(), "systemctl stop: {stop:?}");
+    assert_eq!(systemd.property(SERVICE, "Result"), "success");
+    assert_eq!(systemd.property(SERVICE, "ExecMainStatus"), "0");
+    assert!(
+        !systemd.mountinfo().contains(device.to_str().unwrap()),
+        "the device is still mounted after stop; daemon log:\n{}",
+        log()
+    );
+    assert!(log().contains("unmounting and exiting"), "{}", log());
+}
+
+/// The daemon runs with the unit's sandbox: seccomp, no new privileges, the two capabilities,
+/// its own network namespace, and the manager's mount namespace (never one of its own).
+fn check_sandbox(systemd: &Systemd, pid: u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(status_field(&status, "Seccomp:"), "2", "a seccomp filter");
+    assert_eq!(status_field(&status, "NoNewPrivs:"), "1");
+    let cap = |name| u64::from_str_radix(&status_field(&status, name), 16).unwrap();
+    assert_eq!(cap("CapBnd:"), EXPECTED_CAPS, "bounding set");
+    assert_eq!(cap("CapEff:"), EXPECTED_CAPS, "effective set");
+    assert_eq!(cap("CapAmb:"), 0, "no ambient capabilities");
+    let main_pid = systemd.property(SERVICE, "MainPID");
+    let ns_pid = status_field(&status, "NSpid:");
+    assert_eq!(ns_pid.split_whitespace().last(), Some(main_pid.as_str()));
+    assert_eq!(
+        ns(pid, "mnt"),
+        ns(systemd.pid1(), "mnt"),
+        "no mount namespace"
+    );
+    assert_ne!(
+        ns(pid, "net"),
+        ns(systemd.pid1(), "net"),
+        "PrivateNetwork=yes"
+    );
+}
+
+/// Serving: the page file and the device answer inside, a privileged trigger bumps, an
+/// unprivileged one is refused, and the control socket answers with the backends' state.
+fn check_serving(systemd: &Systemd, device: &Path, state: &Path) {
+    let mountinfo = systemd.mountinfo();
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.contains(device.to_str().unwrap()) && l.contains(" fuse.sysgenid ")),
+        "{mountinfo}"
+    );
+    let cli = |extra: &[&str]| {
+        let mut command = systemd.command(workspace_binary("sysgenid"));
+        command
+            .arg("--device")
+            .arg(device)
+            .arg("--state-dir")
+            .arg(state);
+        command.args(extra).output().unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&cli(&["get"]).stdout).trim(), "0");
+    // An open file of the device, reached through the manager's mount namespace.
+    let file = DevFile::rw_nonblock(&systemd.path_inside(device));
+    assert_eq!(file.read(), Err(Errno::AGAIN), "a fresh file is up to date");
+
+    // Root with every capability: the daemon needs CAP_SYS_PTRACE to read its user namespace.
+    let trigger = cli(&["trigger"]);
+    assert!(trigger.status.success(), "trigger: {trigger:?}");
+    let nobody = systemd
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(workspace_binary("sysgenid"))
+        .arg("--device")
+        .arg(device)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("trigger")
+        .output()
+        .unwrap();
+    assert!(
+        !nobody.status.success(),
+        "an unprivileged trigger: {nobody:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("EACCES"),
+        "{nobody:?}"
+    );
+    assert_eq!(file.read(), Ok(1), "the bump reached the open file");
+
+    let status = control_status(&state.join(sysgenid_abi::CONTROL_SOCKET_NAME)).unwrap();
+    assert_eq!(status["generation"], 1, "{status}");
+    assert_eq!(status["serving"], true, "{status}");
+    let backends = status["daemon"]["backends"].as_array().unwrap();
+    let backend = |name: &str| {
+        backends
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("no backend {name}: {status}"))
+    };
+    // AF_NETLINK is allowed: the uevent socket binds.
+    assert_eq!(backend("uevent")["active"], true, "{status}");
+    // bpf(2) passes the filter and the capabilities: the probe gets past map creation (what
+    // follows, loading and attaching, depends on the kernel).
+    let bpf = backend("vmgenid-bpf");
+    let reason = bpf["reason"].as_str().unwrap_or_default();
+    assert!(
+        bpf["active"] == true || !(reason.contains("bpf syscall") || reason.contains("map create")),
+        "the sandbox stops bpf(2): {reason}"
+    );
+}
