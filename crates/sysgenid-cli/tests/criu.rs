@@ -78,7 +78,7 @@ struct Container {
     init: u32,
     dir: tempfile::TempDir,
     /// The holder of the user namespace, if any.
-    _users: Option<Killed>,
+    users: Option<Killed>,
     /// Last: removed once the rest has gone.
     cgroup: Cgroup,
 }
@@ -152,7 +152,7 @@ impl Container {
             unshare,
             init: 0,
             dir,
-            _users: users_holder,
+            users: users_holder,
             cgroup,
         };
         c.wait_for("the container's daemon and watcher", || {
@@ -166,9 +166,20 @@ impl Container {
         self.dir.path().join(name)
     }
 
-    /// The container daemon's status: its control socket is a file the host can reach.
+    /// The container daemon's status: its control socket is a file the host can reach. A
+    /// daemon of the container's own users is asked from its user namespace, where its uid is
+    /// the client's (clients trust only root and themselves).
     fn status(&self) -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_sysgenid"))
+        let sysgenid = env!("CARGO_BIN_EXE_sysgenid");
+        let mut command = match &self.users {
+            Some(holder) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &holder.0.id().to_string(), "-U", "--", sysgenid]);
+                c
+            }
+            None => Command::new(sysgenid),
+        };
+        let out = command
             .args(["--json", "status"])
             .env("SYSGENID_STATE_DIR", self.path("state"))
             .output()

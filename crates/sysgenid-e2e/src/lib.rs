@@ -227,6 +227,21 @@ impl Daemon {
         child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// Waits up to `limit` for the daemon to exit by itself; its exit status, or `None` if it
+    /// still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < until {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Kills the daemon with SIGKILL and waits, leaving its mount stale.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -119,3 +119,14 @@ fn a_member_of_the_writer_group_may_track_and_ack() {
     sysgenid_e2e::eventually("the member's ack counts", || daemon.count("outdated") == 0);
     probe.finish();
 }
+
+/// Access mode 3 (`open(dev, 3)`, "ioctl only") can neither read nor write, so it can never
+/// acknowledge: it must not become a tracked watcher that would hold every wait for ever.
+#[test]
+fn an_ioctl_only_open_is_not_a_writer() {
+    let daemon = Daemon::start();
+    let three = rustix::fs::OFlags::from_bits_retain(3);
+    let f = DevFile::open(&daemon.device, three).expect("root may open with access mode 3");
+    assert_eq!(f.track(true), Err(sysgenid_e2e::Errno::BADF));
+    assert_eq!(daemon.status()["tracked"], 0);
+}

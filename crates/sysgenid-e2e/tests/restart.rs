@@ -78,7 +78,7 @@ fn counter_survives_a_restart() {
 }
 
 #[test]
-fn sigterm_unmounts_and_leaves_a_mode_0000_file() {
+fn sigterm_unmounts_and_removes_the_file_it_made() {
     let mut daemon = Daemon::start();
     assert!(daemon.stop());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -86,13 +86,57 @@ fn sigterm_unmounts_and_leaves_a_mode_0000_file() {
         !mountinfo.contains(daemon.device.to_str().unwrap()),
         "unmounted"
     );
+    assert!(
+        std::fs::symlink_metadata(&daemon.device).is_err(),
+        "nothing that looks like a device is left"
+    );
+    assert!(!daemon.control_socket().exists(), "control socket removed");
+}
+
+#[test]
+fn a_mountpoint_file_it_did_not_make_is_left_with_mode_0000() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    std::fs::write(dir.path().join("d/device"), "").unwrap();
+    let mut daemon = restart_in(&dir.path().join("d"));
+    assert!(daemon.stop());
     let meta = std::fs::metadata(&daemon.device).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
         0
     );
     assert_eq!(meta.len(), 0);
-    assert!(!daemon.control_socket().exists(), "control socket removed");
+}
+
+#[test]
+fn a_lazy_unmount_from_outside_ends_the_daemon_with_an_error_within_a_second() {
+    let mut daemon = Daemon::start();
+    let open = DevFile::rw_nonblock(&daemon.device);
+    let lazily = Command::new("umount")
+        .arg("-l")
+        .arg(&daemon.device)
+        .status()
+        .unwrap();
+    assert!(lazily.success());
+    let started = std::time::Instant::now();
+    let status = daemon
+        .wait_exit(Duration::from_secs(3))
+        .expect("the daemon exits");
+    assert!(
+        !status.success(),
+        "an error, so that Restart= starts it again"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        daemon.log().contains("unmounted from outside"),
+        "{}",
+        daemon.log()
+    );
+    assert!(open.read().is_err(), "the detached mount is served no more");
 }
 
 #[test]

@@ -51,7 +51,9 @@ pub enum PrepareError {
 /// regular file that no one else can read, so that a namespace without the mount never finds a
 /// readable empty file there: mode 0000 as root, 0600 otherwise (`fusermount3` needs the owner
 /// to be able to open its mountpoint).
-pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
+///
+/// Returns whether it made the file, so a clean stop removes it again.
+pub fn prepare_device_path(path: &Path) -> Result<bool, PrepareError> {
     let mode = if rustix::process::geteuid().is_root() {
         0o000
     } else {
@@ -88,7 +90,9 @@ pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map(|()| false)
+                .map_err(io)
         }
         Ok(_) => Err(PrepareError::NotAFile {
             path: path.to_owned(),
@@ -102,10 +106,22 @@ pub fn prepare_device_path(path: &Path) -> Result<(), PrepareError> {
                 .create_new(true)
                 .mode(mode)
                 .open(path)
-                .map(drop)
+                .map(|_| true)
                 .map_err(io)
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+/// Removes the mountpoint file after the unmount if this daemon made it, so nothing that looks
+/// like a device (an empty file) stays behind; a file someone else made is left alone.
+pub fn remove_if_made(path: &Path, made: bool) {
+    let still_ours = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if made
+        && still_ours
+        && let Err(e) = std::fs::remove_file(path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove the mountpoint file");
     }
 }
 

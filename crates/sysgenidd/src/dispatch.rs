@@ -173,6 +173,7 @@ impl Dispatcher {
             }
             Message::Serving => self.serving(),
             Message::Shutdown { reason } => return Some(Stopped::Shutdown(reason)),
+            Message::MountLost => return Some(Stopped::Unmounted),
         }
         None
     }

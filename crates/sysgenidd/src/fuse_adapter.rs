@@ -3,7 +3,7 @@
 //!
 //! The adapter answers what the core does not model: INIT negotiation, attributes, lookups,
 //! page-cache fills of device mappings (from the page, at once), and writebacks through a
-//! writable mapping (refused). It does no IO: the dispatcher sends what it returns.
+//! writable mapping (discarded). It does no IO: the dispatcher sends what it returns.
 
 use std::time::Duration;
 
@@ -206,7 +206,7 @@ fn file_operation<'a>(header: &RequestHeader, op: Operation<'a>, cx: &Context<'_
         Operation::Open { flags, .. } => Event::Open {
             request,
             pid: header.pid,
-            writable: flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32,
+            writable: opened_for_writing(flags),
         },
         Operation::Read {
             fh,
@@ -320,6 +320,13 @@ pub fn reply_message(request: RequestId, answer: Reply) -> Vec<u8> {
     }
 }
 
+/// Whether an open's flags let the file write, and so acknowledge: `O_WRONLY` or `O_RDWR`.
+/// Access mode 3 asks for neither read nor write (the kernel gives such a file only ioctls).
+fn opened_for_writing(flags: u32) -> bool {
+    let mode = flags & libc::O_ACCMODE as u32;
+    mode == libc::O_WRONLY as u32 || mode == libc::O_RDWR as u32
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
@@ -353,6 +360,15 @@ mod tests {
             Routed::Answer(message) => message,
             other => panic!("not an answer: {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_write_only_and_read_write_opens_may_write() {
+        assert!(opened_for_writing(libc::O_WRONLY as u32));
+        assert!(opened_for_writing((libc::O_RDWR | libc::O_NONBLOCK) as u32));
+        assert!(!opened_for_writing(libc::O_RDONLY as u32));
+        // Access mode 3 ("ioctl only") can neither read nor write, so it can never acknowledge.
+        assert!(!opened_for_writing(3 | libc::O_LARGEFILE as u32));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum Message {
     Persisted(Result<(), String>),
     /// A device page store was written (`effects::DeviceStore`).
     DeviceStored,
+    /// The device path no longer shows this daemon's mount (`umount -l` from outside).
+    MountLost,
     /// The device answered its first stat: the daemon is serving.
     Serving,
     /// Stop serving: unmount and exit.

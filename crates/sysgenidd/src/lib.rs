@@ -14,6 +14,7 @@ pub mod effects;
 mod fakes;
 pub mod fuse_adapter;
 pub mod inbox;
+pub mod mount_watch;
 pub mod page;
 pub mod restores;
 pub mod server;
@@ -115,12 +116,19 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let (inbox, receiver) = inbox::inbox().map_err(setup("creating the event loop inbox"))?;
     let backends = backends::start_with(&config.backends, &inbox, &backend_options(config))?;
 
-    device_path::prepare_device_path(&config.device)?;
-    let (mount, channel) = device_path::mount_device(&config.device)?;
+    let made = device_path::prepare_device_path(&config.device)?;
+    let (mount, channel) = match device_path::mount_device(&config.device) {
+        Ok(mounted) => mounted,
+        Err(e) => {
+            device_path::remove_if_made(&config.device, made);
+            return Err(e.into());
+        }
+    };
     tracing::info!(device = %config.device.display(), method = ?mount.method(), "mounted");
     let control_path = config.state_dir.join(CONTROL_SOCKET_NAME);
     if let Err(e) = start_helpers(config, &control_path, &inbox, &policy) {
         let _ = mount.unmount(true);
+        device_path::remove_if_made(&config.device, made);
         return Err(e);
     }
 
@@ -149,8 +157,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     match stopped? {
         Stopped::Shutdown(reason) => {
             tracing::info!(%reason, "unmounting and exiting");
-            if let Err(e) = mount.unmount(true) {
-                tracing::warn!(error = %e, "unmount failed");
+            match mount.unmount(true) {
+                Ok(()) => device_path::remove_if_made(&config.device, made),
+                Err(e) => tracing::warn!(error = %e, "unmount failed"),
             }
             Ok(())
         }
@@ -186,6 +195,7 @@ fn start_helpers(
         move || control::serve(listener, inbox, policy)
     })?;
     spawn_signal_watcher(inbox.clone())?;
+    mount_watch::spawn(&config.device, inbox.clone()).map_err(setup("watching the mount table"))?;
     spawn("readiness", {
         let inbox = inbox.clone();
         let device = config.device.clone();
