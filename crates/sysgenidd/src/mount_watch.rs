@@ -20,12 +20,12 @@ pub fn mounted_device(mountinfo: &str, mount_point: &Path) -> Option<String> {
     let wanted = mount_point.to_string_lossy();
     mountinfo
         .lines()
-        .filter_map(|line| {
+        .rev()
+        .find_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let point = unescape(fields.get(4)?);
             (point == wanted).then(|| fields.get(2).map(|d| (*d).to_owned()))?
         })
-        .last()
 }
 
 /// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
