@@ -7,7 +7,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests use. Only missing ones are installed, without recommends, and only
 # if apt changes nothing the machine already has: no package is removed or upgraded.
-packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux qemu-system-x86 busybox-static xz-utils)
+packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux e2fsprogs qemu-system-x86 busybox-static xz-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

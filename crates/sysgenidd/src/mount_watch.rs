@@ -18,14 +18,11 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// are stacked (the one that shows).
 pub fn mounted_device(mountinfo: &str, mount_point: &Path) -> Option<String> {
     let wanted = mount_point.to_string_lossy();
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let point = unescape(fields.get(4)?);
-            (point == wanted).then(|| fields.get(2).map(|d| (*d).to_owned()))?
-        })
+    mountinfo.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let point = unescape(fields.get(4)?);
+        (point == wanted).then(|| fields.get(2).map(|d| (*d).to_owned()))?
+    })
 }
 
 /// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
