@@ -54,16 +54,16 @@ impl Ext4State {
     /// test that fails while something is stuck on the frozen disk cannot hang for ever.
     fn freeze(&self) -> Frozen {
         run("fsfreeze", &["-f", self.mount_point.to_str().unwrap()]);
-        // A process of its own, so nothing stuck in this one can keep it from running.
-        let _watchdog = Command::new("sh")
-            .args(["-c", "sleep \"$1\"; fsfreeze -u \"$2\" 2>/dev/null", "sh"])
+        // A process of its own (detached by the shell), so nothing stuck in this one can keep
+        // it from running.
+        let started = Command::new("sh")
+            .args(["-c", "(sleep \"$1\"; fsfreeze -u \"$2\") >/dev/null 2>&1 &", "sh"])
             .arg(THAW_ANYWAY.as_secs().to_string())
             .arg(&self.mount_point)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
+            .status()
             .expect("start the thaw watchdog");
+        assert!(started.success());
         Frozen(self.mount_point.clone())
     }
 }
