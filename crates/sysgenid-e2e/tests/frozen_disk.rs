@@ -57,7 +57,11 @@ impl Ext4State {
         // A process of its own (detached by the shell), so nothing stuck in this one can keep
         // it from running.
         let started = Command::new("sh")
-            .args(["-c", "(sleep \"$1\"; fsfreeze -u \"$2\") >/dev/null 2>&1 &", "sh"])
+            .args([
+                "-c",
+                "(sleep \"$1\"; fsfreeze -u \"$2\") >/dev/null 2>&1 &",
+                "sh",
+            ])
             .arg(THAW_ANYWAY.as_secs().to_string())
             .arg(&self.mount_point)
             .stdin(std::process::Stdio::null())
