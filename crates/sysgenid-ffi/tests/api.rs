@@ -252,7 +252,13 @@ fn a_missing_device_gives_enoent_everywhere() {
 
 #[test]
 fn a_stopped_daemons_mountpoint_gives_enotconn() {
-    let mut daemon = Daemon::start();
+    // A mountpoint file the daemon did not make stays after a clean stop, mode 0000.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("device"), "").unwrap();
+    let mut daemon = sysgenid_e2e::Daemon::start_with(sysgenid_e2e::DaemonOptions {
+        dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    });
     let paths = CPaths::of(&daemon);
     assert!(daemon.stop());
     let bogus = ptr::dangling_mut::<sysgenid_watcher>();

@@ -42,7 +42,13 @@ fn a_dead_control_socket_asks_whether_sysgenidd_runs() {
 
 #[test]
 fn a_stopped_daemon_leaves_a_mountpoint_that_is_not_mistaken_for_the_device() {
-    let mut daemon = Daemon::start();
+    // A mountpoint file the daemon did not make stays after a clean stop, mode 0000.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("device"), "").unwrap();
+    let mut daemon = sysgenid_e2e::Daemon::start_with(sysgenid_e2e::DaemonOptions {
+        dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    });
     let paths = paths(&daemon);
     assert!(daemon.stop());
     // Root can open the mode-0000 mountpoint; the library sees it is not served.
