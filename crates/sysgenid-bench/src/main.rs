@@ -40,8 +40,9 @@ const NOTES: &[&str] = &[
     "Wakeups: threads A and B of this process. B fires only once /proc shows A asleep in the call \
      (for a device read, also once the daemon counts it pending); latency runs from just before \
      B's call to A's return (CLOCK_MONOTONIC). A then reads/acks and blocks again.",
-    "A trigger persists the counter before replying: write and fsync a temporary file, rename it, \
-     fsync the directory, on the state dir's file system.",
+    "A trigger persists the counter before replying, on the daemon's persist thread: one in-place \
+     write of the state file, then fdatasync unless it is on tmpfs; the page store of a bump is \
+     written by a second worker thread before the reply goes out.",
     "Probe rows: batches of volatile loads timed together and divided; percentiles are over \
      batches.",
 ];
