@@ -173,7 +173,13 @@ impl Dispatcher {
             }
             Message::Serving => self.serving(),
             Message::Shutdown { reason } => return Some(Stopped::Shutdown(reason)),
-            Message::MountLost => return Some(Stopped::Unmounted),
+            Message::MountLost => {
+                tracing::error!(
+                    device = %self.facts.device.display(),
+                    "the device was unmounted from outside (umount -l?); it is no longer served"
+                );
+                return Some(Stopped::Unmounted);
+            }
         }
         None
     }

@@ -113,9 +113,11 @@ impl Kernel for Arc<Channel> {
     }
 }
 
-impl PageStore for PageFile {
+impl PageStore for Option<PageFile> {
     fn publish(&mut self, generation: u32) {
-        self.store(generation);
+        if let Some(page) = self {
+            page.store(generation);
+        }
     }
 }
 

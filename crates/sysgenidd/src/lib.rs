@@ -45,14 +45,6 @@ pub enum DaemonError {
     /// The persisted counter cannot be used.
     #[error(transparent)]
     State(#[from] state::StateError),
-    /// The page file cannot be used.
-    #[error("page file {}: {source}", path.display())]
-    Page {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The backends cannot start.
     #[error(transparent)]
     Backends(#[from] backends::BackendError),
@@ -104,12 +96,15 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let recovered =
         state::recover(Arc::clone(&dir), page::peek(&dir)).map_err(setup("reading the boot id"))?;
     let generation = recovered.generation;
-    let page_path = dir.path_of(PAGE_FILE_NAME);
-    let page =
-        page::PageFile::open_or_create(&dir, generation).map_err(|source| DaemonError::Page {
-            path: page_path.clone(),
-            source,
-        })?;
+    let page = match page::PageFile::open_or_create(&dir, generation) {
+        Ok(page) => Some(page),
+        // A read-only or full state directory: serve anyway; probes fall back to the device.
+        Err(error) => {
+            let path = dir.path_of(PAGE_FILE_NAME);
+            tracing::error!(path = %path.display(), %error, "no page file: probes use the device");
+            None
+        }
+    };
     let policy = Arc::new(
         caps::TriggerPolicy::for_this_process().map_err(setup("reading user namespaces"))?,
     );

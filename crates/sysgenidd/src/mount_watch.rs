@@ -73,10 +73,7 @@ fn watch(mut table: std::fs::File, device: PathBuf, ours: String, inbox: Inbox) 
             continue;
         };
         if mounted_device(&text, &device).as_deref() != Some(ours.as_str()) {
-            tracing::error!(
-                device = %device.display(),
-                "the device was unmounted from outside (umount -l?); it is no longer served"
-            );
+            // The loop logs it, unless it is the daemon's own unmount at a clean stop.
             inbox.send(Message::MountLost);
             return;
         }

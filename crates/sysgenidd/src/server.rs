@@ -49,8 +49,8 @@ pub struct Serving {
     pub channel: Channel,
     /// The persisted counter.
     pub state: StateFile,
-    /// The page file.
-    pub page: PageFile,
+    /// The page file, if it could be opened.
+    pub page: Option<PageFile>,
     /// The generation to start from.
     pub generation: u32,
     /// The starting value could not be made durable: status says so until a persist works.

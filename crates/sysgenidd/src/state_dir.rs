@@ -6,8 +6,8 @@
 //! - no one else may write the directory or a regular file in it (the control socket is the one
 //!   entry everyone may write: that is how they connect);
 //! - no entry is a symbolic link;
-//! - one daemon at a time: an exclusive `flock` on `<dir>/lock`, which the kernel drops when its
-//!   holder dies, with the holder's pid written in the file for the error message.
+//! - one daemon at a time: an exclusive `flock` on the directory, which the kernel drops when its
+//!   holder dies, with the holder's pid written in `<dir>/lock` for the error message.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -89,9 +89,8 @@ pub enum StateDirError {
 #[derive(Debug)]
 pub struct StateDir {
     path: PathBuf,
+    /// Also holds the daemon's lock (an exclusive `flock`), which the kernel drops with it.
     dir: OwnedFd,
-    /// Held for the daemon's life; the kernel drops the lock with the last fd.
-    _lock: OwnedFd,
 }
 
 impl StateDir {
@@ -122,11 +121,10 @@ impl StateDir {
         })?;
         let stat = rustix::fs::fstat(&dir).map_err(|e| io_err(e.into()))?;
         check_owner_and_mode(path, stat.st_uid, stat.st_mode)?;
-        let lock = take_lock(path, &dir)?;
+        take_lock(path, &dir)?;
         let state_dir = StateDir {
             path: path.to_owned(),
             dir,
-            _lock: lock,
         };
         state_dir.check_entries()?;
         Ok(state_dir)
@@ -251,45 +249,50 @@ fn check_owner_and_mode(path: &Path, owner: u32, mode: u32) -> Result<(), StateD
     Ok(())
 }
 
-/// Takes the exclusive lock on `<dir>/lock` and writes our pid in it, or names the holder.
-fn take_lock(path: &Path, dir: &OwnedFd) -> Result<OwnedFd, StateDirError> {
+/// Takes the exclusive lock on the directory itself and writes our pid in `<dir>/lock` for the
+/// next daemon's message, or names the holder. The lock needs no write access, so a read-only
+/// state directory can still be served (degraded); the pid file is then left as it is.
+fn take_lock(path: &Path, dir: &OwnedFd) -> Result<(), StateDirError> {
     let lock_path = path.join(LOCK_FILE_NAME);
-    let io_err = |source: io::Error| StateDirError::Io {
-        path: lock_path.clone(),
-        source,
-    };
-    let fd = rustix::fs::openat(
-        dir,
-        LOCK_FILE_NAME,
-        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .map_err(|e| match e {
-        rustix::io::Errno::LOOP => StateDirError::Symlink {
-            path: lock_path.clone(),
-        },
-        e => io_err(e.into()),
-    })?;
-    let stat = rustix::fs::fstat(&fd).map_err(|e| io_err(e.into()))?;
-    check_owner_and_mode(&lock_path, stat.st_uid, stat.st_mode)?;
-    match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+    match rustix::fs::flock(dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut text = String::new();
-            let _ = File::from(fd).read_to_string(&mut text);
+            let holder = rustix::fs::openat(
+                dir,
+                LOCK_FILE_NAME,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+            .and_then(|fd| {
+                let mut text = String::new();
+                File::from(fd).read_to_string(&mut text).ok()?;
+                text.trim().parse().ok()
+            });
             return Err(StateDirError::InUse {
                 path: path.to_owned(),
-                holder: text.trim().parse().ok(),
+                holder,
             });
         }
-        Err(e) => return Err(io_err(e.into())),
+        Err(e) => {
+            return Err(StateDirError::Io {
+                path: path.to_owned(),
+                source: e.into(),
+            });
+        }
     }
-    let file = File::from(fd);
-    let pid = format!("{}\n", std::process::id());
-    file.set_len(0)
-        .and_then(|()| rustix::io::pwrite(&file, pid.as_bytes(), 0).map_err(Into::into))
-        .map_err(io_err)?;
-    Ok(file.into())
+    let written = rustix::fs::openat(
+        dir,
+        LOCK_FILE_NAME,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(io::Error::from)
+    .and_then(|fd| File::from(fd).write_all(format!("{}\n", std::process::id()).as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!(path = %lock_path.display(), error = %e, "cannot write the pid file");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
