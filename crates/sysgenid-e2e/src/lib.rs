@@ -408,22 +408,28 @@ pub enum Identity {
     RootInNewUserNs,
 }
 
+/// `setpriv` arguments for `nobody` (65534:65534) with no groups and no capabilities at all.
+pub const NOBODY_SETPRIV: [&str; 5] = [
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+];
+
+/// `program` run as `nobody` with no groups and no capabilities at all.
+pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args(NOBODY_SETPRIV).arg(program);
+    command
+}
+
 /// The `sysgenid-probe` command running as `who`, with `args` as its steps.
 pub fn probe_command(who: Identity, args: &[&str]) -> Command {
-    const NOBODY: [&str; 4] = [
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-    ];
     let probe = probe_binary();
     let mut command = match who {
         Identity::Root => Command::new(&probe),
-        Identity::Nobody => {
-            let mut c = Command::new("setpriv");
-            c.args(NOBODY).arg("--bounding-set=-all").arg(&probe);
-            c
-        }
+        Identity::Nobody => as_nobody(&probe),
         Identity::NobodyWithCheckpointRestore => {
             let mut c = Command::new("setpriv");
             c.args([

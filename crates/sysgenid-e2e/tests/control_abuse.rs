@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -102,17 +102,8 @@ struct Attacker {
 
 impl Attacker {
     fn start(script: &str, args: &[&str]) -> Attacker {
-        let mut child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                "/usr/bin/python3",
-                "-c",
-                script,
-            ])
+        let mut child = sysgenid_e2e::as_nobody("/usr/bin/python3")
+            .args(["-c", script])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -24,27 +24,13 @@ s.sendall(b"status\n")
 print(s.makefile().readline().strip(), flush=True)
 "#;
 
-/// `setpriv` arguments for `nobody` without capabilities or groups; empty for root.
-fn identity(nobody: bool) -> &'static [&'static str] {
-    if nobody {
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ]
-    } else {
-        &[]
-    }
-}
-
 fn python(nobody: bool, script: &str, args: &[&str]) -> Command {
-    let mut command = Command::new("setpriv");
-    command
-        .args(identity(nobody))
-        .args(["/usr/bin/python3", "-c", script])
-        .args(args);
+    let mut command = if nobody {
+        sysgenid_e2e::as_nobody("/usr/bin/python3")
+    } else {
+        Command::new("/usr/bin/python3")
+    };
+    command.args(["-c", script]).args(args);
     command
 }
 

@@ -163,15 +163,8 @@ impl Drop for Killed {
 fn a_control_socket_served_by_another_user_is_refused() {
     let (_dir, state) = state_dir_of(NOBODY);
     let socket = state.join("control.sock");
-    let mut child = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            FAKE_DAEMON,
-        ])
+    let mut child = sysgenid_e2e::as_nobody("/usr/bin/python3")
+        .args(["-c", FAKE_DAEMON])
         .arg(&socket)
         .stdout(Stdio::piped())
         .spawn()

@@ -67,10 +67,5 @@ pub fn run_client(daemon: &Daemon, setpriv: &[&str], args: &[&str]) -> Output {
 }
 
 /// `setpriv` arguments for `nobody` with no capabilities and no groups.
-pub const NOBODY: [&str; 5] = [
-    "--reuid=65534",
-    "--regid=65534",
-    "--clear-groups",
-    "--inh-caps=-all",
-    "--bounding-set=-all",
-];
+#[allow(unused_imports)]
+pub use sysgenid_e2e::NOBODY_SETPRIV as NOBODY;
