@@ -35,8 +35,9 @@ impl PageFile {
     /// Opens the page file of `dir`, creating it whole if it is missing or not a whole page,
     /// and stores `generation` in it.
     pub fn open_or_create(dir: &StateDir, generation: u32) -> io::Result<PageFile> {
-        if !is_whole_page(dir)? {
-            if dir.read(PAGE_FILE_NAME).is_ok_and(|b| b.is_some()) {
+        let found = existing_page(dir)?;
+        if found != Some(true) {
+            if found.is_some() {
                 tracing::warn!(
                     path = %dir.path_of(PAGE_FILE_NAME).display(),
                     "page file is not a {PAGE_SIZE}-byte regular file; replacing it (existing \
@@ -113,13 +114,15 @@ pub fn peek(dir: &StateDir) -> Option<u32> {
     sysgenid_abi::decode_generation(&bytes)
 }
 
-fn is_whole_page(dir: &StateDir) -> io::Result<bool> {
+/// Whether the page file is a whole page (`Some(true)`), something else (`Some(false)`), or
+/// missing (`None`).
+fn existing_page(dir: &StateDir) -> io::Result<Option<bool>> {
     match rustix::fs::statat(dir, PAGE_FILE_NAME, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(stat) => Ok(
+        Ok(stat) => Ok(Some(
             FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
                 && stat.st_size == PAGE_SIZE as i64,
-        ),
-        Err(rustix::io::Errno::NOENT) => Ok(false),
+        )),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
