@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use rustix::fs::OFlags;
 use sysgenid_e2e::{
-    Daemon, DaemonOptions, DevFile, Errno, FailingWrites, eventually, workspace_binary,
+    Daemon, DaemonOptions, DevFile, Errno, FailingWrites, Identity, Probe, eventually,
+    workspace_binary,
 };
 
 fn restart_in(dir: &Path) -> Daemon {
@@ -465,4 +467,121 @@ fn a_state_directory_from_another_boot_continues_from_its_page_file() {
             .log()
             .contains("persisted counter is from another boot")
     );
+}
+
+/// A read-only bind mount of a directory onto itself, undone on drop.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn bind(dir: &Path) -> ReadOnly {
+        let mount = |args: &[&str]| {
+            let ok = Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mount {args:?}");
+        };
+        mount(&["--bind"]);
+        let guard = ReadOnly(dir.to_owned());
+        mount(&["-o", "remount,ro,bind"]);
+        guard
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Starts the daemon on `dir` without its control socket to wait on, and waits until the device
+/// answers a read.
+fn start_without_status(dir: &Path) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("daemon-ro.log")).unwrap();
+    let child = Command::new(workspace_binary("sysgenidd"))
+        .arg("--device")
+        .arg(dir.join("device"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--backends", "none"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let device = dir.join("device");
+    eventually("the device is served", || {
+        DevFile::open(&device, OFlags::RDONLY | OFlags::NONBLOCK)
+            .is_ok_and(|f| f.read() == Err(Errno::AGAIN))
+    });
+    child
+}
+
+fn stop_child(mut child: std::process::Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_read_only_state_directory_serves_reads_and_refuses_bumps_with_eio() {
+    let mut daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(4).unwrap();
+    assert!(daemon.stop());
+    let (_temp, dir) = daemon.into_dir();
+    let state = dir.join("state");
+    let before = std::fs::read(state.join("state")).unwrap();
+    let read_only = ReadOnly::bind(&state);
+    let child = start_without_status(&dir);
+    let f = DevFile::rw_nonblock(&dir.join("device"));
+    assert_eq!(
+        f.trigger(0),
+        Err(Errno::IO),
+        "no bump without a durable record"
+    );
+    assert_eq!(f.read(), Err(Errno::AGAIN), "the generation is unchanged");
+    drop(f);
+    let log = std::fs::read_to_string(dir.join("daemon-ro.log")).unwrap();
+    assert!(log.contains("no control socket"), "{log}");
+    stop_child(child);
+    drop(read_only);
+    assert_eq!(std::fs::read(state.join("state")).unwrap(), before);
+    assert_eq!(page_file_value(&state), 4);
+}
+
+#[test]
+fn a_start_that_cannot_write_its_starting_point_serves_it_degraded() {
+    let mut daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(6).unwrap();
+    assert!(daemon.stop());
+    let (_temp, dir) = daemon.into_dir();
+    let state = dir.join("state");
+    // The state file is lost; the page file says 6, and the start would write that down.
+    std::fs::remove_file(state.join("state")).unwrap();
+    let read_only = ReadOnly::bind(&state);
+    let child = start_without_status(&dir);
+    let device = dir.join("device");
+    let f = DevFile::rw_nonblock(&device);
+    assert_eq!(f.trigger(0), Err(Errno::IO));
+    let mapped = Probe::run(
+        Identity::Root,
+        &["open", device.to_str().unwrap(), "ro", "mmap", "load"],
+    );
+    assert_eq!(
+        mapped.last().unwrap(),
+        "load ok 6",
+        "it serves the page file's value"
+    );
+    let log = std::fs::read_to_string(dir.join("daemon-ro.log")).unwrap();
+    assert!(log.contains("serving degraded"), "{log}");
+    stop_child(child);
+    drop(read_only);
+    assert!(!state.join("state").exists(), "nothing was written");
+}
+
+fn page_file_value(state: &Path) -> u32 {
+    let bytes = std::fs::read(state.join("generation")).unwrap();
+    u32::from_ne_bytes(bytes[..4].try_into().unwrap())
 }

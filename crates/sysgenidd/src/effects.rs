@@ -12,7 +12,6 @@ use sysgenid_core::Time;
 use sysgenid_fuse::{Channel, Sent};
 
 use crate::caps::TriggerPolicy;
-use crate::page::PageFile;
 
 /// Where reply and notification messages go: the FUSE connection.
 pub trait Kernel: Debug {
@@ -21,7 +20,7 @@ pub trait Kernel: Debug {
     fn send(&mut self, message: &[u8]);
 }
 
-/// Makes a new generation durable before anyone sees it.
+/// Makes a new generation durable, then shows it in the page file, before anyone else sees it.
 ///
 /// The core waits for the outcome (`Event::PersistDone`) and keeps serving meanwhile, so a
 /// persist may finish at once or later: the daemon's writer
@@ -59,12 +58,6 @@ pub enum Storing {
     Started,
 }
 
-/// Shows a new generation to every reader of the page file.
-pub trait PageStore: Debug {
-    /// Stores `generation` in the page.
-    fn publish(&mut self, generation: u32);
-}
-
 /// The loop's monotonic clock.
 pub trait Clock: Debug {
     /// Now, in nanoseconds from the clock's epoch.
@@ -90,10 +83,8 @@ pub trait Supervisor: Debug {
 pub struct Effects {
     /// The FUSE connection.
     pub kernel: Box<dyn Kernel>,
-    /// The state file.
+    /// The state file and the page file.
     pub state: Box<dyn Persist>,
-    /// The page file.
-    pub page: Box<dyn PageStore>,
     /// Device mappings.
     pub device_page: Box<dyn DeviceStore>,
     /// The clock.
@@ -109,14 +100,6 @@ impl Kernel for Arc<Channel> {
         match Channel::send(self, message) {
             Ok(Sent::Delivered | Sent::NotFound | Sent::Unmounted) => {}
             Err(e) => tracing::warn!(error = %e, "cannot send to the kernel"),
-        }
-    }
-}
-
-impl PageStore for Option<PageFile> {
-    fn publish(&mut self, generation: u32) {
-        if let Some(page) = self {
-            page.store(generation);
         }
     }
 }

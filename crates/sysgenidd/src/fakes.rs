@@ -15,8 +15,7 @@ use sysgenid_fuse::wire::{self, Wire};
 use crate::control::DaemonFacts;
 use crate::dispatch::Dispatcher;
 use crate::effects::{
-    Clock, DeviceStore, Effects, Kernel, PageStore, Persist, Persisting, Storing, Supervisor,
-    TriggerJudge,
+    Clock, DeviceStore, Effects, Kernel, Persist, Persisting, Storing, Supervisor, TriggerJudge,
 };
 use crate::fuse_adapter::{FileAttributes, FuseAdapter};
 use crate::inbox::Completion;
@@ -31,7 +30,7 @@ pub enum Effect {
     Sent(Vec<u8>),
     /// A persist of this generation (whether or not it failed).
     Persisted(u32),
-    /// A store into the page file.
+    /// A store into the page file, after a persist that succeeded at once.
     PageStored(u32),
     /// The service manager was told the daemon is ready.
     Ready(String),
@@ -89,6 +88,7 @@ impl Persist for FakeState {
         } else if self.fail.get() {
             Persisting::Done(Err("disk full".to_owned()))
         } else {
+            self.journal.push(Effect::PageStored(generation));
             Persisting::Done(Ok(()))
         }
     }
@@ -110,15 +110,6 @@ impl DeviceStore for FakeDeviceStore {
         } else {
             Storing::Done
         }
-    }
-}
-
-#[derive(Debug)]
-struct FakePage(Journal);
-
-impl PageStore for FakePage {
-    fn publish(&mut self, generation: u32) {
-        self.0.push(Effect::PageStored(generation));
     }
 }
 
@@ -192,7 +183,6 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
             fail: Rc::clone(&persist_fails),
             defer: Rc::clone(&persist_deferred),
         }),
-        page: Box::new(FakePage(journal.clone())),
         device_page: Box::new(FakeDeviceStore {
             journal: journal.clone(),
             defer: Rc::clone(&store_deferred),

@@ -98,10 +98,12 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let generation = recovered.generation;
     let page = match page::PageFile::open_or_create(&dir, generation) {
         Ok(page) => Some(page),
-        // A read-only or full state directory: serve anyway; probes fall back to the device.
+        // A read-only or full state directory: serve anyway. Without a page file probes fall
+        // back to the device; one that cannot be opened for update shows this generation, and
+        // no bump can be persisted in a directory that takes no writes.
         Err(error) => {
             let path = dir.path_of(PAGE_FILE_NAME);
-            tracing::error!(path = %path.display(), %error, "no page file: probes use the device");
+            tracing::error!(path = %path.display(), %error, "the page file cannot be updated");
             None
         }
     };
@@ -121,11 +123,14 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     };
     tracing::info!(device = %config.device.display(), method = ?mount.method(), "mounted");
     let control_path = config.state_dir.join(CONTROL_SOCKET_NAME);
-    if let Err(e) = start_helpers(config, &control_path, &inbox, &policy) {
-        let _ = mount.unmount(true);
-        device_path::remove_if_made(&config.device, made);
-        return Err(e);
-    }
+    let control_bound = match start_helpers(config, &control_path, &inbox, &policy) {
+        Ok(bound) => bound,
+        Err(e) => {
+            let _ = mount.unmount(true);
+            device_path::remove_if_made(&config.device, made);
+            return Err(e);
+        }
+    };
 
     let facts = DaemonFacts {
         pid: std::process::id(),
@@ -148,7 +153,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     };
     let stopped = Server::new(config, serving).and_then(|mut server| server.run());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    let _ = std::fs::remove_file(&control_path);
+    if control_bound {
+        let _ = std::fs::remove_file(&control_path);
+    }
     match stopped? {
         Stopped::Shutdown(reason) => {
             tracing::info!(%reason, "unmounting and exiting");
@@ -179,16 +186,33 @@ fn start_helpers(
     control_path: &Path,
     inbox: &inbox::Inbox,
     policy: &Arc<caps::TriggerPolicy>,
-) -> Result<(), DaemonError> {
-    let listener = control::bind(control_path).map_err(|source| DaemonError::Control {
-        path: control_path.to_owned(),
-        source,
-    })?;
-    spawn("control", {
-        let inbox = inbox.clone();
-        let policy = Arc::clone(policy);
-        move || control::serve(listener, inbox, policy)
-    })?;
+) -> Result<bool, DaemonError> {
+    let control = match control::bind(control_path) {
+        Ok(listener) => Some(listener),
+        Err(source) if state_dir_is_unwritable(&source) => {
+            tracing::error!(
+                path = %control_path.display(),
+                error = %source,
+                "no control socket: status and trigger-if are unavailable; the device serves \
+                 reads, and bumps fail with EIO until the state directory takes writes"
+            );
+            None
+        }
+        Err(source) => {
+            return Err(DaemonError::Control {
+                path: control_path.to_owned(),
+                source,
+            });
+        }
+    };
+    let bound = control.is_some();
+    if let Some(listener) = control {
+        spawn("control", {
+            let inbox = inbox.clone();
+            let policy = Arc::clone(policy);
+            move || control::serve(listener, inbox, policy)
+        })?;
+    }
     spawn_signal_watcher(inbox.clone())?;
     mount_watch::spawn(&config.device, inbox.clone()).map_err(setup("watching the mount table"))?;
     spawn("readiness", {
@@ -200,7 +224,16 @@ fn start_helpers(
             Ok(_) => inbox.send(Message::Serving),
             Err(e) => tracing::error!(error = %e, "the new mount does not answer stat"),
         }
-    })
+    })?;
+    Ok(bound)
+}
+
+/// Whether binding in the state directory failed for want of a writable directory (read-only,
+/// full, over quota): the daemon still serves, as it does when a persist fails while running.
+fn state_dir_is_unwritable(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let errno = error.raw_os_error().map(Errno::from_raw_os_error);
+    matches!(errno, Some(Errno::ROFS | Errno::NOSPC | Errno::DQUOT))
 }
 
 fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {

@@ -1,8 +1,8 @@
 //! The event loop: waits on the FUSE channel, the inbox and the core's soonest deadline, and
 //! hands what arrives to the [`Dispatcher`].
 //!
-//! One thread owns the FUSE channel, the core, the persisted state and the page. It waits in
-//! `poll(2)`; a blocked `read(2)` or `WAIT_WATCHERS` is an entry in the core, never a blocked
+//! One thread owns the FUSE channel and the core (the state file and the page file belong to the
+//! persist worker, the device page store to its own worker). It waits in `poll(2)`; a blocked `read(2)` or `WAIT_WATCHERS` is an entry in the core, never a blocked
 //! thread.
 
 use std::sync::Arc;
@@ -89,10 +89,9 @@ impl Server {
         let effects = Effects {
             kernel: Box::new(Arc::clone(&channel)),
             state: Box::new(
-                PersistWorker::start(serving.state, serving.outbox.clone())
+                PersistWorker::start(serving.state, serving.page, serving.outbox.clone())
                     .map_err(ServerError::Thread)?,
             ),
-            page: Box::new(serving.page),
             device_page: Box::new(
                 StoreWorker::start(Arc::clone(&channel), serving.outbox)
                     .map_err(ServerError::Thread)?,

@@ -1,6 +1,6 @@
 //! The two jobs that may wait on a disk or on the kernel run on threads of their own, so the
-//! thread that reads `/dev/fuse` never waits on them: the persist of a new generation (a frozen
-//! or slow state directory), and the device page store (`FUSE_NOTIFY_STORE` waits for a page
+//! thread that reads `/dev/fuse` never waits on them: the persist of a new generation and its
+//! store into the page file (a frozen or slow state directory), and the device page store (`FUSE_NOTIFY_STORE` waits for a page
 //! lock that a faulting mapper holds until the serving thread answers its fill).
 //!
 //! Each worker takes jobs in order from a channel and reports each outcome through the inbox.
@@ -12,23 +12,33 @@ use sysgenid_fuse::{Channel, Sent};
 
 use crate::effects::{DeviceStore, Persist, Persisting, Storing};
 use crate::inbox::{Inbox, Message};
+use crate::page::PageFile;
 use crate::state::StateFile;
 
-/// Persists on its own thread; the outcome comes back as `Message::Persisted`.
+/// Persists, then stores into the page file, on its own thread; the outcome comes back as
+/// `Message::Persisted`. A store into the page file's mapping faults, and so waits, while its
+/// file system is frozen.
 #[derive(Debug)]
 pub struct PersistWorker {
     jobs: mpsc::Sender<u32>,
 }
 
 impl PersistWorker {
-    /// Starts the thread that owns `state`.
-    pub fn start(mut state: StateFile, inbox: Inbox) -> std::io::Result<PersistWorker> {
+    /// Starts the thread that owns `state` and `page`.
+    pub fn start(
+        mut state: StateFile,
+        page: Option<PageFile>,
+        inbox: Inbox,
+    ) -> std::io::Result<PersistWorker> {
         let (jobs, queue) = mpsc::channel::<u32>();
         std::thread::Builder::new()
             .name("persist".to_owned())
             .spawn(move || {
                 for generation in queue {
                     let result = state.persist(generation).map_err(|e| e.to_string());
+                    if let (Ok(()), Some(page)) = (&result, &page) {
+                        page.store(generation);
+                    }
                     inbox.send(Message::Persisted(result));
                 }
             })?;
@@ -80,5 +90,64 @@ impl DeviceStore for StoreWorker {
                 Storing::Done
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::page;
+    use crate::state_dir::StateDir;
+
+    fn next_message(receiver: &crate::inbox::InboxReceiver) -> Message {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(message) = receiver.drain().into_iter().next() {
+                return message;
+            }
+            assert!(Instant::now() < deadline, "no message from the worker");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_persist_worker_stores_into_the_page_file_only_after_a_persist_that_worked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Arc::new(StateDir::open(&tmp.path().join("s")).unwrap());
+        let state = StateFile::with_boot_id(Arc::clone(&dir), "a".to_owned());
+        let page_file = PageFile::open_or_create(&dir, 3).unwrap();
+        let (inbox, receiver) = crate::inbox::inbox().unwrap();
+        let mut worker = PersistWorker::start(state, Some(page_file), inbox).unwrap();
+
+        assert_eq!(worker.persist(4), Persisting::Started);
+        assert!(matches!(
+            next_message(&receiver),
+            Message::Persisted(Ok(()))
+        ));
+        assert_eq!(
+            page::peek(&dir),
+            Some(4),
+            "the page file shows the persisted value"
+        );
+
+        // A state file that refuses bumps: the persist fails and the page keeps its value.
+        std::fs::write(tmp.path().join("s/state"), "garbage\n").unwrap();
+        let mut refusing = StateFile::with_boot_id(Arc::clone(&dir), "a".to_owned());
+        refusing.refuse_bumps("damaged".to_owned());
+        let (inbox, receiver) = crate::inbox::inbox().unwrap();
+        let page_file = PageFile::open_or_create(&dir, 4).unwrap();
+        let mut worker = PersistWorker::start(refusing, Some(page_file), inbox).unwrap();
+        assert_eq!(worker.persist(5), Persisting::Started);
+        assert!(matches!(
+            next_message(&receiver),
+            Message::Persisted(Err(_))
+        ));
+        assert_eq!(
+            page::peek(&dir),
+            Some(4),
+            "a failed persist publishes nothing"
+        );
     }
 }
