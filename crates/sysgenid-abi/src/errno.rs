@@ -6,6 +6,7 @@ use std::fmt;
 ///
 /// The list is closed: no operation of the device returns anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Errno {
     /// `EINVAL`: a read buffer shorter than 4 bytes; a write of a value that is not the current
     /// generation; a trigger minimum above `u32::MAX`; an unknown ioctl.

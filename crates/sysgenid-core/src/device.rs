@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use sysgenid_abi::{Errno, GENERATION_SIZE, Ioctl, POLL_OUTDATED, decode_generation};
 
 use crate::io::{Action, Event, Reply};
+use crate::state::{BadState, DeviceState, FileState, NotQuiet, PendingState};
 use crate::status::{BumpFailure, BumpRecord, FileStatus, Status};
 use crate::types::{BumpSource, BumpToken, Caller, FileId, PollHandle, RequestId, Time};
 
@@ -572,6 +573,110 @@ impl Device {
             };
             self.finish(trigger, reply);
         }
+    }
+
+    /// The device's state between events, for another instance to continue from. Refused
+    /// while actions wait to be carried out or a bump is under way: its outcome must come in
+    /// first, so the state never holds half a bump.
+    pub fn state(&self) -> Result<DeviceState, NotQuiet> {
+        if !self.actions.is_empty() {
+            return Err(NotQuiet::ActionsQueued);
+        }
+        if self.in_flight.is_some() || !self.queued_bumps.is_empty() {
+            return Err(NotQuiet::BumpUnderWay);
+        }
+        let mut files: Vec<FileState> = self
+            .files
+            .iter()
+            .map(|(&id, f)| FileState {
+                id,
+                acked: f.acked,
+                tracked: f.tracked,
+                writable: f.writable,
+                poll_handle: f.poll_handle,
+                pid: f.pid,
+            })
+            .collect();
+        files.sort_unstable_by_key(|f| f.id);
+        let pending = self
+            .pending
+            .iter()
+            .map(|(&request, p)| match *p {
+                Pending::Read { file } => Ok(PendingState::Read { request, file }),
+                Pending::Wait { file, deadline } => Ok(PendingState::Wait {
+                    request,
+                    file,
+                    deadline,
+                }),
+                // A pending trigger always has its bump queued or in flight.
+                Pending::Trigger { .. } | Pending::TriggerIf => Err(NotQuiet::BumpUnderWay),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DeviceState {
+            generation: self.generation,
+            next_file: self.next_file,
+            files,
+            pending,
+            last_bump: self.last_bump.clone(),
+            failed_bumps: self.failed_bumps,
+            last_failure: self.last_failure.clone(),
+            degraded: self.degraded,
+        })
+    }
+
+    /// A device that continues from `state`, as [`Device::state`] took it. A state that no
+    /// device can reach is refused.
+    pub fn from_state(state: DeviceState) -> Result<Device, BadState> {
+        let mut device = Device::new(state.generation);
+        device.next_file = state.next_file;
+        for f in state.files {
+            if f.id.0 >= state.next_file || device.files.contains_key(&f.id) {
+                return Err(BadState::FileId(f.id));
+            }
+            if f.tracked && !f.writable {
+                return Err(BadState::TrackedReadOnly(f.id));
+            }
+            let open = OpenFile {
+                acked: f.acked,
+                tracked: f.tracked,
+                writable: f.writable,
+                poll_handle: f.poll_handle,
+                pid: f.pid,
+            };
+            device.tracked += usize::from(f.tracked);
+            device.outdated_tracked += usize::from(f.tracked && device.is_outdated(&open));
+            device.files.insert(f.id, open);
+        }
+        for p in state.pending {
+            let request = p.request();
+            let usable = device
+                .files
+                .get(&p.file())
+                .is_some_and(|f| !device.is_outdated(f));
+            if !usable {
+                return Err(BadState::Pending(request));
+            }
+            if device.pending.contains_key(&request) {
+                return Err(BadState::DuplicateRequest(request));
+            }
+            let pending = match p {
+                PendingState::Read { file, .. } => Pending::Read { file },
+                PendingState::Wait { file, deadline, .. } => {
+                    if let Some(deadline) = deadline {
+                        device.deadlines.insert((deadline, request));
+                    }
+                    Pending::Wait { file, deadline }
+                }
+            };
+            device.pending.insert(request, pending);
+        }
+        device.last_bump = state.last_bump;
+        device.failed_bumps = state.failed_bumps;
+        device.last_failure = state.last_failure;
+        device.degraded = state.degraded;
+        // A wait with no outdated tracked watcher left would have ended already.
+        device.complete_waits_if_settled();
+        Ok(device)
     }
 
     /// A snapshot of everything the device knows, for the status channel.

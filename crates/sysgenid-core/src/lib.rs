@@ -34,10 +34,12 @@
 
 mod device;
 mod io;
+mod state;
 mod status;
 mod types;
 
 pub use device::Device;
 pub use io::{Action, Event, Reply};
+pub use state::{BadState, DeviceState, FileState, NotQuiet, PendingState};
 pub use status::{BumpFailure, BumpRecord, FileStatus, Status};
 pub use types::{BumpSource, BumpToken, Caller, FileId, PollHandle, RequestId, Time};

@@ -48,6 +48,7 @@ pub struct FileStatus {
 
 /// A bump that was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BumpRecord {
     /// The generation it set.
     pub generation: u32,
@@ -57,6 +58,7 @@ pub struct BumpRecord {
 
 /// A bump that could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BumpFailure {
     /// Who asked for it.
     pub source: BumpSource,

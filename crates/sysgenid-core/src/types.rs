@@ -4,25 +4,30 @@ use std::fmt;
 
 /// An open file of the device: one watcher. Chosen by the core at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FileId(pub u64);
 
 /// A request of the transport, unique among the requests still pending (a FUSE `unique`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RequestId(pub u64);
 
 /// A poll registration of the transport (a FUSE poll `kh`), woken by [`crate::Action::WakePoll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PollHandle(pub u64);
 
 /// The transport's mark for a hardware bump, opaque to the core and handed back with its
 /// outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BumpToken(pub u64);
 
 /// A point on the transport's monotonic clock, in nanoseconds from an epoch of its choosing.
 ///
 /// The core never reads a clock: every time it uses arrives in an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Time(pub u64);
 
 impl Time {
@@ -37,6 +42,7 @@ impl Time {
 
 /// Who caused a bump.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BumpSource {
     /// A trigger: the `TRIGGER_GEN_UPDATE` ioctl, or the control socket's conditional
     /// `trigger-if`, from the process with this pid.

@@ -14,8 +14,8 @@ use sysgenid_abi::{
     SYSGENID_WAIT_WATCHERS,
 };
 use sysgenid_core::{
-    Action, BumpSource, BumpToken, Caller, Device, Event, FileId, PollHandle, Reply, RequestId,
-    Time,
+    Action, BumpSource, BumpToken, Caller, Device, DeviceState, Event, FileId, PollHandle, Reply,
+    RequestId, Time,
 };
 
 /// How the driver answers the persist of a bump.
@@ -94,6 +94,9 @@ enum Op {
     AdvanceMs {
         ms: u64,
     },
+    /// Another instance takes over: the device is rebuilt from its own `state()` (through
+    /// JSON with the `serde` feature), which is refused while a bump is under way.
+    Handover,
 }
 
 fn persist() -> impl Strategy<Value = Persist> {
@@ -139,6 +142,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => file.prop_map(|file| Op::Close { file }),
         2 => (0usize..64).prop_map(|request| Op::Interrupt { request }),
         2 => prop_oneof![1u64..30, Just(100)].prop_map(|ms| Op::AdvanceMs { ms }),
+        2 => Just(Op::Handover),
     ]
 }
 
@@ -334,6 +338,16 @@ impl Driver {
     }
 }
 
+#[cfg(feature = "serde")]
+fn through_json(state: DeviceState) -> DeviceState {
+    serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap()
+}
+
+#[cfg(not(feature = "serde"))]
+fn through_json(state: DeviceState) -> DeviceState {
+    state
+}
+
 struct Scenario {
     driver: Driver,
     model: Model,
@@ -393,6 +407,7 @@ impl Scenario {
                 | Op::Close { .. }
                 | Op::Interrupt { .. }
                 | Op::AdvanceMs { .. }
+                | Op::Handover
         );
         if issues_request {
             self.issued.push(request);
@@ -704,6 +719,19 @@ impl Scenario {
                 driver.now = Time(driver.now.0 + ms * 1_000_000);
                 let now = driver.now;
                 driver.run(Event::Timeout { now }, Persist::Ok)
+            }
+            (Op::Handover, Some(_)) => {
+                let bump_under_way = model.persisting || !model.bumps.is_empty();
+                match driver.dev.state() {
+                    Ok(state) => {
+                        assert!(!bump_under_way, "a state taken with a bump under way");
+                        let state = through_json(state);
+                        driver.dev = Device::from_state(state.clone()).expect("its own state");
+                        assert_eq!(driver.dev.state(), Ok(state), "the state round-trips");
+                    }
+                    Err(e) => assert!(bump_under_way, "state refused: {e}"),
+                }
+                Vec::new()
             }
         };
         if let Some(reply) = immediate {

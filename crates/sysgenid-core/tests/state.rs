@@ -1,0 +1,99 @@
+//! `Device::state` and `Device::from_state`: a device rebuilt from its state carries on as the
+//! old one would, and a state no device can reach is refused.
+
+mod common;
+
+use common::{Harness, ROOT};
+use sysgenid_core::{BadState, Device, FileId, NotQuiet, PendingState, Reply, RequestId};
+
+#[test]
+fn a_rebuilt_device_keeps_blocked_reads_waits_tracking_and_laggards() {
+    let mut h = Harness::new(3);
+    let reader = h.open();
+    let lagger = h.open();
+    let waiter = h.open();
+    h.track(lagger, true);
+    h.poll(reader, Some(77));
+    let read = h.start_read(reader);
+    assert_eq!(h.trigger(waiter, 0), Some(Reply::Done));
+    h.ack(waiter);
+    let blocked = h.start_read(waiter);
+    let (wait, answered) = h.wait(waiter, 0);
+    assert_eq!(answered, None, "the tracked lagger holds the wait");
+
+    let state = h.dev.state().unwrap();
+    assert_eq!(state.pending.len(), 2, "{state:?}");
+    h.dev = Device::from_state(state).unwrap();
+
+    let status = h.dev.status();
+    assert_eq!((status.tracked, status.outdated), (1, 1));
+    assert_eq!((status.pending_reads, status.pending_waits), (1, 1));
+    assert_eq!(h.ack(lagger), Reply::Written(4));
+    let done = h.log.iter().any(|a| {
+        matches!(a, sysgenid_core::Action::Reply { request, reply: Reply::Done } if *request == wait)
+    });
+    assert!(done, "the wait ends once the lagger acks: {:?}", h.log);
+    assert_ne!(read, blocked);
+}
+
+#[test]
+fn the_state_is_refused_while_a_bump_is_under_way() {
+    let mut h = Harness::new(0);
+    let file = h.open();
+    h.dev.handle(sysgenid_core::Event::HardwareBump {
+        backend: "hw",
+        token: sysgenid_core::BumpToken(1),
+    });
+    assert_eq!(h.dev.state(), Err(NotQuiet::ActionsQueued));
+    h.dev.poll_action();
+    assert_eq!(h.dev.state(), Err(NotQuiet::BumpUnderWay));
+    h.dev
+        .handle(sysgenid_core::Event::PersistDone { result: Ok(()) });
+    while h.dev.poll_action().is_some() {}
+    assert_eq!(h.dev.state().unwrap().generation, 1);
+    assert_eq!(h.read(file, 4, true), Some(Reply::Generation(1)));
+}
+
+#[test]
+fn states_no_device_can_reach_are_refused() {
+    let mut h = Harness::new(5);
+    let file = h.open();
+    let base = h.dev.state().unwrap();
+
+    let mut high_id = base.clone();
+    high_id.files[0].id = FileId(base.next_file);
+    assert_eq!(
+        Device::from_state(high_id).err(),
+        Some(BadState::FileId(FileId(base.next_file)))
+    );
+
+    let mut tracked_ro = base.clone();
+    tracked_ro.files[0].tracked = true;
+    tracked_ro.files[0].writable = false;
+    assert_eq!(
+        Device::from_state(tracked_ro).err(),
+        Some(BadState::TrackedReadOnly(file))
+    );
+
+    let mut outdated_read = base.clone();
+    outdated_read.files[0].acked = 4;
+    outdated_read.pending.push(PendingState::Read {
+        request: RequestId(9),
+        file,
+    });
+    assert_eq!(
+        Device::from_state(outdated_read).err(),
+        Some(BadState::Pending(RequestId(9)))
+    );
+
+    let mut twice = base;
+    let read = PendingState::Read {
+        request: RequestId(9),
+        file,
+    };
+    twice.pending.extend([read, read]);
+    assert_eq!(
+        Device::from_state(twice).err(),
+        Some(BadState::DuplicateRequest(RequestId(9)))
+    );
+}
