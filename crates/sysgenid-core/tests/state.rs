@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Harness, ROOT};
+use common::Harness;
 use sysgenid_core::{BadState, Device, FileId, NotQuiet, PendingState, Reply, RequestId};
 
 #[test]
