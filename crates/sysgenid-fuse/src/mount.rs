@@ -179,6 +179,12 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// A mount that another process made at `target` with `method` (a daemon taking over a
+    /// live connection), so that this one can unmount it the same way.
+    pub fn existing(target: &Path, method: MountMethod) -> Mount {
+        mounted(target, &MountOptions::default(), method)
+    }
+
     /// The mount point as given to [`mount`].
     pub fn target(&self) -> &Path {
         &self.target

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use sysgenid_abi::Errno;
 use sysgenid_core::{
-    Action, BumpSource, BumpToken, Device, Event, PollHandle, Reply, RequestId, Time,
+    Action, BumpSource, BumpToken, Device, DeviceState, Event, PollHandle, Reply, RequestId, Time,
 };
-use sysgenid_fuse::reply;
+use sysgenid_fuse::{Negotiated, reply};
 
 use crate::control::{DaemonFacts, StatusSnapshot};
 use crate::effects::{Effects, Persisting, Storing};
@@ -27,6 +27,11 @@ const CONTROL_REQUEST_BIT: u64 = 1 << 63;
 pub enum Stopped {
     /// A shutdown message (a signal).
     Shutdown(String),
+    /// A new daemon took the connection over; the mount stays.
+    HandedOver {
+        /// The new daemon's pid, if known.
+        to: Option<u32>,
+    },
     /// The kernel ended the connection: unmounted from outside, or aborted.
     Unmounted,
 }
@@ -127,6 +132,15 @@ impl Dispatcher {
         None
     }
 
+    /// The core's state and the INIT agreement, once nothing is under way that a next daemon
+    /// could not finish: no bump, no device page store, no control request, INIT done.
+    pub fn quiet_state(&self) -> Option<(DeviceState, Negotiated)> {
+        if !self.stores_in_flight.is_empty() || !self.control_requests.is_empty() {
+            return None;
+        }
+        Some((self.device.state().ok()?, self.fuse.negotiated()?))
+    }
+
     /// Handles one inbox message; `Some` when it says to stop.
     pub fn on_message(&mut self, message: Message) -> Option<Stopped> {
         match message {
@@ -172,6 +186,10 @@ impl Dispatcher {
                 self.carry_out_all();
             }
             Message::Serving => self.serving(),
+            // The server answers these itself; one that reaches the dispatcher is refused.
+            Message::HandoverAsked(asked) => {
+                crate::handover::refuse(&asked, "this daemon cannot hand over now");
+            }
             Message::Shutdown { reason } => return Some(Stopped::Shutdown(reason)),
             Message::MountLost => {
                 tracing::error!(

@@ -6,7 +6,6 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Instant;
 
 use sysgenid_core::Time;
 use sysgenid_fuse::{Channel, Sent};
@@ -104,24 +103,18 @@ impl Kernel for Arc<Channel> {
     }
 }
 
-/// [`Instant`] counted from the loop's start.
-#[derive(Debug, Clone, Copy)]
-pub struct MonotonicClock {
-    epoch: Instant,
-}
-
-impl MonotonicClock {
-    /// A clock whose epoch is now.
-    pub fn start() -> MonotonicClock {
-        MonotonicClock {
-            epoch: Instant::now(),
-        }
-    }
-}
+/// `CLOCK_MONOTONIC`: one clock for every process of a boot, so the deadlines in a snapshot
+/// mean the same to the daemon that takes it over.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MonotonicClock;
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Time {
-        Time(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let ns = u64::try_from(now.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000);
+        Time(ns.saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0)))
     }
 }
 

@@ -79,6 +79,24 @@ impl FuseAdapter {
         }
     }
 
+    /// An adapter for a connection that a previous daemon initialized with `negotiated`.
+    pub fn resumed(
+        attributes: FileAttributes,
+        want_device_mmap: bool,
+        negotiated: Negotiated,
+    ) -> FuseAdapter {
+        FuseAdapter {
+            attributes,
+            want_device_mmap,
+            negotiated: Some(negotiated),
+        }
+    }
+
+    /// What INIT agreed, once it has.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.negotiated
+    }
+
     /// Whether INIT agreed that the device can be mapped.
     pub fn device_mmap(&self) -> bool {
         self.negotiated.is_some_and(|n| n.direct_io_allow_mmap)

@@ -54,6 +54,8 @@ pub enum Message {
     MountLost,
     /// The device answered its first stat: the daemon is serving.
     Serving,
+    /// A new daemon of this uid asks to take the device over.
+    HandoverAsked(crate::handover::Asked),
     /// Stop serving: unmount and exit.
     Shutdown {
         /// Why, for the log.

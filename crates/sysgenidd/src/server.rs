@@ -5,8 +5,9 @@
 //! persist worker, the device page store to its own worker). It waits in `poll(2)`; a blocked `read(2)` or `WAIT_WATCHERS` is an entry in the core, never a blocked
 //! thread.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use sysgenid_core::Device;
@@ -20,7 +21,8 @@ use crate::dispatch::Dispatcher;
 pub use crate::dispatch::Stopped;
 use crate::effects::{Effects, MonotonicClock, SdNotify};
 use crate::fuse_adapter::{FileAttributes, FuseAdapter, MAX_WRITE};
-use crate::inbox::{Inbox, InboxReceiver};
+use crate::handover::{self, Asked, Snapshot};
+use crate::inbox::{Inbox, InboxReceiver, Message};
 use crate::page::PageFile;
 use crate::state::StateFile;
 use crate::workers::{PersistWorker, StoreWorker};
@@ -37,6 +39,9 @@ pub enum ServerError {
     /// Waiting for events failed.
     #[error("poll failed: {0}")]
     Poll(#[source] std::io::Error),
+    /// A handed-over state cannot be served.
+    #[error("the handed-over device state is impossible: {0}")]
+    Snapshot(#[source] sysgenid_core::BadState),
     /// A worker thread could not start.
     #[error("cannot start a worker thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -63,7 +68,25 @@ pub struct Serving {
     pub outbox: Inbox,
     /// What status reports about the daemon.
     pub facts: DaemonFacts,
+    /// What a next daemon needs to know about the mount.
+    pub handover: HandoverFacts,
+    /// What the previous daemon handed over, when this one took over.
+    pub resumed: Option<Snapshot>,
 }
+
+/// What the loop tells a daemon that takes over, besides the core's state.
+#[derive(Debug, Clone, Copy)]
+pub struct HandoverFacts {
+    /// Whether a daemon made the mountpoint file.
+    pub made_device_file: bool,
+    /// Whether `fusermount3` made the mount.
+    pub fusermount: bool,
+    /// Handovers before this daemon.
+    pub handovers: u64,
+}
+
+/// How long a handover may wait for a bump under way before it is refused.
+const QUIET_LIMIT: Duration = Duration::from_secs(10);
 
 /// The serving state: the channel and inbox it waits on, and the dispatcher.
 #[derive(Debug)]
@@ -71,6 +94,11 @@ pub struct Server {
     channel: Arc<Channel>,
     inbox: InboxReceiver,
     dispatcher: Dispatcher,
+    device_path: PathBuf,
+    handover: HandoverFacts,
+    /// A new daemon waiting for the device, and until when it may wait for a quiet moment.
+    /// Meanwhile no request is read from `/dev/fuse`.
+    asked: Option<(Asked, Instant)>,
 }
 
 impl Server {
@@ -96,25 +124,31 @@ impl Server {
                 StoreWorker::start(Arc::clone(&channel), serving.outbox)
                     .map_err(ServerError::Thread)?,
             ),
-            clock: Box::new(MonotonicClock::start()),
+            clock: Box::new(MonotonicClock),
             judge: Box::new(serving.policy),
             supervisor: Box::new(SdNotify),
         };
-        let mut device = Device::new(serving.generation);
+        let (mut device, fuse) = match serving.resumed {
+            Some(snapshot) => (
+                Device::from_state(snapshot.device).map_err(ServerError::Snapshot)?,
+                FuseAdapter::resumed(attributes, config.device_mmap, snapshot.fuse.into()),
+            ),
+            None => (
+                Device::new(serving.generation),
+                FuseAdapter::new(attributes, config.device_mmap),
+            ),
+        };
         if serving.degraded {
             device.mark_degraded();
         }
-        let dispatcher = Dispatcher::new(
-            device,
-            FuseAdapter::new(attributes, config.device_mmap),
-            effects,
-            serving.facts,
-            DEFAULT_WINDOW,
-        );
+        let dispatcher = Dispatcher::new(device, fuse, effects, serving.facts, DEFAULT_WINDOW);
         Ok(Server {
             channel,
             inbox: serving.inbox,
             dispatcher,
+            device_path: config.device.clone(),
+            handover: serving.handover,
+            asked: None,
         })
     }
 
@@ -125,32 +159,102 @@ impl Server {
             .map_err(ServerError::Poll)?;
         let mut buf = RequestBuffer::new(MAX_WRITE);
         loop {
+            if let Some(stopped) = self.try_handover() {
+                return Ok(stopped);
+            }
             let Some((fuse_ready, inbox_ready)) = self.wait()? else {
                 continue;
             };
             if inbox_ready {
                 for message in self.inbox.drain() {
-                    if let Some(stopped) = self.dispatcher.on_message(message) {
+                    let stopped = match message {
+                        Message::HandoverAsked(asked) => {
+                            self.ask_handover(asked);
+                            None
+                        }
+                        message => self.dispatcher.on_message(message),
+                    };
+                    if let Some(stopped) = stopped {
                         return Ok(stopped);
                     }
                 }
             }
-            if fuse_ready && let Some(stopped) = self.serve_requests(&mut buf)? {
+            if fuse_ready
+                && self.asked.is_none()
+                && let Some(stopped) = self.serve_requests(&mut buf)?
+            {
                 return Ok(stopped);
             }
             self.dispatcher.on_timeout();
         }
     }
 
+    /// Takes a new daemon's request for the device: refused at once if it cannot be served,
+    /// else reading from `/dev/fuse` pauses until the core is quiet.
+    fn ask_handover(&mut self, asked: Asked) {
+        if let Some(why) = handover::refusal(&asked.hello, &self.device_path) {
+            tracing::warn!(why, "handover refused");
+            handover::refuse(&asked, &why);
+        } else if self.asked.is_some() {
+            handover::refuse(&asked, "another handover is under way");
+        } else {
+            tracing::info!("a new daemon asks for the device; pausing");
+            self.asked = Some((asked, Instant::now() + QUIET_LIMIT));
+        }
+    }
+
+    /// Hands the device over once the core is quiet; `Some` once the new daemon has it.
+    fn try_handover(&mut self) -> Option<Stopped> {
+        let (_, deadline) = self.asked.as_ref()?;
+        let Some((device, fuse)) = self.dispatcher.quiet_state() else {
+            if Instant::now() >= *deadline {
+                let (asked, _) = self.asked.take()?;
+                handover::refuse(&asked, "a bump stayed under way; try again");
+                tracing::warn!("handover refused: a bump stayed under way; serving on");
+            }
+            return None;
+        };
+        let (asked, _) = self.asked.take()?;
+        let snapshot = Snapshot {
+            format: handover::SNAPSHOT_FORMAT,
+            device,
+            fuse: fuse.into(),
+            device_path: self.device_path.clone(),
+            made_device_file: self.handover.made_device_file,
+            fusermount: self.handover.fusermount,
+            handovers: self.handover.handovers + 1,
+            from_pid: std::process::id(),
+        };
+        match handover::give(&asked, &*self.channel, &snapshot) {
+            Ok(()) => Some(Stopped::HandedOver {
+                to: handover::peer_pid(&asked.stream),
+            }),
+            Err(why) => {
+                tracing::warn!(why, "the handover did not happen; serving on");
+                None
+            }
+        }
+    }
+
     /// Waits for the channel, the inbox or the soonest deadline; which of the two fds are
     /// ready, or `None` when a signal interrupted the wait.
     fn wait(&self) -> Result<Option<(bool, bool)>, ServerError> {
-        let timeout = self.dispatcher.poll_timeout().map(|wait| Timespec {
+        let handover_check = self.asked.as_ref().map(|_| Duration::from_millis(50));
+        let wait = match (self.dispatcher.poll_timeout(), handover_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = wait.map(|wait| Timespec {
             tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: wait.subsec_nanos().into(),
         });
+        // While a handover waits, requests stay queued in the kernel for the next daemon.
+        let fuse_events = match self.asked {
+            Some(_) => PollFlags::empty(),
+            None => PollFlags::IN,
+        };
         let mut fds = [
-            PollFd::new(&*self.channel, PollFlags::IN),
+            PollFd::new(&*self.channel, fuse_events),
             PollFd::new(&self.inbox, PollFlags::IN),
         ];
         match rustix::event::poll(&mut fds, timeout.as_ref()) {

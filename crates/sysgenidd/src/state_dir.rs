@@ -130,6 +130,22 @@ impl StateDir {
         Ok(state_dir)
     }
 
+    /// [`StateDir::open`], retried while another daemon holds the lock, for up to `limit`.
+    pub fn open_waiting(
+        path: &Path,
+        limit: std::time::Duration,
+    ) -> Result<StateDir, StateDirError> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match StateDir::open(path) {
+                Err(StateDirError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The directory's path, for messages and for clients.
     pub fn path(&self) -> &Path {
         &self.path
