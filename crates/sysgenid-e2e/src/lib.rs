@@ -43,6 +43,40 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The C program `c/<name>.c` of this crate, compiled once (with `cc`) next to the workspace's
+/// binaries.
+pub fn c_program(name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("profile dir")
+        .join("c");
+    std::fs::create_dir_all(&dir).expect("c program dir");
+    let program = dir.join(name);
+    let fresh = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if fresh(&program) >= fresh(&source) && program.exists() {
+        return program;
+    }
+    // Compiled under a name of this process, then renamed: tests in parallel never see half.
+    let partial = dir.join(format!("{name}.{}", std::process::id()));
+    let out = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&partial)
+        .arg(&source)
+        .output()
+        .expect("cc (build-essential) runs");
+    assert!(
+        out.status.success(),
+        "cc {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&partial, &program).expect("rename the compiled program");
+    program
+}
+
 /// The probe helper binary of this crate, for actions that need their own process.
 pub fn probe_binary() -> PathBuf {
     workspace_binary("sysgenid-probe")
@@ -73,6 +107,8 @@ pub struct DaemonOptions {
     pub dir: Option<PathBuf>,
     /// Extra environment variables, such as `NOTIFY_SOCKET`.
     pub env: Vec<(String, String)>,
+    /// Another build of the daemon, instead of the workspace's.
+    pub binary: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -102,7 +138,11 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(workspace_binary("sysgenidd"))
+        let binary = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| workspace_binary("sysgenidd"));
+        let child = Command::new(binary)
             .arg("--device")
             .arg(&device)
             .arg("--state-dir")
@@ -138,8 +178,11 @@ impl Daemon {
             {
                 panic!("sysgenidd exited early ({status}); log:\n{}", self.log());
             }
+            // After a handover the old daemon may answer for a moment: wait for this one.
+            let pid = self.child.as_ref().map(Child::id);
             if let Ok(status) = self.try_status()
                 && status["serving"] == true
+                && status["daemon"]["pid"].as_u64() == pid.map(u64::from)
             {
                 return;
             }
@@ -248,6 +291,24 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts a second daemon on this one's device and state directory, which takes the device
+    /// over; waits until the new one serves and this one has exited, and returns the new one
+    /// (which now owns the directory) with this one's exit status.
+    pub fn take_over(
+        mut self,
+        options: DaemonOptions,
+    ) -> (Daemon, Option<std::process::ExitStatus>) {
+        let temp = self._temp.take();
+        self.unmount_on_drop = false;
+        let mut next = Daemon::start_with(DaemonOptions {
+            dir: Some(self.dir.clone()),
+            ..options
+        });
+        next._temp = temp;
+        let status = self.wait_exit(Duration::from_secs(10));
+        (next, status)
     }
 
     /// Keeps the directory after the daemon is gone, for a restart on the same state.

@@ -517,6 +517,9 @@ fn start_without_status(dir: &Path) -> std::process::Child {
         DevFile::open(&device, OFlags::RDONLY | OFlags::NONBLOCK)
             .is_ok_and(|f| f.read() == Err(Errno::AGAIN))
     });
+    // As the daemon's readiness step does: a stat makes the kernel learn the size, so a
+    // mapping made now cannot fault.
+    std::fs::metadata(&device).unwrap();
     child
 }
 
