@@ -43,6 +43,23 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The daemon built to write the next handover snapshot format (`scripts/test.sh` builds it with
+/// `SYSGENID_SNAPSHOT_FORMAT_NEXT=1` into `<target>/format-next`).
+pub fn next_format_daemon() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile = exe.parent().and_then(Path::parent).expect("profile dir");
+    let target = profile.parent().expect("target dir");
+    let name = profile.file_name().expect("profile name");
+    let path = target.join("format-next").join(name).join("sysgenidd");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with SYSGENID_SNAPSHOT_FORMAT_NEXT=1 cargo build -p sysgenidd \
+         --target-dir <target>/format-next (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// The C program `c/<name>.c` of this crate, compiled once (with `cc`) next to the workspace's
 /// binaries.
 pub fn c_program(name: &str) -> PathBuf {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::fs::OFlags;
 use sysgenid_e2e::{
-    Daemon, DaemonOptions, DevFile, Errno, Identity, Probe, c_program, eventually, read_lines,
-    workspace_binary,
+    Daemon, DaemonOptions, DevFile, Errno, Identity, Probe, c_program, eventually,
+    next_format_daemon, read_lines, workspace_binary,
 };
 
 const LONG: Duration = Duration::from_secs(10);
@@ -268,4 +268,51 @@ fn the_new_daemon_keeps_handing_over() {
         .filter(|l| l.as_ref().is_ok_and(|l| l.contains("took the device over")))
         .count();
     assert_eq!(took_over, 5, "every daemon logs into the same file");
+}
+
+#[test]
+fn an_upgrade_to_a_newer_snapshot_format_takes_over_and_a_downgrade_is_refused() {
+    let daemon = Daemon::start();
+    let file = DevFile::rw(&daemon.device);
+    file.track(true).unwrap();
+    file.trigger(0).unwrap();
+    let newer = DaemonOptions {
+        binary: Some(next_format_daemon()),
+        ..DaemonOptions::default()
+    };
+    let (daemon, exit) = daemon.take_over(newer);
+    assert!(exit.is_some_and(|s| s.success()));
+    assert!(
+        daemon.log().contains("format=1"),
+        "the newer build read format 1"
+    );
+    assert_eq!(
+        daemon.status()["outdated"],
+        1,
+        "the tracked file is still a laggard"
+    );
+
+    // Back to the release: it cannot read format 2, says so, and the newer one serves on.
+    let out = Command::new(workspace_binary("sysgenidd"))
+        .arg("--device")
+        .arg(&daemon.device)
+        .arg("--state-dir")
+        .arg(&daemon.state_dir)
+        .args(["--backends", "none"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("writes snapshot format 2") && stderr.contains("reads formats 1 to 1"),
+        "{stderr}"
+    );
+    assert_eq!(file.read(), Ok(1));
+    assert_eq!(
+        file.ack(1),
+        Ok(4),
+        "the newer daemon still serves the same file"
+    );
+    assert_eq!(daemon.status()["outdated"], 0);
 }
