@@ -20,6 +20,8 @@ struct OpenFile {
     /// Kept for the file's whole life, so that every bump wakes it (see [`Device::commit_bump`]).
     poll_handle: Option<PollHandle>,
     pid: u32,
+    /// The open request that made it, to recognize that request when the kernel resends it.
+    opened_by: RequestId,
 }
 
 /// A request that has not been answered yet.
@@ -96,6 +98,18 @@ pub struct Device {
     last_failure: Option<BumpFailure>,
     degraded: bool,
     actions: VecDeque<Action>,
+    /// Files and requests whose state changed since the last [`Device::take_changes`].
+    changed: Changes,
+}
+
+/// The files and requests whose state changed, for a transport that keeps a copy of the state
+/// (see [`Device::take_changes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Opened, closed, acknowledged, tracked or registered for poll.
+    pub files: BTreeSet<FileId>,
+    /// Became pending or were answered.
+    pub requests: BTreeSet<RequestId>,
 }
 
 impl Device {
@@ -117,6 +131,7 @@ impl Device {
             last_failure: None,
             degraded: false,
             actions: VecDeque::new(),
+            changed: Changes::default(),
         }
     }
 
@@ -218,8 +233,10 @@ impl Device {
             writable,
             poll_handle: None,
             pid,
+            opened_by: request,
         };
         self.files.insert(id, file);
+        self.changed.files.insert(id);
         self.reply(request, Reply::Opened(id));
     }
 
@@ -261,6 +278,7 @@ impl Device {
         }
         let was_outdated_and_tracked = open.acked != generation && open.tracked;
         open.acked = generation;
+        self.changed.files.insert(file);
         self.reply(request, Reply::Written(GENERATION_SIZE));
         if was_outdated_and_tracked {
             self.outdated_tracked -= 1;
@@ -283,6 +301,9 @@ impl Device {
         } else {
             0
         };
+        if handle.is_some() {
+            self.changed.files.insert(file);
+        }
         self.reply(request, Reply::Poll(mask));
     }
 
@@ -322,6 +343,7 @@ impl Device {
             return;
         }
         open.tracked = on;
+        self.changed.files.insert(file);
         let outdated = open.acked != generation;
         if on {
             self.tracked += 1;
@@ -398,6 +420,7 @@ impl Device {
         let Some(_) = self.files.remove(&file) else {
             return;
         };
+        self.changed.files.insert(file);
         // Over FUSE a file is never released while a call on it is in progress; answer any
         // leftover read or wait so that every request still completes exactly once.
         let orphans: Vec<RequestId> = self
@@ -433,6 +456,7 @@ impl Device {
     }
 
     fn add_pending(&mut self, request: RequestId, pending: Pending) {
+        self.changed.requests.insert(request);
         let previous = self.pending.insert(request, pending);
         debug_assert!(
             previous.is_none(),
@@ -442,6 +466,7 @@ impl Device {
 
     /// Removes a pending request and answers it, forgetting its deadline if it had one.
     fn finish(&mut self, request: RequestId, reply: Reply) {
+        self.changed.requests.insert(request);
         if let Some(Pending::Wait {
             deadline: Some(deadline),
             ..
@@ -585,34 +610,26 @@ impl Device {
         if self.in_flight.is_some() || !self.queued_bumps.is_empty() {
             return Err(NotQuiet::BumpUnderWay);
         }
+        Ok(self.lasting_state())
+    }
+
+    /// The state that outlives the process serving it: [`Device::state`] without the quiet
+    /// check, so without the bumps under way and the triggers waiting on them. A transport that
+    /// keeps it up to date (with [`Device::take_changes`]) before each reply can continue from
+    /// it after a crash; the kernel then sends the unanswered triggers again.
+    pub fn lasting_state(&self) -> DeviceState {
         let mut files: Vec<FileState> = self
             .files
-            .iter()
-            .map(|(&id, f)| FileState {
-                id,
-                acked: f.acked,
-                tracked: f.tracked,
-                writable: f.writable,
-                poll_handle: f.poll_handle,
-                pid: f.pid,
-            })
+            .keys()
+            .filter_map(|&id| self.file_state(id))
             .collect();
         files.sort_unstable_by_key(|f| f.id);
         let pending = self
             .pending
-            .iter()
-            .map(|(&request, p)| match *p {
-                Pending::Read { file } => Ok(PendingState::Read { request, file }),
-                Pending::Wait { file, deadline } => Ok(PendingState::Wait {
-                    request,
-                    file,
-                    deadline,
-                }),
-                // A pending trigger always has its bump queued or in flight.
-                Pending::Trigger { .. } | Pending::TriggerIf => Err(NotQuiet::BumpUnderWay),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(DeviceState {
+            .keys()
+            .filter_map(|&request| self.pending_state(request))
+            .collect();
+        DeviceState {
             generation: self.generation,
             next_file: self.next_file,
             files,
@@ -621,7 +638,53 @@ impl Device {
             failed_bumps: self.failed_bumps,
             last_failure: self.last_failure.clone(),
             degraded: self.degraded,
+        }
+    }
+
+    /// One open file's state, if it is open.
+    pub fn file_state(&self, id: FileId) -> Option<FileState> {
+        self.files.get(&id).map(|f| FileState {
+            id,
+            acked: f.acked,
+            tracked: f.tracked,
+            writable: f.writable,
+            poll_handle: f.poll_handle,
+            pid: f.pid,
+            opened_by: f.opened_by,
         })
+    }
+
+    /// A blocked read or wait, if `request` is one.
+    pub fn pending_state(&self, request: RequestId) -> Option<PendingState> {
+        match *self.pending.get(&request)? {
+            Pending::Read { file } => Some(PendingState::Read { request, file }),
+            Pending::Wait { file, deadline } => Some(PendingState::Wait {
+                request,
+                file,
+                deadline,
+            }),
+            Pending::Trigger { .. } | Pending::TriggerIf => None,
+        }
+    }
+
+    /// The open file that `request` made, if it is still open: an open request the kernel
+    /// sends again after a crash gets the same file.
+    pub fn file_opened_by(&self, request: RequestId) -> Option<FileId> {
+        self.files
+            .iter()
+            .find(|(_, f)| f.opened_by == request)
+            .map(|(&id, _)| id)
+    }
+
+    /// Whether `request` is waiting for an answer.
+    pub fn is_pending(&self, request: RequestId) -> bool {
+        self.pending.contains_key(&request)
+    }
+
+    /// The files and requests whose state changed since the last call: what a transport
+    /// that keeps a copy of [`Device::lasting_state`] must write again.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changed)
     }
 
     /// A device that continues from `state`, as [`Device::state`] took it. A state that no
@@ -642,6 +705,7 @@ impl Device {
                 writable: f.writable,
                 poll_handle: f.poll_handle,
                 pid: f.pid,
+                opened_by: f.opened_by,
             };
             device.tracked += usize::from(f.tracked);
             device.outdated_tracked += usize::from(f.tracked && device.is_outdated(&open));

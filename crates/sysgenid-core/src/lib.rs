@@ -38,7 +38,7 @@ mod state;
 mod status;
 mod types;
 
-pub use device::Device;
+pub use device::{Changes, Device};
 pub use io::{Action, Event, Reply};
 pub use state::{BadState, DeviceState, FileState, NotQuiet, PendingState};
 pub use status::{BumpFailure, BumpRecord, FileStatus, Status};

@@ -46,6 +46,8 @@ pub struct FileState {
     pub poll_handle: Option<PollHandle>,
     /// The process that opened it.
     pub pid: u32,
+    /// The open request that made it.
+    pub opened_by: RequestId,
 }
 
 /// A request still waiting for an answer.

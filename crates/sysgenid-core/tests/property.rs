@@ -14,8 +14,8 @@ use sysgenid_abi::{
     SYSGENID_WAIT_WATCHERS,
 };
 use sysgenid_core::{
-    Action, BumpSource, BumpToken, Caller, Device, DeviceState, Event, FileId, PollHandle, Reply,
-    RequestId, Time,
+    Action, BumpSource, BumpToken, Caller, Device, DeviceState, Event, FileId, FileState,
+    PendingState, PollHandle, Reply, RequestId, Time,
 };
 
 /// How the driver answers the persist of a bump.
@@ -307,15 +307,50 @@ impl Model {
     }
 }
 
-/// Runs the core, keeps its clock, and answers persists as the step says.
+/// Runs the core, keeps its clock, and answers persists as the step says. Keeps a copy of the
+/// lasting state from the core's changes alone, as a transport that survives crashes does.
 struct Driver {
     dev: Device,
     now: Time,
     outstanding_persist: Option<u32>,
+    copy_files: BTreeMap<FileId, FileState>,
+    copy_pending: BTreeMap<RequestId, PendingState>,
 }
 
 impl Driver {
+    /// Writes the changed files and requests into the copy, and checks it against the core.
+    fn follow_changes(&mut self) {
+        let changes = self.dev.take_changes();
+        for id in changes.files {
+            match self.dev.file_state(id) {
+                Some(state) => self.copy_files.insert(id, state),
+                None => self.copy_files.remove(&id),
+            };
+        }
+        for request in changes.requests {
+            match self.dev.pending_state(request) {
+                Some(state) => self.copy_pending.insert(request, state),
+                None => self.copy_pending.remove(&request),
+            };
+        }
+        let lasting = self.dev.lasting_state();
+        assert_eq!(
+            lasting.files,
+            self.copy_files.values().copied().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            lasting.pending,
+            self.copy_pending.values().copied().collect::<Vec<_>>()
+        );
+    }
+
     fn run(&mut self, event: Event<'_>, persist: Persist) -> Vec<Action> {
+        let actions = self.run_unchecked(event, persist);
+        self.follow_changes();
+        actions
+    }
+
+    fn run_unchecked(&mut self, event: Event<'_>, persist: Persist) -> Vec<Action> {
         self.dev.handle(event);
         let mut actions = Vec::new();
         while let Some(action) = self.dev.poll_action() {
@@ -374,6 +409,8 @@ impl Scenario {
                 dev: Device::new(start),
                 now: Time(1_000_000),
                 outstanding_persist: None,
+                copy_files: BTreeMap::new(),
+                copy_pending: BTreeMap::new(),
             },
             model: Model {
                 generation: start,
