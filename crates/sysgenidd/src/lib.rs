@@ -19,6 +19,7 @@ pub mod mount_watch;
 pub mod page;
 pub mod restores;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod state_dir;
 pub mod workers;

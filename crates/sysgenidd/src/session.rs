@@ -1,0 +1,405 @@
+//! The device's lasting state kept in a memfd outside the serving process's memory: the keeper
+//! or the service manager's fd store holds it with the FUSE connection, and the serving
+//! process writes every change into it before the replies that depend on it, so the next
+//! serving process continues from it after a crash.
+//!
+//! Layout: a header region holding a [`Snapshot`] as JSON with its files and requests left out,
+//! then fixed 64-byte slots, one per open file or blocked request. Each write is one `pwrite`,
+//! which a dying process never leaves half done.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use sysgenid_core::{Changes, Device, DeviceState, FileId, FileState, PendingState, PollHandle};
+use sysgenid_core::{RequestId, Time};
+
+use crate::handover::Snapshot;
+
+/// Bytes before the first slot.
+const HEADER_LEN: u64 = 16 * 1024;
+/// Bytes per slot.
+const SLOT_LEN: u64 = 64;
+/// The header's first bytes.
+const MAGIC: &[u8; 8] = b"SGIDSES1";
+
+const FREE: u8 = 0;
+const FILE: u8 = 1;
+const READ: u8 = 2;
+const WAIT: u8 = 3;
+
+/// Where each file and request sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    File(FileId),
+    Request(RequestId),
+}
+
+/// The session memfd, with the slot of every file and request written so far.
+#[derive(Debug)]
+pub struct Session {
+    fd: OwnedFd,
+    slots: HashMap<Key, u64>,
+    free: Vec<u64>,
+    next_slot: u64,
+    header: Vec<u8>,
+}
+
+/// Why a session cannot be continued from.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Reading it failed.
+    #[error("cannot read the session: {0}")]
+    Io(#[from] io::Error),
+    /// It is not a session, or it is damaged.
+    #[error("the session is damaged: {0}")]
+    Damaged(String),
+}
+
+impl Session {
+    /// A new, empty session memfd.
+    pub fn create() -> io::Result<Session> {
+        let fd = rustix::fs::memfd_create("sysgenid-session", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, HEADER_LEN)?;
+        Ok(Session {
+            fd,
+            slots: HashMap::new(),
+            free: Vec::new(),
+            next_slot: 0,
+            header: Vec::new(),
+        })
+    }
+
+    /// The memfd, for the keeper or the fd store.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Writes the header (counter, INIT agreement, mount facts) if it changed.
+    pub fn write_header(&mut self, header: &Snapshot) -> io::Result<()> {
+        let mut header = header.clone();
+        header.device.files.clear();
+        header.device.pending.clear();
+        let mut json = serde_json::to_vec(&header).map_err(io::Error::other)?;
+        if json.len() + 12 > HEADER_LEN as usize {
+            // Only a very long failure message could do this; it is not worth a restart.
+            if let Some(failure) = header.device.last_failure.as_mut() {
+                failure.detail = None;
+            }
+            json = serde_json::to_vec(&header).map_err(io::Error::other)?;
+        }
+        if json == self.header {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(12 + json.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(
+            &u32::try_from(json.len())
+                .map_err(io::Error::other)?
+                .to_le_bytes(),
+        );
+        bytes.extend_from_slice(&json);
+        write_all_at(&self.fd, &bytes, 0)?;
+        self.header = json;
+        Ok(())
+    }
+
+    /// Writes every file and request in `changes` as `device` has it now.
+    pub fn write_changes(&mut self, device: &Device, changes: &Changes) -> io::Result<()> {
+        for &id in &changes.files {
+            let slot = device.file_state(id).map(|f| file_slot(&f));
+            self.put(Key::File(id), slot)?;
+        }
+        for &request in &changes.requests {
+            let slot = device.pending_state(request).map(|p| pending_slot(&p));
+            self.put(Key::Request(request), slot)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything `state` holds, as after a start from it.
+    pub fn write_all(&mut self, state: &DeviceState) -> io::Result<()> {
+        for f in &state.files {
+            self.put(Key::File(f.id), Some(file_slot(f)))?;
+        }
+        for p in &state.pending {
+            self.put(Key::Request(p.request()), Some(pending_slot(p)))?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, key: Key, bytes: Option<[u8; SLOT_LEN as usize]>) -> io::Result<()> {
+        match (bytes, self.slots.get(&key).copied()) {
+            (Some(bytes), Some(slot)) => write_all_at(&self.fd, &bytes, offset(slot)),
+            (Some(bytes), None) => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => self.grow()?,
+                };
+                write_all_at(&self.fd, &bytes, offset(slot))?;
+                self.slots.insert(key, slot);
+                Ok(())
+            }
+            (None, Some(slot)) => {
+                write_all_at(&self.fd, &[FREE], offset(slot))?;
+                self.slots.remove(&key);
+                self.free.push(slot);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    fn grow(&mut self) -> io::Result<u64> {
+        let slot = self.next_slot;
+        rustix::fs::ftruncate(&self.fd, offset(slot + 1))?;
+        self.next_slot += 1;
+        Ok(slot)
+    }
+
+    /// Reads a session that another process wrote, and takes it over for writing.
+    pub fn open(fd: OwnedFd) -> Result<(Session, Snapshot), SessionError> {
+        let len = rustix::fs::fstat(&fd).map_err(io::Error::from)?.st_size;
+        let len = u64::try_from(len).map_err(|_| SessionError::Damaged("negative size".into()))?;
+        if len < HEADER_LEN || (len - HEADER_LEN) % SLOT_LEN != 0 {
+            return Err(SessionError::Damaged(format!("size {len}")));
+        }
+        let mut head = vec![0u8; HEADER_LEN as usize];
+        read_exact_at(&fd, &mut head, 0)?;
+        if &head[..8] != MAGIC {
+            return Err(SessionError::Damaged("no session header".into()));
+        }
+        let json_len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+        let json = head
+            .get(12..12 + json_len)
+            .ok_or_else(|| SessionError::Damaged("header too long".into()))?;
+        let mut snapshot: Snapshot = serde_json::from_slice(json)
+            .map_err(|e| SessionError::Damaged(format!("header: {e}")))?;
+        let mut session = Session {
+            fd,
+            slots: HashMap::new(),
+            free: Vec::new(),
+            next_slot: (len - HEADER_LEN) / SLOT_LEN,
+            header: json.to_vec(),
+        };
+        let mut body = vec![0u8; (len - HEADER_LEN) as usize];
+        read_exact_at(&session.fd, &mut body, HEADER_LEN)?;
+        for (slot, bytes) in body.chunks_exact(SLOT_LEN as usize).enumerate() {
+            let slot = slot as u64;
+            match parse_slot(bytes)? {
+                None => session.free.push(slot),
+                Some(Parsed::File(f)) => {
+                    snapshot.device.next_file = snapshot.device.next_file.max(f.id.0 + 1);
+                    session.slots.insert(Key::File(f.id), slot);
+                    snapshot.device.files.push(f);
+                }
+                Some(Parsed::Pending(p)) => {
+                    session.slots.insert(Key::Request(p.request()), slot);
+                    snapshot.device.pending.push(p);
+                }
+            }
+        }
+        snapshot.device.files.sort_unstable_by_key(|f| f.id);
+        snapshot
+            .device
+            .pending
+            .sort_unstable_by_key(PendingState::request);
+        Ok((session, snapshot))
+    }
+
+    /// Gives up the memfd.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+fn offset(slot: u64) -> u64 {
+    HEADER_LEN + slot * SLOT_LEN
+}
+
+enum Parsed {
+    File(FileState),
+    Pending(PendingState),
+}
+
+fn file_slot(f: &FileState) -> [u8; SLOT_LEN as usize] {
+    let mut b = [0u8; SLOT_LEN as usize];
+    b[0] = FILE;
+    b[1] = u8::from(f.writable);
+    b[2] = u8::from(f.tracked);
+    b[3] = u8::from(f.poll_handle.is_some());
+    b[4..8].copy_from_slice(&f.acked.to_le_bytes());
+    b[8..16].copy_from_slice(&f.id.0.to_le_bytes());
+    b[16..24].copy_from_slice(&f.poll_handle.map_or(0, |h| h.0).to_le_bytes());
+    b[24..28].copy_from_slice(&f.pid.to_le_bytes());
+    b[32..40].copy_from_slice(&f.opened_by.0.to_le_bytes());
+    b
+}
+
+fn pending_slot(p: &PendingState) -> [u8; SLOT_LEN as usize] {
+    let mut b = [0u8; SLOT_LEN as usize];
+    let (kind, deadline) = match *p {
+        PendingState::Read { .. } => (READ, None),
+        PendingState::Wait { deadline, .. } => (WAIT, deadline),
+    };
+    b[0] = kind;
+    b[3] = u8::from(deadline.is_some());
+    b[8..16].copy_from_slice(&p.request().0.to_le_bytes());
+    b[16..24].copy_from_slice(&p.file().0.to_le_bytes());
+    b[24..32].copy_from_slice(&deadline.map_or(0, |t| t.0).to_le_bytes());
+    b
+}
+
+fn parse_slot(b: &[u8]) -> Result<Option<Parsed>, SessionError> {
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    Ok(match b[0] {
+        FREE => None,
+        FILE => Some(Parsed::File(FileState {
+            id: FileId(u64_at(8)),
+            acked: u32_at(4),
+            tracked: b[2] != 0,
+            writable: b[1] != 0,
+            poll_handle: (b[3] != 0).then(|| PollHandle(u64_at(16))),
+            pid: u32_at(24),
+            opened_by: RequestId(u64_at(32)),
+        })),
+        READ => Some(Parsed::Pending(PendingState::Read {
+            request: RequestId(u64_at(8)),
+            file: FileId(u64_at(16)),
+        })),
+        WAIT => Some(Parsed::Pending(PendingState::Wait {
+            request: RequestId(u64_at(8)),
+            file: FileId(u64_at(16)),
+            deadline: (b[3] != 0).then(|| Time(u64_at(24))),
+        })),
+        other => return Err(SessionError::Damaged(format!("slot kind {other}"))),
+    })
+}
+
+fn write_all_at(fd: &OwnedFd, bytes: &[u8], at: u64) -> io::Result<()> {
+    let written = rustix::io::pwrite(fd, bytes, at)?;
+    if written != bytes.len() {
+        return Err(io::Error::other("short write to the session"));
+    }
+    Ok(())
+}
+
+fn read_exact_at(fd: &OwnedFd, buf: &mut [u8], at: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = rustix::io::pread(fd, &mut buf[done..], at + done as u64)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sysgenid_core::{Action, Caller, Event, Reply};
+
+    use super::*;
+    use crate::handover::{FuseState, SNAPSHOT_FORMAT};
+
+    fn header(device: &Device) -> Snapshot {
+        Snapshot {
+            format: SNAPSHOT_FORMAT,
+            device: device.lasting_state(),
+            fuse: FuseState {
+                kernel_minor: 45,
+                minor: 41,
+                flags: 0,
+                max_write: 4096,
+                max_readahead: 0,
+                max_pages: 0,
+                direct_io_allow_mmap: true,
+            },
+            device_path: "/dev/sysgenid".into(),
+            made_device_file: true,
+            fusermount: false,
+            handovers: 0,
+            from_pid: 1,
+        }
+    }
+
+    fn opened(device: &mut Device, request: u64, writable: bool) -> FileId {
+        device.handle(Event::Open {
+            request: RequestId(request),
+            pid: 7,
+            writable,
+        });
+        match device.poll_action() {
+            Some(Action::Reply {
+                reply: Reply::Opened(id),
+                ..
+            }) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sync(session: &mut Session, device: &mut Device) {
+        let changes = device.take_changes();
+        session.write_changes(device, &changes).unwrap();
+    }
+
+    #[test]
+    fn a_session_written_change_by_change_reads_back_as_the_lasting_state() {
+        let mut device = Device::new(3);
+        let mut session = Session::create().unwrap();
+        let a = opened(&mut device, 1, true);
+        let b = opened(&mut device, 2, false);
+        let c = opened(&mut device, 3, true);
+        device.handle(Event::Poll {
+            request: RequestId(4),
+            file: b,
+            handle: Some(PollHandle(99)),
+        });
+        let caller = Caller {
+            pid: 7,
+            privileged: true,
+        };
+        device.handle(Event::Ioctl {
+            request: RequestId(5),
+            file: a,
+            cmd: sysgenid_abi::SYSGENID_SET_WATCHER_TRACKING,
+            arg: 1,
+            caller,
+            now: Time(0),
+        });
+        device.handle(Event::Read {
+            request: RequestId(6),
+            file: b,
+            len: 4,
+            nonblocking: false,
+        });
+        device.handle(Event::Release { file: c });
+        while device.poll_action().is_some() {}
+        sync(&mut session, &mut device);
+        session.write_header(&header(&device)).unwrap();
+
+        let copy = rustix::io::dup(session.fd()).unwrap();
+        let (_reopened, snapshot) = Session::open(copy).unwrap();
+        assert_eq!(snapshot.device, device.lasting_state());
+        assert_eq!(snapshot.fuse, header(&device).fuse);
+    }
+
+    #[test]
+    fn freed_slots_are_reused_and_a_damaged_session_is_refused() {
+        let mut device = Device::new(0);
+        let mut session = Session::create().unwrap();
+        for round in 0..10u64 {
+            let file = opened(&mut device, round * 2 + 1, true);
+            sync(&mut session, &mut device);
+            device.handle(Event::Release { file });
+            sync(&mut session, &mut device);
+        }
+        assert_eq!(session.next_slot, 1, "one slot, reused");
+        session.write_header(&header(&device)).unwrap();
+        write_all_at(&session.fd, &[9], offset(0)).unwrap();
+        let copy = rustix::io::dup(session.fd()).unwrap();
+        assert!(matches!(Session::open(copy), Err(SessionError::Damaged(_))));
+    }
+}
