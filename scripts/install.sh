@@ -18,6 +18,8 @@ Installs:
   PREFIX/share/man/man8/sysgenidd.8, PREFIX/share/man/man1/sysgenid.1
   PREFIX/share/bash-completion/completions/sysgenid, zsh and fish completions
   PREFIX/lib/systemd/system/sysgenidd.service
+  PREFIX/lib/sysusers.d/sysgenid.conf (only with --prefix /usr: systemd-sysusers reads no other
+    prefix), which creates the writer group `sysgenid`
   PREFIX/lib/libsysgenid.so.0 (and .so, .a), PREFIX/include/sysgenid/sysgenid.h,
   PREFIX/lib/pkgconfig/sysgenid.pc
 EOF
@@ -65,6 +67,14 @@ install -m 0755 "$release/sysgenidd" "$release/sysgenid" "$root/bin/"
 "$release/sysgenid" generate fish > "$root/share/fish/vendor_completions.d/sysgenid.fish"
 sed "s|/usr/local/bin/sysgenidd|$prefix/bin/sysgenidd|" contrib/systemd/sysgenidd.service \
     > "$root/lib/systemd/system/sysgenidd.service"
+# The writer group: systemd-sysusers reads /usr/lib/sysusers.d, /etc/sysusers.d and
+# /run/sysusers.d only, so another prefix leaves it to the user.
+if [ "$prefix" = /usr ]; then
+    install -D -m 0644 contrib/sysusers.d/sysgenid.conf "$root/lib/sysusers.d/sysgenid.conf"
+    group_hint="systemd-sysusers sysgenid.conf"
+else
+    group_hint="install -D -m 0644 contrib/sysusers.d/sysgenid.conf /etc/sysusers.d/sysgenid.conf && systemd-sysusers"
+fi
 
 # The C library: the FFI crate's cdylib carries the SONAME libsysgenid.so.MAJOR (set by its
 # build script); it is installed under the names the linker and the loader look for.
@@ -97,3 +107,6 @@ if [[ -z "$destdir" && "$(id -u)" == 0 ]] && ldconfig -v -N 2>/dev/null | grep -
 fi
 
 echo "installed sysgenid $version under $root"
+if ! getent group sysgenid >/dev/null; then
+    echo "to let services acknowledge without root, create the group sysgenid ($group_hint), then restart sysgenidd"
+fi

@@ -71,7 +71,11 @@ pub struct Cli {
 pub enum Command {
     /// Print the current generation (from the page file; from the device if there is none).
     Get,
-    /// Print each new generation and acknowledge it.
+    /// Print each new generation; with --track, acknowledge it too.
+    ///
+    /// Without --track the device is opened read-only, which needs no privilege, and nothing is
+    /// acknowledged; --track opens it for writing (root or the `sysgenid` group). With --json
+    /// each change is one line: {"generation": N, "reopened": BOOL, "acked": BOOL}.
     Watch(WatchArgs),
     /// Acknowledge the current generation on a file descriptor the shell opened.
     ///
@@ -256,12 +260,14 @@ pub struct PostRestoreArgs {
 /// Options of `watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Be a tracked watcher: `wait-watchers` waits for this one to acknowledge.
+    /// Be a tracked watcher: `wait-watchers` waits for this one to acknowledge. Needs the device
+    /// open for writing: root or the `sysgenid` group.
     #[arg(long)]
     pub track: bool,
 
-    /// Run this shell command on each change, before acknowledging; SYSGENID_GENERATION holds
-    /// the new generation. If it fails, the change is not acknowledged.
+    /// Run this shell command on each change, before acknowledging (with --track);
+    /// SYSGENID_GENERATION holds the new generation. If it fails, the change is not
+    /// acknowledged and the command exits 6.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
 

@@ -111,7 +111,13 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
 }
 
 fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
-    let options = WatcherOptions::new().tracking(args.track);
+    // Only acknowledging needs the device open for writing (root or the writer group), and only
+    // a tracked watcher needs to acknowledge: anyone may watch read-only.
+    let options = if args.track {
+        WatcherOptions::new().tracking(true)
+    } else {
+        WatcherOptions::new().read_only()
+    };
     let mut watcher = Watcher::open_with(paths, options)?;
     let mut seen = 0u64;
     while args.count.is_none_or(|n| seen < n) {
@@ -145,10 +151,10 @@ fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
                 }
             }
         }
-        watcher.ack(generation)?;
+        watcher.mark_handled(generation)?;
         say(
             cli,
-            json!({ "generation": generation, "reopened": change.reopened, "acked": true }),
+            json!({ "generation": generation, "reopened": change.reopened, "acked": args.track }),
             || {
                 let note = if change.reopened {
                     " (reopened after a daemon restart)"

@@ -86,6 +86,54 @@ fn watch_prints_and_acknowledges_each_change() {
     assert!(child.wait().unwrap().success());
 }
 
+/// `sysgenid ARGS` as `nobody`, with no groups and no capabilities, aimed at `daemon`.
+fn as_nobody(daemon: &Daemon, args: &[&str]) -> Command {
+    daemon.allow_other_users();
+    let mut c = sysgenid_e2e::as_nobody("env");
+    c.arg(format!("SYSGENID_DEVICE={}", daemon.device.display()))
+        .arg(format!("SYSGENID_STATE_DIR={}", daemon.state_dir.display()))
+        .arg(env!("CARGO_BIN_EXE_sysgenid"))
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn watch_without_track_needs_no_privilege() {
+    let daemon = Daemon::start();
+    let mut child = as_nobody(&daemon, &["--json", "watch", "--count", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the watcher has opened", || daemon.count("open_files") == 1);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Each trigger through a file of its own, closed at once: it would be outdated otherwise.
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let line = lines.next().unwrap().unwrap();
+    assert_eq!(line, r#"{"acked":false,"generation":1,"reopened":false}"#);
+    eventually("the watcher is current again", || {
+        daemon.status()["outdated_files"] == serde_json::json!([])
+    });
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains(r#""generation":2"#), "{line}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn watch_track_without_write_access_exits_4_and_says_how_to_watch() {
+    let daemon = Daemon::start();
+    let out = as_nobody(&daemon, &["watch", "--track"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`sysgenid watch` without --track"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn watch_exec_that_fails_does_not_acknowledge_and_exits_6() {
     let daemon = Daemon::start();

@@ -98,6 +98,26 @@ fn the_install_command_installs_everything_and_the_installed_copy_works() {
     assert_installed_man_page_renders(&p.join("share/man/man1/sysgenid.1"));
 }
 
+#[test]
+fn a_usr_install_brings_the_sysusers_file_of_the_writer_group() {
+    let stage = tempfile::tempdir().unwrap();
+    let out = run(Command::new(workspace_root().join("scripts/install.sh"))
+        .args(["--debug", "--no-build", "--prefix", "/usr", "--destdir"])
+        .arg(stage.path()));
+    let conf = std::fs::read_to_string(stage.path().join("usr/lib/sysusers.d/sysgenid.conf"));
+    let conf = conf.expect("the sysusers.d file is installed");
+    assert!(conf.lines().any(|l| l == "g sysgenid -"), "{conf}");
+    let unit = stage
+        .path()
+        .join("usr/lib/systemd/system/sysgenidd.service");
+    assert!(unit.exists(), "the rest is staged too");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("under {}/usr", stage.path().display())),
+        "{said}"
+    );
+}
+
 /// The man page names the command and its subcommands.
 fn assert_installed_man_page_renders(page: &Path) {
     let text = std::fs::read_to_string(page).unwrap();

@@ -105,7 +105,8 @@ pub enum Error {
     #[error(
         "{}: permission denied opening the device for writing (EACCES): acknowledging and \
          tracking need root or membership in the `sysgenid` group (the daemon's --group); add \
-         the user to that group, or open read-only",
+         the user to that group. Watching alone needs neither: open read-only \
+         (WatcherOptions::read_only; `sysgenid watch` without --track)",
         path.display()
     )]
     WriteAccessDenied {
