@@ -36,6 +36,8 @@ Exit codes:
   5  the device is missing or no sysgenidd serves it
   6  watch --exec: the command failed, so the change was not acknowledged;
      overseer: a hook failed or timed out
+A command whose stdout is closed by its reader (`sysgenid watch | head -n 1`) stops quietly
+with 0; overseer steps run to the end all the same and keep their code.
 
 Environment:
   SYSGENID_DEVICE     the device (default /dev/sysgenid)

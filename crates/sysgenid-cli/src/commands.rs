@@ -9,6 +9,7 @@ use sysgenid::{Error, Paths, Probe, Watcher, WatcherOptions};
 use sysgenid_overseer::{Error as OverseerError, HookPolicy};
 
 use crate::cli::{Cli, Command, OverseerStep, WatchArgs, exit};
+use crate::output;
 
 /// A command's failure: the exit code and what to say.
 #[derive(Debug)]
@@ -49,6 +50,22 @@ impl From<OverseerError> for Failure {
     }
 }
 
+impl Failure {
+    /// Stdout's reader has gone: stop quietly with exit 0, as documented in `--help`.
+    pub fn stdout_closed() -> Failure {
+        Failure {
+            code: exit::OK,
+            message: String::new(),
+            reported: true,
+        }
+    }
+
+    /// Whether this is a quiet stop ([`Failure::stdout_closed`]) rather than an error.
+    pub fn is_quiet(&self) -> bool {
+        self.code == exit::OK
+    }
+}
+
 /// A failure with this exit code and message, not yet reported.
 pub fn failure(code: u8, message: impl Into<String>) -> Failure {
     Failure {
@@ -59,11 +76,11 @@ pub fn failure(code: u8, message: impl Into<String>) -> Failure {
 }
 
 /// Prints a result line: JSON, or the text.
-fn say(cli: &Cli, value: serde_json::Value, text: impl FnOnce() -> String) {
+fn say(cli: &Cli, value: serde_json::Value, text: impl FnOnce() -> String) -> Result<(), Failure> {
     if cli.json {
-        println!("{value}");
+        output::line(value)
     } else {
-        println!("{}", text());
+        output::line(text())
     }
 }
 
@@ -82,7 +99,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             let generation = probe.generation();
             say(cli, json!({ "generation": generation }), || {
                 generation.to_string()
-            });
+            })?;
             Ok(())
         }
         Command::Watch(args) => watch(cli, &paths, args),
@@ -92,7 +109,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             let generation = Probe::open(&paths)?.generation();
             say(cli, json!({ "generation": generation }), || {
                 format!("generation {generation}")
-            });
+            })?;
             Ok(())
         }
         Command::WaitWatchers { timeout } => wait_watchers(cli, &paths, *timeout),
@@ -130,11 +147,10 @@ fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
                 match run_hook(cmd, generation) {
                     Ok(()) => break,
                     Err(why) if args.keep_going => {
-                        eprintln!(
-                            "sysgenid: {why}; generation {generation} not acknowledged, retrying \
-                             in {}",
+                        output::warn(format_args!(
+                            "{why}; generation {generation} not acknowledged, retrying in {}",
                             humantime::format_duration(delay)
-                        );
+                        ));
                         std::thread::sleep(delay);
                         delay = (delay * 2).min(Duration::from_secs(30));
                         // Run for the newest generation if another bump came meanwhile.
@@ -163,7 +179,7 @@ fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
                 };
                 format!("generation {generation}{note}")
             },
-        );
+        )?;
     }
     Ok(())
 }
@@ -216,7 +232,7 @@ fn ack_fd(cli: &Cli, fd: i32) -> Result<(), Failure> {
     if fds[0].revents().is_empty() {
         say(cli, json!({ "acked": false, "up_to_date": true }), || {
             "already up to date: nothing to acknowledge".to_owned()
-        });
+        })?;
         return Ok(());
     }
     let mut buf = [0u8; 4];
@@ -238,7 +254,7 @@ fn ack_fd(cli: &Cli, fd: i32) -> Result<(), Failure> {
         cli,
         json!({ "acked": true, "generation": generation }),
         || format!("acknowledged generation {generation}"),
-    );
+    )?;
     Ok(())
 }
 
@@ -250,7 +266,7 @@ fn wait_watchers(cli: &Cli, paths: &Paths, timeout: Option<Duration>) -> Result<
                 cli,
                 json!({ "readjusted": true, "generation": generation }),
                 || format!("every tracked watcher has acknowledged generation {generation}"),
-            );
+            )?;
             Ok(())
         }
         Err(Error::Timeout { .. }) => {
@@ -289,41 +305,48 @@ fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
     let s = sysgenid::status_at(paths)?;
     if cli.json {
         let value = serde_json::to_value(&s).map_err(|e| failure(exit::ERROR, e.to_string()))?;
-        println!("{value}");
-        return Ok(());
+        return output::line(value);
     }
-    println!("generation: {}", s.generation);
-    println!(
-        "daemon:     pid {}, {}{}",
-        s.daemon.pid,
-        if s.serving { "serving" } else { "starting" },
-        if s.degraded {
-            ", DEGRADED (the last persist failed)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "device:     {} (mmap {})",
-        s.daemon.device.display(),
-        if s.daemon.device_mmap { "on" } else { "off" }
-    );
-    println!(
-        "watchers:   {} open, {} tracked, {} tracked outdated",
-        s.open_files, s.tracked, s.outdated
-    );
-    println!(
-        "blocked:    {} reads, {} waits",
-        s.pending_reads, s.pending_waits
-    );
-    for b in &s.daemon.backends {
+    output::line(status_text(&s))
+}
+
+/// The status document as text, one line per fact.
+fn status_text(s: &sysgenid::Status) -> String {
+    let daemon = &s.daemon;
+    let mut lines = vec![
+        format!("generation: {}", s.generation),
+        format!(
+            "daemon:     pid {}, {}{}",
+            daemon.pid,
+            if s.serving { "serving" } else { "starting" },
+            if s.degraded {
+                ", DEGRADED (the last persist failed)"
+            } else {
+                ""
+            }
+        ),
+        format!(
+            "device:     {} (mmap {})",
+            daemon.device.display(),
+            if daemon.device_mmap { "on" } else { "off" }
+        ),
+        format!(
+            "watchers:   {} open, {} tracked, {} tracked outdated",
+            s.open_files, s.tracked, s.outdated
+        ),
+        format!(
+            "blocked:    {} reads, {} waits",
+            s.pending_reads, s.pending_waits
+        ),
+    ];
+    for b in &daemon.backends {
         let how = match (b.active, &b.reason, &b.detail) {
             (true, _, Some(detail)) => format!("active: {detail}"),
             (true, _, None) => "active".to_owned(),
             (false, Some(reason), _) => format!("inactive: {reason}"),
             (false, None, _) => "inactive".to_owned(),
         };
-        println!("backend:    {} {how}", b.name);
+        lines.push(format!("backend:    {} {how}", b.name));
     }
     if let Some(b) = &s.last_bump {
         let by = match (&b.backend, b.pid) {
@@ -331,21 +354,21 @@ fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
             (None, Some(pid)) => format!("trigger from pid {pid}"),
             (None, None) => "unknown".to_owned(),
         };
-        println!("last bump:  generation {} by {by}", b.generation);
+        lines.push(format!("last bump:  generation {} by {by}", b.generation));
     }
     if s.failed_bumps > 0 {
-        println!("failed:     {} bumps", s.failed_bumps);
+        lines.push(format!("failed:     {} bumps", s.failed_bumps));
     }
     if !s.outdated_files.is_empty() {
-        println!("outdated:");
+        lines.push("outdated:".to_owned());
         for f in &s.outdated_files {
-            println!(
+            lines.push(format!(
                 "  pid {:>7} {:9} {}",
                 f.pid,
                 if f.tracked { "tracked" } else { "untracked" },
                 f.command.as_deref().unwrap_or("(gone)")
-            );
+            ));
         }
     }
-    Ok(())
+    lines.join("\n")
 }

@@ -5,15 +5,19 @@ use clap_complete::Shell;
 
 use crate::cli::{Cli, exit};
 use crate::commands::{Failure, failure};
+use crate::output;
 
 /// Prints the man page (`man`) or the completions for a shell (`bash`, `zsh`, `fish`).
 pub fn print(what: &str) -> Result<(), Failure> {
     let mut command = Cli::command();
-    let mut out = std::io::stdout().lock();
+    // Rendered whole first, so that a closed stdout is an error here, not a panic inside
+    // clap_complete.
+    let mut out = Vec::new();
     if what == "man" {
-        return clap_mangen::Man::new(command)
+        clap_mangen::Man::new(command)
             .render(&mut out)
-            .map_err(|e| failure(exit::ERROR, e.to_string()));
+            .map_err(|e| failure(exit::ERROR, e.to_string()))?;
+        return output::bytes(&out);
     }
     let shell: Shell = what.parse().map_err(|_| {
         failure(
@@ -22,5 +26,5 @@ pub fn print(what: &str) -> Result<(), Failure> {
         )
     })?;
     clap_complete::generate(shell, &mut command, "sysgenid", &mut out);
-    Ok(())
+    output::bytes(&out)
 }

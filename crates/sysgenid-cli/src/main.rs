@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod generate;
+mod output;
 mod overseer;
 
 use std::process::ExitCode;
@@ -13,14 +14,14 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match commands::run(&cli) {
         Ok(()) => ExitCode::from(cli::exit::OK),
+        // Stdout's reader has gone: nothing is left to say, and no one to say it to.
+        Err(failure) if failure.is_quiet() => ExitCode::from(cli::exit::OK),
         Err(failure) => {
             if cli.json && !failure.reported {
-                println!(
-                    "{}",
-                    serde_json::json!({ "error": failure.message, "exit": failure.code })
-                );
+                let line = serde_json::json!({ "error": failure.message, "exit": failure.code });
+                let _ = output::line(line);
             }
-            eprintln!("sysgenid: {}", failure.message);
+            output::warn(&failure.message);
             ExitCode::from(failure.code)
         }
     }

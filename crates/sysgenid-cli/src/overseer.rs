@@ -2,7 +2,7 @@
 //! the command line, prints its events (JSON lines, or text with a live progress line), tells
 //! systemd and the host the final line, and turns the outcome into the exit code.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use sysgenid_overseer::{
 
 use crate::cli::{Cli, CriuActionArgs, PostRestoreArgs, PreSnapshotArgs, exit};
 use crate::commands::{Failure, failure};
+use crate::output;
 
 /// At most one JSON progress line per this long.
 const JSON_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -85,9 +86,9 @@ pub fn criu_action(cli: &Cli, paths: &Paths, args: &CriuActionArgs) -> Result<()
     match criu::action(args.log.as_deref(), warn)? {
         CriuStep::NotPostRestore | CriuStep::ChildExited(0) => Ok(()),
         CriuStep::Detached { copy, tree } => {
-            eprintln!(
-                "sysgenid: post-restore runs detached (pid {copy}) in the namespaces of pid {tree}"
-            );
+            output::warn(format_args!(
+                "post-restore runs detached (pid {copy}) in the namespaces of pid {tree}"
+            ));
             Ok(())
         }
         // It has reported already.
@@ -99,7 +100,7 @@ pub fn criu_action(cli: &Cli, paths: &Paths, args: &CriuActionArgs) -> Result<()
 /// Prints a warning event on stderr.
 fn warn(event: &Event) {
     if let Event::Warning(warning) = event {
-        eprintln!("sysgenid: {}", warning.message);
+        output::warn(&warning.message);
     }
 }
 
@@ -152,7 +153,10 @@ fn readjust_ending(outcome: PostRestoreOutcome, timeout: Duration) -> Ending {
         }
         PostRestoreOutcome::Failed(f) => {
             for h in &f.report.hook_failures {
-                eprintln!("sysgenid: un-quiesce hook {} failed ({})", h.hook, h.status);
+                output::warn(format_args!(
+                    "un-quiesce hook {} failed ({})",
+                    h.hook, h.status
+                ));
             }
             let code = Failure::from(f.error).code;
             failed(event, code, f.report.error)
@@ -251,19 +255,22 @@ impl Printer {
     /// Prints an event as it happens; the final one waits for [`Printer::finish`].
     fn show(&mut self, event: &Event) {
         match event {
-            Event::Bumped(_) if self.json => println!("{}", json_line(event, None)),
+            Event::Bumped(_) if self.json => say(json_line(event, None)),
             Event::Bumped(b) => {
                 self.clear_progress();
                 if b.triggered {
-                    println!("generation {}: bumped from {}", b.generation, b.expected);
+                    say(format_args!(
+                        "generation {}: bumped from {}",
+                        b.generation, b.expected
+                    ));
                 } else {
-                    println!(
+                    say(format_args!(
                         "generation {}: already moved past {}; no trigger",
                         b.generation, b.expected
-                    );
+                    ));
                 }
             }
-            Event::Waiting(_) if self.json => println!("{}", json_line(event, None)),
+            Event::Waiting(_) if self.json => say(json_line(event, None)),
             Event::Waiting(w) => {
                 let names: Vec<String> = w.outdated.iter().map(Laggard::to_string).collect();
                 let text = format!(
@@ -272,8 +279,7 @@ impl Printer {
                     names.len(),
                     names.join(", ")
                 );
-                print!("\r\x1b[K{}", fit_terminal(&text));
-                let _ = io::stdout().flush();
+                output::partial(&format!("\r\x1b[K{}", fit_terminal(&text)));
                 self.progress_shown = true;
             }
             Event::Warning(_) => {
@@ -288,8 +294,7 @@ impl Printer {
     /// Ends the live progress line.
     fn clear_progress(&mut self) {
         if self.progress_shown {
-            print!("\r\x1b[K");
-            let _ = io::stdout().flush();
+            output::partial("\r\x1b[K");
             self.progress_shown = false;
         }
     }
@@ -308,9 +313,9 @@ impl Printer {
         };
         let line = json_line(&event, exit);
         if self.json {
-            println!("{line}");
+            say(&line);
         } else if let Some(text) = text {
-            println!("{text}");
+            say(text);
         }
         if let Some(f) = failed.as_mut() {
             f.reported = self.json;
@@ -325,12 +330,18 @@ impl Printer {
                 let message = format!("cannot tell the host through {}: {e}", host.display());
                 match failed {
                     None => failed = Some(failure(exit::ERROR, message)),
-                    Some(_) => eprintln!("sysgenid: {message}"),
+                    Some(_) => output::warn(message),
                 }
             }
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// Prints a line on stdout. The workflow runs to its end even if stdout's reader has gone: the
+/// host and systemd still hear the outcome, and the exit code still tells it.
+fn say(line: impl std::fmt::Display) {
+    let _ = output::line(line);
 }
 
 /// `text` cut to the terminal's width, so the progress line stays one line.

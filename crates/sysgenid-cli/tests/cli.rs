@@ -6,8 +6,9 @@ use common::{run, stderr, sysgenid};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use sysgenid_e2e::{Daemon, DevFile, Probe, eventually};
+use sysgenid_e2e::{Daemon, DevFile, Probe, eventually, within};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -285,6 +286,61 @@ fn a_missing_daemon_exits_5_and_says_so() {
     assert_eq!(json.status.code(), Some(5));
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(value["exit"], 5);
+}
+
+/// A pipe whose reading end is already closed: writing to it fails with `EPIPE`.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer.into()
+}
+
+#[test]
+fn a_closed_stdout_ends_status_quietly_with_0() {
+    let daemon = Daemon::start();
+    for args in [&["status"][..], &["--json", "status"], &["get"]] {
+        let out = sysgenid(&daemon, args)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
+
+#[test]
+fn a_watch_whose_reader_has_gone_stops_quietly_with_0() {
+    let daemon = Daemon::start();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let child = sysgenid(&daemon, &["watch"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the watcher has opened", || daemon.count("open_files") == 1);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let mut lines = BufReader::new(reader).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "generation 1");
+    drop(lines);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let out = within("watch stops", Duration::from_secs(10), move || {
+        child.wait_with_output().unwrap()
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sysgenid"))
+        .env("SYSGENID_DEVICE", dir.path().join("device"))
+        .env("SYSGENID_STATE_DIR", dir.path().join("state"))
+        .arg("trigger")
+        .stderr(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "no panic (101)");
 }
 
 #[test]
