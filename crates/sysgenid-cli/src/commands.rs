@@ -310,6 +310,18 @@ fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
     output::line(status_text(&s))
 }
 
+/// What an active backend waits for, where "active" alone would promise more than it can
+/// deliver (docs/backends.md).
+fn listens_for(backend: &str) -> Option<&'static str> {
+    match backend {
+        "uevent" => Some(
+            "listening for the vmgenid driver's NEW_VMGENID=1 uevent, which no current kernel \
+             sends (only Linux 6.8 did)",
+        ),
+        _ => None,
+    }
+}
+
 /// The status document as text, one line per fact.
 fn status_text(s: &sysgenid::Status) -> String {
     let daemon = &s.daemon;
@@ -342,7 +354,10 @@ fn status_text(s: &sysgenid::Status) -> String {
     for b in &daemon.backends {
         let how = match (b.active, &b.reason, &b.detail) {
             (true, _, Some(detail)) => format!("active: {detail}"),
-            (true, _, None) => "active".to_owned(),
+            (true, _, None) => match listens_for(&b.name) {
+                Some(what) => format!("active: {what}"),
+                None => "active".to_owned(),
+            },
             (false, Some(reason), _) => format!("inactive: {reason}"),
             (false, None, _) => "inactive".to_owned(),
         };

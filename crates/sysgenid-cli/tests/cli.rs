@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sysgenid_e2e::{Daemon, DevFile, Probe, eventually, within};
+use sysgenid_e2e::{Daemon, DaemonOptions, DevFile, Probe, eventually, within};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -260,6 +260,32 @@ fn status_names_a_lagging_process() {
     let json: serde_json::Value =
         serde_json::from_slice(&run(&daemon, &["--json", "status"]).stdout).unwrap();
     assert_eq!(json["outdated_files"][0]["pid"], lagger.pid());
+}
+
+#[test]
+fn status_says_what_the_uevent_backend_listens_for() {
+    let daemon = Daemon::start_with(DaemonOptions {
+        args: vec!["--backends".into(), "uevent".into()],
+        ..Default::default()
+    });
+    let text = stdout(&run(&daemon, &["status"]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("backend:"))
+        .expect(&text);
+    assert_eq!(
+        line,
+        "backend:    uevent active: listening for the vmgenid driver's NEW_VMGENID=1 uevent, \
+         which no current kernel sends (only Linux 6.8 did)"
+    );
+    // The JSON document is the daemon's, unchanged.
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&daemon, &["--json", "status"]).stdout).unwrap();
+    let backend = &json["daemon"]["backends"][0];
+    assert_eq!(
+        (&backend["name"], &backend["active"]),
+        (&"uevent".into(), &true.into())
+    );
 }
 
 #[test]
