@@ -13,8 +13,8 @@ use serde_json::Value;
 use sysgenid::Paths;
 use sysgenid_overseer::criu::{self, CriuStep};
 use sysgenid_overseer::{
-    Event, HookPolicy, Laggard, PostRestoreOptions, PostRestoreOutcome, PreSnapshotOptions,
-    PreSnapshotOutcome, Readjusted, TimedOut,
+    ErrorReport, Event, HookPolicy, Laggard, PostRestoreOptions, PostRestoreOutcome,
+    PreSnapshotOptions, PreSnapshotOutcome, Readjusted, TimedOut,
 };
 
 use crate::cli::{Cli, CriuActionArgs, PostRestoreArgs, PreSnapshotArgs, exit};
@@ -53,6 +53,15 @@ pub fn post_restore(
     policy: HookPolicy,
 ) -> Result<(), Failure> {
     let mut printer = Printer::new(cli);
+    if let Err(message) = check_notify_hosts(&args.notify_host) {
+        let event = Event::Error(ErrorReport {
+            error: message.clone(),
+            generation: None,
+            restore: None,
+            hook_failures: Vec::new(),
+        });
+        return printer.finish(failed(event, exit::ERROR, message), &[]);
+    }
     let options = PostRestoreOptions {
         trigger: args.trigger,
         min: args.min,
@@ -352,6 +361,29 @@ fn fit_terminal(text: &str) -> String {
         .filter(|&w| w > 0)
         .unwrap_or(80);
     text.chars().take(width.saturating_sub(1)).collect()
+}
+
+/// Checks, before anything is bumped or un-quiesced, that each --notify-host path exists, is
+/// not a directory, and may be written by this user: a readiness line that cannot be delivered
+/// must not be found out only after the work is done.
+fn check_notify_hosts(hosts: &[PathBuf]) -> Result<(), String> {
+    for host in hosts {
+        let problem = match std::fs::metadata(host) {
+            Err(e) => Some(e.to_string()),
+            Ok(meta) if meta.is_dir() => Some("a directory".to_owned()),
+            Ok(_) => rustix::fs::access(host, rustix::fs::Access::WRITE_OK)
+                .err()
+                .map(|e| format!("not writable: {e}")),
+        };
+        if let Some(problem) = problem {
+            return Err(format!(
+                "--notify-host {}: {problem}; nothing was done: name a port (/dev/virtio-ports/NAME, \
+                 /dev/ttyS1) or a file that exists and that this user may write",
+                host.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Appends `line` to `path` (a file, a serial or virtio-serial port) without waiting for

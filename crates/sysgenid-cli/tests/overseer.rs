@@ -458,6 +458,80 @@ fn post_restore_trigger_needs_a_record_or_expect_and_without_trigger_just_unquie
 }
 
 #[test]
+fn post_restore_checks_the_notify_host_paths_before_it_does_anything() {
+    let daemon = Daemon::start();
+    let log = daemon.dir.join("log");
+    let resume = format!("echo unquiesced >> '{}'", log.display());
+    let port = daemon.dir.join("port");
+    std::fs::write(&port, "").unwrap();
+    let missing = daemon.dir.join("no-such-port");
+    let cases = [
+        (missing.clone(), "No such file or directory"),
+        (daemon.dir.clone(), "a directory"),
+    ];
+    for (bad, problem) in cases {
+        let out = run(
+            &daemon,
+            &[
+                "overseer",
+                "post-restore",
+                "--trigger",
+                "--expect",
+                "0",
+                "--exec",
+                &resume,
+                "--notify-host",
+                path_str(&port),
+                "--notify-host",
+                path_str(&bad),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains(&format!("--notify-host {}: {problem}", bad.display()))
+                && message.contains("nothing was done"),
+            "{message}"
+        );
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "only the error: {lines:?}");
+        assert_eq!(
+            (&lines[0]["event"], &lines[0]["exit"]),
+            (&"error".into(), &1.into())
+        );
+        assert_eq!(daemon.generation(), 0, "not bumped");
+        assert_eq!(read(&log), "", "not un-quiesced");
+        assert_eq!(read(&port), "", "the good port heard nothing");
+    }
+}
+
+#[test]
+fn pre_snapshot_checks_where_the_record_goes_before_it_quiesces() {
+    let daemon = Daemon::start();
+    let log = daemon.dir.join("log");
+    let quiesce = format!("echo quiesced >> '{}'", log.display());
+    let record = daemon.dir.join("no-such-dir/overseer.json");
+    let out = run(
+        &daemon,
+        &[
+            "overseer",
+            "pre-snapshot",
+            "--exec",
+            &quiesce,
+            "--record",
+            path_str(&record),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot write the record {}", record.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read(&log), "", "no quiesce hook ran");
+}
+
+#[test]
 fn a_failed_post_restore_still_unquiesces_and_keeps_its_exit_code() {
     let mut daemon = Daemon::start();
     let log = daemon.dir.join("log");
