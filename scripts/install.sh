@@ -15,7 +15,9 @@ Usage: scripts/install.sh [--prefix DIR] [--destdir DIR] [--debug] [--no-build]
 
 Installs:
   PREFIX/bin/sysgenidd, PREFIX/bin/sysgenid
-  PREFIX/share/man/man8/sysgenidd.8, PREFIX/share/man/man1/sysgenid.1
+  PREFIX/share/man/man8/sysgenidd.8, PREFIX/share/man/man1/sysgenid.1 and a page per
+    subcommand (sysgenid-watch.1, sysgenid-overseer-post-restore.1, ...)
+  PREFIX/share/doc/sysgenid/*.md (the documents of docs/, which the help points to)
   PREFIX/share/bash-completion/completions/sysgenid, zsh and fish completions
   PREFIX/lib/systemd/system/sysgenidd.service
   PREFIX/lib/sysusers.d/sysgenid.conf (only with --prefix /usr: systemd-sysusers reads no other
@@ -57,11 +59,13 @@ fi
 install -d "$root/bin" "$root/share/man/man1" "$root/share/man/man8" \
     "$root/share/bash-completion/completions" "$root/share/zsh/site-functions" \
     "$root/share/fish/vendor_completions.d" "$root/lib/systemd/system" \
-    "$root/lib/pkgconfig" "$root/include/sysgenid"
+    "$root/lib/pkgconfig" "$root/include/sysgenid" "$root/share/doc/sysgenid"
 
 install -m 0755 "$release/sysgenidd" "$release/sysgenid" "$root/bin/"
 "$release/sysgenidd" --generate-man > "$root/share/man/man8/sysgenidd.8"
-"$release/sysgenid" generate man > "$root/share/man/man1/sysgenid.1"
+install -m 0644 docs/*.md "$root/share/doc/sysgenid/"
+# sysgenid.1 and one page per subcommand; the overseer's pages name the installed documents.
+"$release/sysgenid" generate man "$root/share/man/man1" --doc-dir "$prefix/share/doc/sysgenid"
 "$release/sysgenid" generate bash > "$root/share/bash-completion/completions/sysgenid"
 "$release/sysgenid" generate zsh > "$root/share/zsh/site-functions/_sysgenid"
 "$release/sysgenid" generate fish > "$root/share/fish/vendor_completions.d/sysgenid.fish"

@@ -123,7 +123,9 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Overseer {
             step: OverseerStep::CriuAction(args),
         } => crate::overseer::criu_action(cli, &paths, args),
-        Command::Generate { what } => crate::generate::print(what),
+        Command::Generate { what, dir, doc_dir } => {
+            crate::generate::print(what, dir.as_deref(), doc_dir.as_deref())
+        }
     }
 }
 

@@ -369,6 +369,64 @@ fn a_closed_stderr_keeps_the_exit_code() {
     assert_eq!(out.status.code(), Some(5), "no panic (101)");
 }
 
+/// The pages `sysgenid(1)` and its subcommands' pages refer to, such as
+/// `sysgenid-overseer-post-restore`.
+fn page_references(roff: &str) -> Vec<String> {
+    let text = roff.replace("\\-", "-");
+    let mut names: Vec<String> = text
+        .match_indices("(1)")
+        .filter_map(|(end, _)| {
+            let start = text[..end]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .map_or(0, |i| i + 1);
+            let name = &text[start..end];
+            name.starts_with("sysgenid").then(|| name.to_owned())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn every_man_page_referred_to_is_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sysgenid"))
+        .args(["generate", "man"])
+        .arg(dir.path())
+        .args(["--doc-dir", "/usr/share/doc/sysgenid"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top = std::fs::read_to_string(dir.path().join("sysgenid.1")).unwrap();
+    let referred = page_references(&top);
+    for command in ["get", "watch", "wait-watchers", "status", "overseer"] {
+        assert!(
+            referred.contains(&format!("sysgenid-{command}")),
+            "{referred:?}"
+        );
+    }
+    let mut pages = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let roff = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        pages += 1;
+        for name in page_references(&roff) {
+            assert!(dir.path().join(format!("{name}.1")).is_file(), "{name}(1)");
+        }
+    }
+    assert_eq!(pages, 11, "sysgenid, 7 commands, overseer's 3 steps");
+    let page = std::fs::read_to_string(dir.path().join("sysgenid-overseer-post-restore.1"));
+    let page = page.unwrap();
+    assert!(
+        page.contains("\\-\\-notify\\-host"),
+        "the step's own options"
+    );
+    assert!(
+        page.contains("/usr/share/doc/sysgenid/overseer.md"),
+        "{page}"
+    );
+}
+
 #[test]
 fn help_documents_exit_codes_and_man_and_completions_generate() {
     let bin = env!("CARGO_BIN_EXE_sysgenid");
@@ -381,6 +439,10 @@ fn help_documents_exit_codes_and_man_and_completions_generate() {
         .unwrap();
     assert!(man.status.success());
     assert!(stdout(&man).contains(".TH sysgenid 1"));
+    assert!(
+        !stdout(&man).contains("sysgenid\\-help"),
+        "no page for help"
+    );
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(bin)
             .args(["generate", shell])

@@ -43,6 +43,9 @@ fn the_install_command_installs_everything_and_the_installed_copy_works() {
         "bin/sysgenid",
         "share/man/man8/sysgenidd.8",
         "share/man/man1/sysgenid.1",
+        "share/man/man1/sysgenid-watch.1",
+        "share/man/man1/sysgenid-overseer-post-restore.1",
+        "share/doc/sysgenid/overseer.md",
         "share/bash-completion/completions/sysgenid",
         "share/zsh/site-functions/_sysgenid",
         "share/fish/vendor_completions.d/sysgenid.fish",
@@ -96,6 +99,17 @@ fn the_install_command_installs_everything_and_the_installed_copy_works() {
     );
     assert_eq!(String::from_utf8_lossy(&cli(&["get"]).stdout), "1\n");
     assert_installed_man_page_renders(&p.join("share/man/man1/sysgenid.1"));
+    // The help and the man pages point to the installed documents.
+    let doc = p.join("share/doc/sysgenid/overseer.md");
+    let help = cli(&["overseer", "post-restore", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(&format!("Documentation: {}", doc.display())),
+        "{help}"
+    );
+    let page = p.join("share/man/man1/sysgenid-overseer.1");
+    let page = std::fs::read_to_string(page).unwrap().replace("\\-", "-");
+    assert!(page.contains(&doc.display().to_string()), "{page}");
 }
 
 #[test]
