@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use sysgenid::{Error, Paths, Probe, Watcher, WatcherOptions};
-use sysgenid_overseer::{Error as OverseerError, HookPolicy};
+use sysgenid_overseer::{Error as OverseerError, HookPolicy, Laggard};
 
 use crate::cli::{Cli, Command, OverseerStep, WatchArgs, exit};
 use crate::output;
+use crate::progress::{ProgressLine, Stream};
 
 /// A command's failure: the exit code and what to say.
 #[derive(Debug)]
@@ -138,37 +139,17 @@ fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
         WatcherOptions::new().read_only()
     };
     let mut watcher = Watcher::open_with(paths, options)?;
+    if Stream::Stderr.is_terminal() {
+        announce_watch(paths, &watcher);
+    }
     let mut seen = 0u64;
     while args.count.is_none_or(|n| seen < n) {
         let change = watcher.next_change()?;
         seen += 1;
-        let mut generation = change.generation;
-        if let Some(cmd) = &args.exec {
-            let mut delay = Duration::from_secs(1);
-            loop {
-                match run_hook(cmd, generation) {
-                    Ok(()) => break,
-                    Err(why) if args.keep_going => {
-                        output::warn(format_args!(
-                            "{why}; generation {generation} not acknowledged, retrying in {}",
-                            humantime::format_duration(delay)
-                        ));
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(30));
-                        // Run for the newest generation if another bump came meanwhile.
-                        if let Some(newer) = watcher.try_read()? {
-                            generation = newer.generation;
-                        }
-                    }
-                    Err(why) => {
-                        return Err(failure(
-                            exit::EXEC_FAILED,
-                            format!("{why}; generation {generation} not acknowledged"),
-                        ));
-                    }
-                }
-            }
-        }
+        let generation = match &args.exec {
+            Some(cmd) => exec_until_done(cmd, args.keep_going, &mut watcher, change.generation)?,
+            None => change.generation,
+        };
         watcher.mark_handled(generation)?;
         say(
             cli,
@@ -184,6 +165,58 @@ fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
         )?;
     }
     Ok(())
+}
+
+/// Tells the person at the terminal what `watch` waits for.
+fn announce_watch(paths: &Paths, watcher: &Watcher) {
+    let from = match watcher.last_seen() {
+        Some(generation) => format!("from generation {generation}"),
+        None => "(the current generation is unknown: no page file)".to_owned(),
+    };
+    output::warn(format_args!(
+        "watching {} {from}{}; a line per change",
+        paths.device().display(),
+        if watcher.is_tracking() {
+            ", tracked"
+        } else {
+            ""
+        }
+    ));
+}
+
+/// Runs `cmd` for `generation` until it succeeds; with `keep_going` it retries with a backoff,
+/// for the newest generation, else its failure ends the watch. Returns the generation it ran
+/// for last.
+fn exec_until_done(
+    cmd: &str,
+    keep_going: bool,
+    watcher: &mut Watcher,
+    mut generation: u32,
+) -> Result<u32, Failure> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match run_hook(cmd, generation) {
+            Ok(()) => return Ok(generation),
+            Err(why) if keep_going => {
+                output::warn(format_args!(
+                    "{why}; generation {generation} not acknowledged, retrying in {}",
+                    humantime::format_duration(delay)
+                ));
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(30));
+                // Run for the newest generation if another bump came meanwhile.
+                if let Some(newer) = watcher.try_read()? {
+                    generation = newer.generation;
+                }
+            }
+            Err(why) => {
+                return Err(failure(
+                    exit::EXEC_FAILED,
+                    format!("{why}; generation {generation} not acknowledged"),
+                ));
+            }
+        }
+    }
 }
 
 fn run_hook(cmd: &str, generation: u32) -> Result<(), String> {
@@ -261,45 +294,52 @@ fn ack_fd(cli: &Cli, fd: i32) -> Result<(), Failure> {
 }
 
 fn wait_watchers(cli: &Cli, paths: &Paths, timeout: Option<Duration>) -> Result<(), Failure> {
-    match sysgenid::wait_watchers_at(paths, timeout) {
-        Ok(()) => {
+    // On a terminal, stderr shows who is being waited for; scripts see only the result.
+    let mut progress = Stream::Stderr
+        .is_terminal()
+        .then(|| ProgressLine::new(Stream::Stderr));
+    let result = sysgenid_overseer::wait_watchers(paths, timeout, Duration::ZERO, |waiting| {
+        if let Some(line) = progress.as_mut() {
+            let names: Vec<String> = waiting.outdated.iter().map(Laggard::to_string).collect();
+            line.show(&format!(
+                "waiting for {} tracked watcher(s) to acknowledge generation {}: {}",
+                names.len(),
+                waiting.generation,
+                names.join(", ")
+            ));
+        }
+    });
+    if let Some(line) = progress.as_mut() {
+        line.clear();
+    }
+    match result? {
+        None => {
             let generation = Probe::open(paths)?.generation();
             say(
                 cli,
                 json!({ "readjusted": true, "generation": generation }),
                 || format!("every tracked watcher has acknowledged generation {generation}"),
-            )?;
-            Ok(())
+            )
         }
-        Err(Error::Timeout { .. }) => {
-            let laggards = sysgenid::status_at(paths)
-                .map(|s| {
-                    s.outdated_files
-                        .into_iter()
-                        .filter(|f| f.tracked)
-                        .map(|f| {
-                            format!("{} ({})", f.pid, f.command.unwrap_or_else(|| "gone".into()))
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default();
-            let waited = timeout
-                .map(humantime::format_duration)
-                .map(|d| d.to_string());
+        Some(laggards) => {
+            let names: Vec<String> = laggards
+                .iter()
+                .map(|l| format!("{} ({})", l.pid, l.command.as_deref().unwrap_or("gone")))
+                .collect();
+            let waited = timeout.map(|t| humantime::format_duration(t).to_string());
             Err(failure(
                 exit::TIMEOUT,
                 format!(
                     "timed out after {}; still outdated: {}",
                     waited.unwrap_or_default(),
-                    if laggards.is_empty() {
+                    if names.is_empty() {
                         "none left".to_owned()
                     } else {
-                        laggards.join(", ")
+                        names.join(", ")
                     }
                 ),
             ))
         }
-        Err(e) => Err(e.into()),
     }
 }
 

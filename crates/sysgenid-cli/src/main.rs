@@ -5,6 +5,7 @@ mod commands;
 mod generate;
 mod output;
 mod overseer;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -34,12 +34,6 @@ pub fn stdout_error(e: io::Error) -> Failure {
     }
 }
 
-/// Writes `text` to stdout without a newline, for a progress line; errors are ignored.
-pub fn partial(text: &str) {
-    let mut out = io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-}
-
 /// Writes `sysgenid: text` to stderr, or nothing if stderr cannot take it.
 pub fn warn(text: impl Display) {
     let _ = writeln!(io::stderr().lock(), "sysgenid: {text}");

@@ -2,7 +2,7 @@
 //! the command line, prints its events (JSON lines, or text with a live progress line), tells
 //! systemd and the host the final line, and turns the outcome into the exit code.
 
-use std::io::{self, IsTerminal};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use sysgenid_overseer::{
 use crate::cli::{Cli, CriuActionArgs, PostRestoreArgs, PreSnapshotArgs, exit};
 use crate::commands::{Failure, failure};
 use crate::output;
+use crate::progress::{ProgressLine, Stream};
 
 /// At most one JSON progress line per this long.
 const JSON_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -249,22 +250,29 @@ fn json_line(event: &Event, exit: Option<u8>) -> Value {
 /// line.
 struct Printer {
     json: bool,
-    /// Whether the live progress line is on the screen.
-    progress_shown: bool,
+    progress: ProgressLine,
 }
 
 impl Printer {
     fn new(cli: &Cli) -> Printer {
         Printer {
-            json: cli.json || !io::stdout().is_terminal(),
-            progress_shown: false,
+            json: cli.json || !Stream::Stdout.is_terminal(),
+            progress: ProgressLine::new(Stream::Stdout),
         }
     }
 
     /// Prints an event as it happens; the final one waits for [`Printer::finish`].
     fn show(&mut self, event: &Event) {
         match event {
-            Event::Bumped(_) if self.json => say(json_line(event, None)),
+            Event::Grace(_) | Event::Bumped(_) if self.json => say(json_line(event, None)),
+            Event::Grace(g) => {
+                self.clear_progress();
+                say(format_args!(
+                    "generation {}: waiting up to {} for a hardware backend to bump it (--grace)",
+                    g.expected,
+                    humantime::format_duration(Duration::from_millis(g.grace_ms))
+                ));
+            }
             Event::Bumped(b) => {
                 self.clear_progress();
                 if b.triggered {
@@ -288,8 +296,7 @@ impl Printer {
                     names.len(),
                     names.join(", ")
                 );
-                output::partial(&format!("\r\x1b[K{}", fit_terminal(&text)));
-                self.progress_shown = true;
+                self.progress.show(&text);
             }
             Event::Warning(_) => {
                 self.clear_progress();
@@ -302,10 +309,7 @@ impl Printer {
 
     /// Ends the live progress line.
     fn clear_progress(&mut self) {
-        if self.progress_shown {
-            output::partial("\r\x1b[K");
-            self.progress_shown = false;
-        }
+        self.progress.clear();
     }
 
     /// Prints the final line, tells systemd and the host, and turns the ending into the result.
@@ -351,16 +355,6 @@ impl Printer {
 /// host and systemd still hear the outcome, and the exit code still tells it.
 fn say(line: impl std::fmt::Display) {
     let _ = output::line(line);
-}
-
-/// `text` cut to the terminal's width, so the progress line stays one line.
-fn fit_terminal(text: &str) -> String {
-    let width = rustix::termios::tcgetwinsize(io::stdout())
-        .map(|w| usize::from(w.ws_col))
-        .ok()
-        .filter(|&w| w > 0)
-        .unwrap_or(80);
-    text.chars().take(width.saturating_sub(1)).collect()
 }
 
 /// Checks, before anything is bumped or un-quiesced, that each --notify-host path exists, is

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{run, stderr, sysgenid};
+use common::{on_a_terminal, run, stderr, sysgenid};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -121,6 +121,54 @@ fn watch_without_track_needs_no_privilege() {
     assert!(line.contains(r#""generation":2"#), "{line}");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no note off a terminal");
+}
+
+#[test]
+fn on_a_terminal_watch_says_which_generation_it_watches_from() {
+    let daemon = Daemon::start();
+    DevFile::rw(&daemon.device).trigger(4).unwrap();
+    let child = on_a_terminal(&daemon, &["watch", "--count", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the watcher has opened", || daemon.count("open_files") == 1);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let out = within("watch ends", Duration::from_secs(10), move || {
+        child.wait_with_output().unwrap()
+    });
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let note = format!(
+        "sysgenid: watching {} from generation 4; a line per change\r\ngeneration 5\r\n",
+        daemon.device.display()
+    );
+    assert!(text.contains(&note), "{text:?}");
+}
+
+#[test]
+fn wait_watchers_shows_who_it_waits_for_on_a_terminal_only() {
+    let daemon = Daemon::start();
+    let lagger = Probe::lagging_tracked(&daemon, &[]);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let out = on_a_terminal(&daemon, &["wait-watchers", "--timeout", "1s"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text:?}");
+    let progress = format!(
+        "\r\x1b[Kwaiting for 1 tracked watcher(s) to acknowledge generation 1: pid {} (",
+        lagger.pid()
+    );
+    assert!(text.contains(&progress), "{text:?}");
+    assert!(
+        text.contains("\r\x1b[Ksysgenid: timed out after 1s"),
+        "cleared first: {text:?}"
+    );
+
+    let out = run(&daemon, &["wait-watchers", "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!stderr(&out).contains("waiting for"), "{}", stderr(&out));
 }
 
 #[test]
