@@ -15,9 +15,13 @@ Usage: scripts/install.sh [--prefix DIR] [--destdir DIR] [--debug] [--no-build]
 
 Installs:
   PREFIX/bin/sysgenidd, PREFIX/bin/sysgenid
-  PREFIX/share/man/man8/sysgenidd.8, PREFIX/share/man/man1/sysgenid.1
+  PREFIX/share/man/man8/sysgenidd.8, PREFIX/share/man/man1/sysgenid.1 and a page per
+    subcommand (sysgenid-watch.1, sysgenid-overseer-post-restore.1, ...)
+  PREFIX/share/doc/sysgenid/*.md (the documents of docs/, which the help points to)
   PREFIX/share/bash-completion/completions/sysgenid, zsh and fish completions
   PREFIX/lib/systemd/system/sysgenidd.service
+  PREFIX/lib/sysusers.d/sysgenid.conf (only with --prefix /usr: systemd-sysusers reads no other
+    prefix), which creates the writer group `sysgenid`
   PREFIX/lib/libsysgenid.so.0 (and .so, .a), PREFIX/include/sysgenid/sysgenid.h,
   PREFIX/lib/pkgconfig/sysgenid.pc
 EOF
@@ -55,16 +59,26 @@ fi
 install -d "$root/bin" "$root/share/man/man1" "$root/share/man/man8" \
     "$root/share/bash-completion/completions" "$root/share/zsh/site-functions" \
     "$root/share/fish/vendor_completions.d" "$root/lib/systemd/system" \
-    "$root/lib/pkgconfig" "$root/include/sysgenid"
+    "$root/lib/pkgconfig" "$root/include/sysgenid" "$root/share/doc/sysgenid"
 
 install -m 0755 "$release/sysgenidd" "$release/sysgenid" "$root/bin/"
 "$release/sysgenidd" --generate-man > "$root/share/man/man8/sysgenidd.8"
-"$release/sysgenid" generate man > "$root/share/man/man1/sysgenid.1"
+install -m 0644 docs/*.md "$root/share/doc/sysgenid/"
+# sysgenid.1 and one page per subcommand; the overseer's pages name the installed documents.
+"$release/sysgenid" generate man "$root/share/man/man1" --doc-dir "$prefix/share/doc/sysgenid"
 "$release/sysgenid" generate bash > "$root/share/bash-completion/completions/sysgenid"
 "$release/sysgenid" generate zsh > "$root/share/zsh/site-functions/_sysgenid"
 "$release/sysgenid" generate fish > "$root/share/fish/vendor_completions.d/sysgenid.fish"
 sed "s|/usr/local/bin/sysgenidd|$prefix/bin/sysgenidd|" contrib/systemd/sysgenidd.service \
     > "$root/lib/systemd/system/sysgenidd.service"
+# The writer group: systemd-sysusers reads /usr/lib/sysusers.d, /etc/sysusers.d and
+# /run/sysusers.d only, so another prefix leaves it to the user.
+if [ "$prefix" = /usr ]; then
+    install -D -m 0644 contrib/sysusers.d/sysgenid.conf "$root/lib/sysusers.d/sysgenid.conf"
+    group_hint="systemd-sysusers sysgenid.conf"
+else
+    group_hint="install -D -m 0644 contrib/sysusers.d/sysgenid.conf /etc/sysusers.d/sysgenid.conf && systemd-sysusers"
+fi
 
 # The C library: the FFI crate's cdylib carries the SONAME libsysgenid.so.MAJOR (set by its
 # build script); it is installed under the names the linker and the loader look for.
@@ -97,3 +111,6 @@ if [[ -z "$destdir" && "$(id -u)" == 0 ]] && ldconfig -v -N 2>/dev/null | grep -
 fi
 
 echo "installed sysgenid $version under $root"
+if ! getent group sysgenid >/dev/null; then
+    echo "to let services acknowledge without root, create the group sysgenid ($group_hint), then restart sysgenidd"
+fi

@@ -1,9 +1,9 @@
 //! The command line: commands, options, and the exit codes they may end with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Exit codes, the same for every command.
 pub mod exit {
@@ -36,6 +36,8 @@ Exit codes:
   5  the device is missing or no sysgenidd serves it
   6  watch --exec: the command failed, so the change was not acknowledged;
      overseer: a hook failed or timed out
+A command whose stdout is closed by its reader (`sysgenid watch | head -n 1`) stops quietly
+with 0; overseer steps run to the end all the same and keep their code.
 
 Environment:
   SYSGENID_DEVICE     the device (default /dev/sysgenid)
@@ -71,7 +73,11 @@ pub struct Cli {
 pub enum Command {
     /// Print the current generation (from the page file; from the device if there is none).
     Get,
-    /// Print each new generation and acknowledge it.
+    /// Print each new generation; with --track, acknowledge it too.
+    ///
+    /// Without --track the device is opened read-only, which needs no privilege, and nothing is
+    /// acknowledged; --track opens it for writing (root or the `sysgenid` group). With --json
+    /// each change is one line: {"generation": N, "reopened": BOOL, "acked": BOOL}.
     Watch(WatchArgs),
     /// Acknowledge the current generation on a file descriptor the shell opened.
     ///
@@ -100,7 +106,7 @@ pub enum Command {
     /// `pre-snapshot` runs the quiesce hooks and records the generation; `post-restore` bumps
     /// it unless a hardware backend already did, waits for every tracked watcher, runs the
     /// un-quiesce hooks and tells the host. On a terminal they print text and a live progress
-    /// line; otherwise (or with --json) one JSON object per line. See docs/overseer.md.
+    /// line; otherwise (or with --json) one JSON object per line.
     Overseer {
         /// The step.
         #[command(subcommand)]
@@ -111,6 +117,13 @@ pub enum Command {
     Generate {
         /// `man`, or a shell name: `bash`, `zsh`, `fish`.
         what: String,
+        /// With `man`: write every page (sysgenid.1 and one per subcommand, such as
+        /// sysgenid-overseer-post-restore.1) into this directory instead of printing sysgenid.1.
+        dir: Option<PathBuf>,
+        /// Where the pages say the documentation is installed [default: next to this program,
+        /// PREFIX/share/doc/sysgenid, if it is there].
+        #[arg(long, value_name = "DIR")]
+        doc_dir: Option<PathBuf>,
     },
 }
 
@@ -134,7 +147,8 @@ pub enum OverseerStep {
     /// With --trigger it waits up to --grace for a hardware backend to move the generation past
     /// the recorded one (or --expect), and otherwise bumps it with a conditional trigger that
     /// is a no-op if a backend got there first (a backend that reports later than the daemon's
-    /// dedupe window after that bump bumps again; see docs/overseer.md). It then removes the
+    /// dedupe window after that bump bumps again: see the limits in the documentation). It then
+    /// removes the
     /// record, waits until every tracked watcher has acknowledged (--timeout), runs the
     /// un-quiesce hooks (also after a timeout, unless --no-unquiesce-on-timeout), and reports the
     /// outcome: "readjusted" (exit 0), "timeout" (exit 3, naming the laggards) or "hook-failed"
@@ -256,12 +270,14 @@ pub struct PostRestoreArgs {
 /// Options of `watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Be a tracked watcher: `wait-watchers` waits for this one to acknowledge.
+    /// Be a tracked watcher: `wait-watchers` waits for this one to acknowledge. Needs the device
+    /// open for writing: root or the `sysgenid` group.
     #[arg(long)]
     pub track: bool,
 
-    /// Run this shell command on each change, before acknowledging; SYSGENID_GENERATION holds
-    /// the new generation. If it fails, the change is not acknowledged.
+    /// Run this shell command on each change, before acknowledging (with --track);
+    /// SYSGENID_GENERATION holds the new generation. If it fails, the change is not
+    /// acknowledged and the command exits 6.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
 
@@ -274,6 +290,34 @@ pub struct WatchArgs {
     pub count: Option<u64>,
 }
 
+/// The command line, with where the documentation is (`doc_dir`, such as
+/// /usr/local/share/doc/sysgenid; `None` when it is not installed) in the help of `overseer`.
+pub fn command(doc_dir: Option<&Path>) -> clap::Command {
+    let overseer_doc = match doc_dir {
+        Some(dir) => format!(
+            "Documentation: {} (hooks, the record, the grace period, exit codes, limits, the \
+             readiness channel per hypervisor).",
+            dir.join("overseer.md").display()
+        ),
+        None => "Documentation: docs/overseer.md in the sysgenid source; scripts/install.sh \
+                 installs it in PREFIX/share/doc/sysgenid."
+            .to_owned(),
+    };
+    Cli::command().mut_subcommand("overseer", |overseer| {
+        overseer
+            .after_help(overseer_doc.clone())
+            .mut_subcommands(|step| step.after_help(overseer_doc.clone()))
+    })
+}
+
+/// The documentation installed with this program, PREFIX/share/doc/sysgenid beside
+/// PREFIX/bin/sysgenid, if it is there.
+pub fn installed_doc_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("share/doc/sysgenid");
+    dir.join("overseer.md").is_file().then_some(dir)
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
 }
@@ -281,11 +325,32 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+        command(None).debug_assert();
+    }
+
+    #[test]
+    fn the_overseer_help_names_the_installed_documentation() {
+        let mut cmd = command(Some(Path::new("/usr/share/doc/sysgenid")));
+        let overseer = cmd.find_subcommand_mut("overseer").unwrap();
+        let help = overseer
+            .find_subcommand_mut("post-restore")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(
+            help.contains("Documentation: /usr/share/doc/sysgenid/overseer.md"),
+            "{help}"
+        );
+        let mut cmd = command(None);
+        let help = cmd.find_subcommand_mut("overseer").unwrap().render_help();
+        assert!(
+            help.to_string()
+                .contains("docs/overseer.md in the sysgenid source")
+        );
     }
 
     #[test]

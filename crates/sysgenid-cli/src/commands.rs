@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use sysgenid::{Error, Paths, Probe, Watcher, WatcherOptions};
-use sysgenid_overseer::{Error as OverseerError, HookPolicy};
+use sysgenid_overseer::{Error as OverseerError, HookPolicy, Laggard};
 
 use crate::cli::{Cli, Command, OverseerStep, WatchArgs, exit};
+use crate::output;
+use crate::progress::{ProgressLine, Stream};
 
 /// A command's failure: the exit code and what to say.
 #[derive(Debug)]
@@ -49,6 +51,22 @@ impl From<OverseerError> for Failure {
     }
 }
 
+impl Failure {
+    /// Stdout's reader has gone: stop quietly with exit 0, as documented in `--help`.
+    pub fn stdout_closed() -> Failure {
+        Failure {
+            code: exit::OK,
+            message: String::new(),
+            reported: true,
+        }
+    }
+
+    /// Whether this is a quiet stop ([`Failure::stdout_closed`]) rather than an error.
+    pub fn is_quiet(&self) -> bool {
+        self.code == exit::OK
+    }
+}
+
 /// A failure with this exit code and message, not yet reported.
 pub fn failure(code: u8, message: impl Into<String>) -> Failure {
     Failure {
@@ -59,11 +77,11 @@ pub fn failure(code: u8, message: impl Into<String>) -> Failure {
 }
 
 /// Prints a result line: JSON, or the text.
-fn say(cli: &Cli, value: serde_json::Value, text: impl FnOnce() -> String) {
+fn say(cli: &Cli, value: serde_json::Value, text: impl FnOnce() -> String) -> Result<(), Failure> {
     if cli.json {
-        println!("{value}");
+        output::line(value)
     } else {
-        println!("{}", text());
+        output::line(text())
     }
 }
 
@@ -82,7 +100,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             let generation = probe.generation();
             say(cli, json!({ "generation": generation }), || {
                 generation.to_string()
-            });
+            })?;
             Ok(())
         }
         Command::Watch(args) => watch(cli, &paths, args),
@@ -92,7 +110,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             let generation = Probe::open(&paths)?.generation();
             say(cli, json!({ "generation": generation }), || {
                 format!("generation {generation}")
-            });
+            })?;
             Ok(())
         }
         Command::WaitWatchers { timeout } => wait_watchers(cli, &paths, *timeout),
@@ -106,49 +124,36 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Overseer {
             step: OverseerStep::CriuAction(args),
         } => crate::overseer::criu_action(cli, &paths, args),
-        Command::Generate { what } => crate::generate::print(what),
+        Command::Generate { what, dir, doc_dir } => {
+            crate::generate::print(what, dir.as_deref(), doc_dir.as_deref())
+        }
     }
 }
 
 fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
-    let options = WatcherOptions::new().tracking(args.track);
+    // Only acknowledging needs the device open for writing (root or the writer group), and only
+    // a tracked watcher needs to acknowledge: anyone may watch read-only.
+    let options = if args.track {
+        WatcherOptions::new().tracking(true)
+    } else {
+        WatcherOptions::new().read_only()
+    };
     let mut watcher = Watcher::open_with(paths, options)?;
+    if Stream::Stderr.is_terminal() {
+        announce_watch(paths, &watcher);
+    }
     let mut seen = 0u64;
     while args.count.is_none_or(|n| seen < n) {
         let change = watcher.next_change()?;
         seen += 1;
-        let mut generation = change.generation;
-        if let Some(cmd) = &args.exec {
-            let mut delay = Duration::from_secs(1);
-            loop {
-                match run_hook(cmd, generation) {
-                    Ok(()) => break,
-                    Err(why) if args.keep_going => {
-                        eprintln!(
-                            "sysgenid: {why}; generation {generation} not acknowledged, retrying \
-                             in {}",
-                            humantime::format_duration(delay)
-                        );
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(30));
-                        // Run for the newest generation if another bump came meanwhile.
-                        if let Some(newer) = watcher.try_read()? {
-                            generation = newer.generation;
-                        }
-                    }
-                    Err(why) => {
-                        return Err(failure(
-                            exit::EXEC_FAILED,
-                            format!("{why}; generation {generation} not acknowledged"),
-                        ));
-                    }
-                }
-            }
-        }
-        watcher.ack(generation)?;
+        let generation = match &args.exec {
+            Some(cmd) => exec_until_done(cmd, args.keep_going, &mut watcher, change.generation)?,
+            None => change.generation,
+        };
+        watcher.mark_handled(generation)?;
         say(
             cli,
-            json!({ "generation": generation, "reopened": change.reopened, "acked": true }),
+            json!({ "generation": generation, "reopened": change.reopened, "acked": args.track }),
             || {
                 let note = if change.reopened {
                     " (reopened after a daemon restart)"
@@ -157,9 +162,61 @@ fn watch(cli: &Cli, paths: &Paths, args: &WatchArgs) -> Result<(), Failure> {
                 };
                 format!("generation {generation}{note}")
             },
-        );
+        )?;
     }
     Ok(())
+}
+
+/// Tells the person at the terminal what `watch` waits for.
+fn announce_watch(paths: &Paths, watcher: &Watcher) {
+    let from = match watcher.last_seen() {
+        Some(generation) => format!("from generation {generation}"),
+        None => "(the current generation is unknown: no page file)".to_owned(),
+    };
+    output::warn(format_args!(
+        "watching {} {from}{}; a line per change",
+        paths.device().display(),
+        if watcher.is_tracking() {
+            ", tracked"
+        } else {
+            ""
+        }
+    ));
+}
+
+/// Runs `cmd` for `generation` until it succeeds; with `keep_going` it retries with a backoff,
+/// for the newest generation, else its failure ends the watch. Returns the generation it ran
+/// for last.
+fn exec_until_done(
+    cmd: &str,
+    keep_going: bool,
+    watcher: &mut Watcher,
+    mut generation: u32,
+) -> Result<u32, Failure> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match run_hook(cmd, generation) {
+            Ok(()) => return Ok(generation),
+            Err(why) if keep_going => {
+                output::warn(format_args!(
+                    "{why}; generation {generation} not acknowledged, retrying in {}",
+                    humantime::format_duration(delay)
+                ));
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(30));
+                // Run for the newest generation if another bump came meanwhile.
+                if let Some(newer) = watcher.try_read()? {
+                    generation = newer.generation;
+                }
+            }
+            Err(why) => {
+                return Err(failure(
+                    exit::EXEC_FAILED,
+                    format!("{why}; generation {generation} not acknowledged"),
+                ));
+            }
+        }
+    }
 }
 
 fn run_hook(cmd: &str, generation: u32) -> Result<(), String> {
@@ -210,7 +267,7 @@ fn ack_fd(cli: &Cli, fd: i32) -> Result<(), Failure> {
     if fds[0].revents().is_empty() {
         say(cli, json!({ "acked": false, "up_to_date": true }), || {
             "already up to date: nothing to acknowledge".to_owned()
-        });
+        })?;
         return Ok(());
     }
     let mut buf = [0u8; 4];
@@ -232,50 +289,57 @@ fn ack_fd(cli: &Cli, fd: i32) -> Result<(), Failure> {
         cli,
         json!({ "acked": true, "generation": generation }),
         || format!("acknowledged generation {generation}"),
-    );
+    )?;
     Ok(())
 }
 
 fn wait_watchers(cli: &Cli, paths: &Paths, timeout: Option<Duration>) -> Result<(), Failure> {
-    match sysgenid::wait_watchers_at(paths, timeout) {
-        Ok(()) => {
+    // On a terminal, stderr shows who is being waited for; scripts see only the result.
+    let mut progress = Stream::Stderr
+        .is_terminal()
+        .then(|| ProgressLine::new(Stream::Stderr));
+    let result = sysgenid_overseer::wait_watchers(paths, timeout, Duration::ZERO, |waiting| {
+        if let Some(line) = progress.as_mut() {
+            let names: Vec<String> = waiting.outdated.iter().map(Laggard::to_string).collect();
+            line.show(&format!(
+                "waiting for {} tracked watcher(s) to acknowledge generation {}: {}",
+                names.len(),
+                waiting.generation,
+                names.join(", ")
+            ));
+        }
+    });
+    if let Some(line) = progress.as_mut() {
+        line.clear();
+    }
+    match result? {
+        None => {
             let generation = Probe::open(paths)?.generation();
             say(
                 cli,
                 json!({ "readjusted": true, "generation": generation }),
                 || format!("every tracked watcher has acknowledged generation {generation}"),
-            );
-            Ok(())
+            )
         }
-        Err(Error::Timeout { .. }) => {
-            let laggards = sysgenid::status_at(paths)
-                .map(|s| {
-                    s.outdated_files
-                        .into_iter()
-                        .filter(|f| f.tracked)
-                        .map(|f| {
-                            format!("{} ({})", f.pid, f.command.unwrap_or_else(|| "gone".into()))
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default();
-            let waited = timeout
-                .map(humantime::format_duration)
-                .map(|d| d.to_string());
+        Some(laggards) => {
+            let names: Vec<String> = laggards
+                .iter()
+                .map(|l| format!("{} ({})", l.pid, l.command.as_deref().unwrap_or("gone")))
+                .collect();
+            let waited = timeout.map(|t| humantime::format_duration(t).to_string());
             Err(failure(
                 exit::TIMEOUT,
                 format!(
                     "timed out after {}; still outdated: {}",
                     waited.unwrap_or_default(),
-                    if laggards.is_empty() {
+                    if names.is_empty() {
                         "none left".to_owned()
                     } else {
-                        laggards.join(", ")
+                        names.join(", ")
                     }
                 ),
             ))
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -283,41 +347,63 @@ fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
     let s = sysgenid::status_at(paths)?;
     if cli.json {
         let value = serde_json::to_value(&s).map_err(|e| failure(exit::ERROR, e.to_string()))?;
-        println!("{value}");
-        return Ok(());
+        return output::line(value);
     }
-    println!("generation: {}", s.generation);
-    println!(
-        "daemon:     pid {}, {}{}",
-        s.daemon.pid,
-        if s.serving { "serving" } else { "starting" },
-        if s.degraded {
-            ", DEGRADED (the last persist failed)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "device:     {} (mmap {})",
-        s.daemon.device.display(),
-        if s.daemon.device_mmap { "on" } else { "off" }
-    );
-    println!(
-        "watchers:   {} open, {} tracked, {} tracked outdated",
-        s.open_files, s.tracked, s.outdated
-    );
-    println!(
-        "blocked:    {} reads, {} waits",
-        s.pending_reads, s.pending_waits
-    );
-    for b in &s.daemon.backends {
+    output::line(status_text(&s))
+}
+
+/// What an active backend waits for, where "active" alone would promise more than it can
+/// deliver (docs/backends.md).
+fn listens_for(backend: &str) -> Option<&'static str> {
+    match backend {
+        "uevent" => Some(
+            "listening for the vmgenid driver's NEW_VMGENID=1 uevent, which no current kernel \
+             sends (only Linux 6.8 did)",
+        ),
+        _ => None,
+    }
+}
+
+/// The status document as text, one line per fact.
+fn status_text(s: &sysgenid::Status) -> String {
+    let daemon = &s.daemon;
+    let mut lines = vec![
+        format!("generation: {}", s.generation),
+        format!(
+            "daemon:     pid {}, {}{}",
+            daemon.pid,
+            if s.serving { "serving" } else { "starting" },
+            if s.degraded {
+                ", DEGRADED (the last persist failed)"
+            } else {
+                ""
+            }
+        ),
+        format!(
+            "device:     {} (mmap {})",
+            daemon.device.display(),
+            if daemon.device_mmap { "on" } else { "off" }
+        ),
+        format!(
+            "watchers:   {} open, {} tracked, {} tracked outdated",
+            s.open_files, s.tracked, s.outdated
+        ),
+        format!(
+            "blocked:    {} reads, {} waits",
+            s.pending_reads, s.pending_waits
+        ),
+    ];
+    for b in &daemon.backends {
         let how = match (b.active, &b.reason, &b.detail) {
             (true, _, Some(detail)) => format!("active: {detail}"),
-            (true, _, None) => "active".to_owned(),
+            (true, _, None) => match listens_for(&b.name) {
+                Some(what) => format!("active: {what}"),
+                None => "active".to_owned(),
+            },
             (false, Some(reason), _) => format!("inactive: {reason}"),
             (false, None, _) => "inactive".to_owned(),
         };
-        println!("backend:    {} {how}", b.name);
+        lines.push(format!("backend:    {} {how}", b.name));
     }
     if let Some(b) = &s.last_bump {
         let by = match (&b.backend, b.pid) {
@@ -325,21 +411,21 @@ fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
             (None, Some(pid)) => format!("trigger from pid {pid}"),
             (None, None) => "unknown".to_owned(),
         };
-        println!("last bump:  generation {} by {by}", b.generation);
+        lines.push(format!("last bump:  generation {} by {by}", b.generation));
     }
     if s.failed_bumps > 0 {
-        println!("failed:     {} bumps", s.failed_bumps);
+        lines.push(format!("failed:     {} bumps", s.failed_bumps));
     }
     if !s.outdated_files.is_empty() {
-        println!("outdated:");
+        lines.push("outdated:".to_owned());
         for f in &s.outdated_files {
-            println!(
+            lines.push(format!(
                 "  pid {:>7} {:9} {}",
                 f.pid,
                 if f.tracked { "tracked" } else { "untracked" },
                 f.command.as_deref().unwrap_or("(gone)")
-            );
+            ));
         }
     }
-    Ok(())
+    lines.join("\n")
 }

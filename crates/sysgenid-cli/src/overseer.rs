@@ -2,7 +2,7 @@
 //! the command line, prints its events (JSON lines, or text with a live progress line), tells
 //! systemd and the host the final line, and turns the outcome into the exit code.
 
-use std::io::{self, IsTerminal, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,12 +13,14 @@ use serde_json::Value;
 use sysgenid::Paths;
 use sysgenid_overseer::criu::{self, CriuStep};
 use sysgenid_overseer::{
-    Event, HookPolicy, Laggard, PostRestoreOptions, PostRestoreOutcome, PreSnapshotOptions,
-    PreSnapshotOutcome, Readjusted, TimedOut,
+    ErrorReport, Event, HookPolicy, Laggard, PostRestoreOptions, PostRestoreOutcome,
+    PreSnapshotOptions, PreSnapshotOutcome, Readjusted, TimedOut,
 };
 
 use crate::cli::{Cli, CriuActionArgs, PostRestoreArgs, PreSnapshotArgs, exit};
 use crate::commands::{Failure, failure};
+use crate::output;
+use crate::progress::{ProgressLine, Stream};
 
 /// At most one JSON progress line per this long.
 const JSON_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,6 +54,15 @@ pub fn post_restore(
     policy: HookPolicy,
 ) -> Result<(), Failure> {
     let mut printer = Printer::new(cli);
+    if let Err(message) = check_notify_hosts(&args.notify_host) {
+        let event = Event::Error(ErrorReport {
+            error: message.clone(),
+            generation: None,
+            restore: None,
+            hook_failures: Vec::new(),
+        });
+        return printer.finish(failed(event, exit::ERROR, message), &[]);
+    }
     let options = PostRestoreOptions {
         trigger: args.trigger,
         min: args.min,
@@ -85,9 +96,9 @@ pub fn criu_action(cli: &Cli, paths: &Paths, args: &CriuActionArgs) -> Result<()
     match criu::action(args.log.as_deref(), warn)? {
         CriuStep::NotPostRestore | CriuStep::ChildExited(0) => Ok(()),
         CriuStep::Detached { copy, tree } => {
-            eprintln!(
-                "sysgenid: post-restore runs detached (pid {copy}) in the namespaces of pid {tree}"
-            );
+            output::warn(format_args!(
+                "post-restore runs detached (pid {copy}) in the namespaces of pid {tree}"
+            ));
             Ok(())
         }
         // It has reported already.
@@ -99,7 +110,7 @@ pub fn criu_action(cli: &Cli, paths: &Paths, args: &CriuActionArgs) -> Result<()
 /// Prints a warning event on stderr.
 fn warn(event: &Event) {
     if let Event::Warning(warning) = event {
-        eprintln!("sysgenid: {}", warning.message);
+        output::warn(&warning.message);
     }
 }
 
@@ -152,7 +163,10 @@ fn readjust_ending(outcome: PostRestoreOutcome, timeout: Duration) -> Ending {
         }
         PostRestoreOutcome::Failed(f) => {
             for h in &f.report.hook_failures {
-                eprintln!("sysgenid: un-quiesce hook {} failed ({})", h.hook, h.status);
+                output::warn(format_args!(
+                    "un-quiesce hook {} failed ({})",
+                    h.hook, h.status
+                ));
             }
             let code = Failure::from(f.error).code;
             failed(event, code, f.report.error)
@@ -236,34 +250,44 @@ fn json_line(event: &Event, exit: Option<u8>) -> Value {
 /// line.
 struct Printer {
     json: bool,
-    /// Whether the live progress line is on the screen.
-    progress_shown: bool,
+    progress: ProgressLine,
 }
 
 impl Printer {
     fn new(cli: &Cli) -> Printer {
         Printer {
-            json: cli.json || !io::stdout().is_terminal(),
-            progress_shown: false,
+            json: cli.json || !Stream::Stdout.is_terminal(),
+            progress: ProgressLine::new(Stream::Stdout),
         }
     }
 
     /// Prints an event as it happens; the final one waits for [`Printer::finish`].
     fn show(&mut self, event: &Event) {
         match event {
-            Event::Bumped(_) if self.json => println!("{}", json_line(event, None)),
+            Event::Grace(_) | Event::Bumped(_) if self.json => say(json_line(event, None)),
+            Event::Grace(g) => {
+                self.clear_progress();
+                say(format_args!(
+                    "generation {}: waiting up to {} for a hardware backend to bump it (--grace)",
+                    g.expected,
+                    humantime::format_duration(Duration::from_millis(g.grace_ms))
+                ));
+            }
             Event::Bumped(b) => {
                 self.clear_progress();
                 if b.triggered {
-                    println!("generation {}: bumped from {}", b.generation, b.expected);
+                    say(format_args!(
+                        "generation {}: bumped from {}",
+                        b.generation, b.expected
+                    ));
                 } else {
-                    println!(
+                    say(format_args!(
                         "generation {}: already moved past {}; no trigger",
                         b.generation, b.expected
-                    );
+                    ));
                 }
             }
-            Event::Waiting(_) if self.json => println!("{}", json_line(event, None)),
+            Event::Waiting(_) if self.json => say(json_line(event, None)),
             Event::Waiting(w) => {
                 let names: Vec<String> = w.outdated.iter().map(Laggard::to_string).collect();
                 let text = format!(
@@ -272,9 +296,7 @@ impl Printer {
                     names.len(),
                     names.join(", ")
                 );
-                print!("\r\x1b[K{}", fit_terminal(&text));
-                let _ = io::stdout().flush();
-                self.progress_shown = true;
+                self.progress.show(&text);
             }
             Event::Warning(_) => {
                 self.clear_progress();
@@ -287,11 +309,7 @@ impl Printer {
 
     /// Ends the live progress line.
     fn clear_progress(&mut self) {
-        if self.progress_shown {
-            print!("\r\x1b[K");
-            let _ = io::stdout().flush();
-            self.progress_shown = false;
-        }
+        self.progress.clear();
     }
 
     /// Prints the final line, tells systemd and the host, and turns the ending into the result.
@@ -308,9 +326,9 @@ impl Printer {
         };
         let line = json_line(&event, exit);
         if self.json {
-            println!("{line}");
+            say(&line);
         } else if let Some(text) = text {
-            println!("{text}");
+            say(text);
         }
         if let Some(f) = failed.as_mut() {
             f.reported = self.json;
@@ -325,7 +343,7 @@ impl Printer {
                 let message = format!("cannot tell the host through {}: {e}", host.display());
                 match failed {
                     None => failed = Some(failure(exit::ERROR, message)),
-                    Some(_) => eprintln!("sysgenid: {message}"),
+                    Some(_) => output::warn(message),
                 }
             }
         }
@@ -333,14 +351,33 @@ impl Printer {
     }
 }
 
-/// `text` cut to the terminal's width, so the progress line stays one line.
-fn fit_terminal(text: &str) -> String {
-    let width = rustix::termios::tcgetwinsize(io::stdout())
-        .map(|w| usize::from(w.ws_col))
-        .ok()
-        .filter(|&w| w > 0)
-        .unwrap_or(80);
-    text.chars().take(width.saturating_sub(1)).collect()
+/// Prints a line on stdout. The workflow runs to its end even if stdout's reader has gone: the
+/// host and systemd still hear the outcome, and the exit code still tells it.
+fn say(line: impl std::fmt::Display) {
+    let _ = output::line(line);
+}
+
+/// Checks, before anything is bumped or un-quiesced, that each --notify-host path exists, is
+/// not a directory, and may be written by this user: a readiness line that cannot be delivered
+/// must not be found out only after the work is done.
+fn check_notify_hosts(hosts: &[PathBuf]) -> Result<(), String> {
+    for host in hosts {
+        let problem = match std::fs::metadata(host) {
+            Err(e) => Some(e.to_string()),
+            Ok(meta) if meta.is_dir() => Some("a directory".to_owned()),
+            Ok(_) => rustix::fs::access(host, rustix::fs::Access::WRITE_OK)
+                .err()
+                .map(|e| format!("not writable: {e}")),
+        };
+        if let Some(problem) = problem {
+            return Err(format!(
+                "--notify-host {}: {problem}; nothing was done: name a port (/dev/virtio-ports/NAME, \
+                 /dev/ttyS1) or a file that exists and that this user may write",
+                host.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Appends `line` to `path` (a file, a serial or virtio-serial port) without waiting for

@@ -43,6 +43,9 @@ fn the_install_command_installs_everything_and_the_installed_copy_works() {
         "bin/sysgenid",
         "share/man/man8/sysgenidd.8",
         "share/man/man1/sysgenid.1",
+        "share/man/man1/sysgenid-watch.1",
+        "share/man/man1/sysgenid-overseer-post-restore.1",
+        "share/doc/sysgenid/overseer.md",
         "share/bash-completion/completions/sysgenid",
         "share/zsh/site-functions/_sysgenid",
         "share/fish/vendor_completions.d/sysgenid.fish",
@@ -96,6 +99,37 @@ fn the_install_command_installs_everything_and_the_installed_copy_works() {
     );
     assert_eq!(String::from_utf8_lossy(&cli(&["get"]).stdout), "1\n");
     assert_installed_man_page_renders(&p.join("share/man/man1/sysgenid.1"));
+    // The help and the man pages point to the installed documents.
+    let doc = p.join("share/doc/sysgenid/overseer.md");
+    let help = cli(&["overseer", "post-restore", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(&format!("Documentation: {}", doc.display())),
+        "{help}"
+    );
+    let page = p.join("share/man/man1/sysgenid-overseer.1");
+    let page = std::fs::read_to_string(page).unwrap().replace("\\-", "-");
+    assert!(page.contains(&doc.display().to_string()), "{page}");
+}
+
+#[test]
+fn a_usr_install_brings_the_sysusers_file_of_the_writer_group() {
+    let stage = tempfile::tempdir().unwrap();
+    let out = run(Command::new(workspace_root().join("scripts/install.sh"))
+        .args(["--debug", "--no-build", "--prefix", "/usr", "--destdir"])
+        .arg(stage.path()));
+    let conf = std::fs::read_to_string(stage.path().join("usr/lib/sysusers.d/sysgenid.conf"));
+    let conf = conf.expect("the sysusers.d file is installed");
+    assert!(conf.lines().any(|l| l == "g sysgenid -"), "{conf}");
+    let unit = stage
+        .path()
+        .join("usr/lib/systemd/system/sysgenidd.service");
+    assert!(unit.exists(), "the rest is staged too");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("under {}/usr", stage.path().display())),
+        "{said}"
+    );
 }
 
 /// The man page names the command and its subcommands.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run, stderr, sysgenid};
+use common::{on_a_terminal, run, stderr, sysgenid};
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -269,6 +269,11 @@ fn post_restore_bumps_once_waits_for_the_watcher_then_unquiesces_and_tells_the_h
     .spawn()
     .unwrap();
     let lines = Lines::of(&mut overseer);
+    assert_eq!(
+        lines.next(),
+        serde_json::json!({"event": "grace", "expected": 0, "grace_ms": 100}),
+        "the grace period is announced"
+    );
     let bumped = lines.next();
     assert_eq!(bumped["event"], "bumped");
     assert_eq!(bumped["expected"], 0);
@@ -424,8 +429,9 @@ fn a_bump_during_the_grace_period_is_noticed_and_not_repeated() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
-    assert_eq!(lines[0]["triggered"], false, "{lines:?}");
-    assert_eq!(lines[0]["generation"], 1);
+    assert_eq!(lines[0]["event"], "grace", "{lines:?}");
+    assert_eq!(lines[1]["triggered"], false, "{lines:?}");
+    assert_eq!(lines[1]["generation"], 1);
     assert_eq!(daemon.generation(), 1, "exactly one bump");
 }
 
@@ -455,6 +461,80 @@ fn post_restore_trigger_needs_a_record_or_expect_and_without_trigger_just_unquie
     assert_eq!(lines[0]["triggered"], false);
     assert_eq!(lines[0]["expected"], Value::Null);
     assert_eq!(daemon.generation(), 0);
+}
+
+#[test]
+fn post_restore_checks_the_notify_host_paths_before_it_does_anything() {
+    let daemon = Daemon::start();
+    let log = daemon.dir.join("log");
+    let resume = format!("echo unquiesced >> '{}'", log.display());
+    let port = daemon.dir.join("port");
+    std::fs::write(&port, "").unwrap();
+    let missing = daemon.dir.join("no-such-port");
+    let cases = [
+        (missing.clone(), "No such file or directory"),
+        (daemon.dir.clone(), "a directory"),
+    ];
+    for (bad, problem) in cases {
+        let out = run(
+            &daemon,
+            &[
+                "overseer",
+                "post-restore",
+                "--trigger",
+                "--expect",
+                "0",
+                "--exec",
+                &resume,
+                "--notify-host",
+                path_str(&port),
+                "--notify-host",
+                path_str(&bad),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains(&format!("--notify-host {}: {problem}", bad.display()))
+                && message.contains("nothing was done"),
+            "{message}"
+        );
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "only the error: {lines:?}");
+        assert_eq!(
+            (&lines[0]["event"], &lines[0]["exit"]),
+            (&"error".into(), &1.into())
+        );
+        assert_eq!(daemon.generation(), 0, "not bumped");
+        assert_eq!(read(&log), "", "not un-quiesced");
+        assert_eq!(read(&port), "", "the good port heard nothing");
+    }
+}
+
+#[test]
+fn pre_snapshot_checks_where_the_record_goes_before_it_quiesces() {
+    let daemon = Daemon::start();
+    let log = daemon.dir.join("log");
+    let quiesce = format!("echo quiesced >> '{}'", log.display());
+    let record = daemon.dir.join("no-such-dir/overseer.json");
+    let out = run(
+        &daemon,
+        &[
+            "overseer",
+            "pre-snapshot",
+            "--exec",
+            &quiesce,
+            "--record",
+            path_str(&record),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot write the record {}", record.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read(&log), "", "no quiesce hook ran");
 }
 
 #[test]
@@ -604,18 +684,12 @@ fn on_a_terminal_it_shows_one_live_progress_line() {
     let daemon = Daemon::start();
     let lagger = Probe::lagging_tracked(&daemon, &[]);
     DevFile::rw(&daemon.device).trigger(0).unwrap();
-    let command = format!(
-        "'{}' --device '{}' --state-dir '{}' overseer post-restore --timeout 1500ms",
-        env!("CARGO_BIN_EXE_sysgenid"),
-        daemon.device.display(),
-        daemon.state_dir.display()
-    );
-    // `script` gives the command a terminal and copies what it prints.
-    let out = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = on_a_terminal(
+        &daemon,
+        &["overseer", "post-restore", "--timeout", "1500ms"],
+    )
+    .output()
+    .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{text}");
     let progress = format!(
@@ -624,4 +698,28 @@ fn on_a_terminal_it_shows_one_live_progress_line() {
     );
     assert!(text.contains(&progress), "{text:?}");
     assert!(!text.contains("{\"event\""), "text, not JSON: {text:?}");
+}
+
+#[test]
+fn on_a_terminal_the_grace_period_is_announced() {
+    let daemon = Daemon::start();
+    let args = [
+        "overseer",
+        "post-restore",
+        "--trigger",
+        "--expect",
+        "0",
+        "--grace",
+        "200ms",
+    ];
+    let out = on_a_terminal(&daemon, &args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let grace = "generation 0: waiting up to 200ms for a hardware backend to bump it (--grace)";
+    let bumped = "generation 1: bumped from 0";
+    let (at_grace, at_bump) = (text.find(grace), text.find(bumped));
+    assert!(
+        at_grace.is_some() && at_bump.is_some() && at_grace < at_bump,
+        "{text:?}"
+    );
 }

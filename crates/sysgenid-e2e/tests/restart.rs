@@ -347,6 +347,23 @@ fn a_missing_dev_fuse_gets_a_clear_message() {
 }
 
 #[test]
+fn a_device_path_in_a_missing_directory_is_refused_and_nothing_is_made() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("nonexistent/dir");
+    let out = run_to_exit(&dir, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("the directory {} does not exist", dir.display())),
+        "{stderr}"
+    );
+    assert!(
+        !temp.path().join("nonexistent").exists(),
+        "no directory was made"
+    );
+}
+
+#[test]
 fn a_failed_persist_fails_the_trigger_with_eio_and_changes_nothing() {
     let daemon = Daemon::start();
     let f = DevFile::rw_nonblock(&daemon.device);

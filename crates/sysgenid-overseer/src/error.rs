@@ -1,12 +1,15 @@
 //! What can go wrong in the overseer's steps, with messages that say what to do.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 use crate::criu::CriuError;
 
 /// An error of a step: the step did not reach its outcome.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` prints the message, as `Display` does, so that `main` returning it reads well.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The client library failed: no daemon, the bump refused or failed, the wait failed.
@@ -72,4 +75,24 @@ pub enum Error {
     /// CRIU's action script failed.
     #[error(transparent)]
     Criu(#[from] CriuError),
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_the_message_not_the_fields() {
+        let err = Error::NoExpectedGeneration {
+            record: PathBuf::from("/run/sysgenid/overseer.json"),
+        };
+        assert_eq!(format!("{err:?}"), err.to_string());
+        assert!(format!("{err:?}").contains("run `sysgenid overseer pre-snapshot`"));
+    }
 }

@@ -20,6 +20,9 @@ pub enum Event {
     Quiescing(Quiescing),
     /// pre-snapshot ran its hooks and recorded the generation (final).
     Quiesced(Quiesced),
+    /// post-restore with a trigger waits up to its grace period for a hardware backend's bump
+    /// before it bumps itself (not sent when the generation already moved, or with no grace).
+    Grace(Grace),
     /// post-restore with a trigger decided about the bump.
     Bumped(Bumped),
     /// Tracked watchers are outdated; sent when that changes, at most once per
@@ -131,6 +134,15 @@ pub struct Quiesced {
     pub record: PathBuf,
     /// The hooks that ran.
     pub hooks: Vec<String>,
+}
+
+/// Payload of [`Event::Grace`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grace {
+    /// The generation before the snapshot, which is still the current one.
+    pub expected: u32,
+    /// How long it waits at most, in milliseconds.
+    pub grace_ms: u64,
 }
 
 /// Payload of [`Event::Bumped`].
@@ -299,6 +311,15 @@ mod tests {
             json!({"event": "waiting", "generation": 1,
                    "outdated": [{"pid": 812, "command": null}]})
         );
+        let grace = Event::Grace(Grace {
+            expected: 4,
+            grace_ms: 2000,
+        });
+        assert_eq!(
+            serde_json::to_value(&grace).unwrap(),
+            json!({"event": "grace", "expected": 4, "grace_ms": 2000})
+        );
+        assert!(!grace.is_final());
         let readjusted = Event::Readjusted(Readjusted {
             generation: 1,
             restore: restore(),

@@ -8,7 +8,8 @@
 //!   un-quiesce hooks, also after a timeout or an error unless told not to.
 //! - [`criu::action`], CRIU's action script: runs post-restore inside a restored process tree.
 //!
-//! Each step reports to an observer (`FnMut(&Event)`) as it goes: [`Event::Bumped`],
+//! Each step reports to an observer (`FnMut(&Event)`) as it goes: [`Event::Grace`],
+//! [`Event::Bumped`],
 //! [`Event::Waiting`] (who lags), ... and a final event ([`Event::is_final`]), which is also
 //! what it returns as a typed outcome. Events serialize to the JSON lines `sysgenid overseer`
 //! prints. Nothing is printed; hooks write to stderr. The workflow, its hooks, record and
@@ -62,7 +63,7 @@ mod wait;
 
 pub use error::Error;
 pub use event::{
-    Bumped, ErrorReport, Event, HookFailed, Laggard, Phase, Quiesced, Quiescing, Readjusted,
+    Bumped, ErrorReport, Event, Grace, HookFailed, Laggard, Phase, Quiesced, Quiescing, Readjusted,
     Reason, Restore, TimedOut, UnquiesceFailure, Unquiescing, Waiting, Warning,
 };
 pub use hooks::{Hook, HookFailure, HookStatus};
@@ -71,6 +72,7 @@ pub use post_restore::{
 };
 pub use pre_snapshot::{DEFAULT_QUIESCE_DIR, PreSnapshotOptions, PreSnapshotOutcome, pre_snapshot};
 pub use record::RECORD_NAME;
+pub use wait::wait_watchers;
 
 /// Sends a step's final event (an error's too) and returns its result.
 fn finish<T>(

@@ -121,8 +121,9 @@ impl PostRestoreOutcome {
 
 /// After a restore: with a trigger, bumps the generation unless a backend moved it past the
 /// expected one within the grace period; removes the record; waits for every tracked watcher;
-/// runs the un-quiesce hooks. The observer gets [`Event::Bumped`], [`Event::Waiting`],
-/// [`Event::Unquiescing`] as they happen, then the final event, also for an error.
+/// runs the un-quiesce hooks. The observer gets [`Event::Grace`], [`Event::Bumped`],
+/// [`Event::Waiting`], [`Event::Unquiescing`] as they happen, then the final event, also for an
+/// error.
 ///
 /// `Err` only when the hooks cannot be found (nothing ran); a later failure still un-quiesces
 /// and ends as [`PostRestoreOutcome::Failed`].
@@ -278,7 +279,7 @@ fn bump_and_wait(
             record: record_path.clone(),
         })?;
         let (generation, triggered) =
-            bump_unless_moved(paths, expected, options.min, options.grace)?;
+            bump_unless_moved(paths, expected, options.min, options.grace, observer)?;
         decision.triggered = triggered;
         observer(&Event::Bumped(Bumped {
             expected,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sysgenid::Paths;
 
 use crate::event::{HookFailed, Phase, Quiesced, Quiescing};
-use crate::record::{record_path, write_record};
+use crate::record::{check_record_dir, record_path, write_record};
 use crate::{Error, Event, hooks};
 
 /// The quiesce hooks directory when none is named; it may be missing.
@@ -80,6 +80,9 @@ fn quiesce(
     observer: &mut dyn FnMut(&Event),
 ) -> Result<PreSnapshotOutcome, Error> {
     let hooks = hooks::of(&options.hooks_dir, DEFAULT_QUIESCE_DIR, &options.exec)?;
+    let record = record_path(paths, &options.record);
+    // Not quiesced yet: a record that could not be written must stop the step here.
+    check_record_dir(&record)?;
     let names = hooks::names(&hooks);
     let before = sysgenid::status_at(paths)?.generation;
     observer(&Event::Quiescing(Quiescing {
@@ -97,7 +100,6 @@ fn quiesce(
         }));
     }
     let generation = sysgenid::status_at(paths)?.generation;
-    let record = record_path(paths, &options.record);
     write_record(&record, generation)?;
     Ok(PreSnapshotOutcome::Quiesced(Quiesced {
         generation,

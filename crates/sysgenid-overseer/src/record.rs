@@ -29,6 +29,20 @@ pub(crate) fn record_path(paths: &Paths, explicit: &Option<PathBuf>) -> PathBuf 
         .unwrap_or_else(|| paths.state_dir().join(RECORD_NAME))
 }
 
+/// Checks that the record can be written: its directory exists and this user may create files
+/// in it.
+pub(crate) fn check_record_dir(path: &Path) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+    rustix::fs::access(dir, access).map_err(|e| Error::WriteRecord {
+        path: path.to_owned(),
+        source: e.into(),
+    })
+}
+
 /// Writes the record whole (a temporary file renamed over it), readable by everyone.
 pub(crate) fn write_record(path: &Path, generation: u32) -> Result<(), Error> {
     let record = Record {

@@ -8,7 +8,7 @@ use rustix::event::{PollFd, PollFlags};
 use sysgenid::{Paths, Probe, Watcher, WatcherOptions};
 
 use crate::hooks::{FOREVER, poll_timeout};
-use crate::{Error, Event, Laggard, Waiting};
+use crate::{Error, Event, Grace, Laggard, Waiting};
 
 /// How often progress is polled from the status document.
 const PROGRESS_POLL: Duration = Duration::from_millis(200);
@@ -26,20 +26,27 @@ fn laggards(status: &sysgenid::Status) -> Vec<Laggard> {
         .collect()
 }
 
-/// Waits up to `grace` for a backend to move the generation past `expected`; if none did, bumps
-/// it with a conditional trigger, which bumps nothing if one did meanwhile. Returns the
-/// generation and whether this call bumped it.
+/// Waits up to `grace` for a backend to move the generation past `expected` (telling the
+/// observer first with [`Event::Grace`]); if none did, bumps it with a conditional trigger, which
+/// bumps nothing if one did meanwhile. Returns the generation and whether this call bumped it.
 pub(crate) fn bump_unless_moved(
     paths: &Paths,
     expected: u32,
     min: Option<u32>,
     grace: Duration,
+    observer: &mut dyn FnMut(&Event),
 ) -> Result<(u32, bool), Error> {
     // Open first, then look: a bump after the look makes the file readable.
     let mut watcher = Watcher::open_with(paths, WatcherOptions::new().read_only())?;
     let current = Probe::open(paths)?.generation();
     if current != expected {
         return Ok((current, false));
+    }
+    if !grace.is_zero() {
+        observer(&Event::Grace(Grace {
+            expected,
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        }));
     }
     if readable_within(&watcher, grace)?
         && let Some(change) = watcher.try_read()?
@@ -87,6 +94,24 @@ impl Progress {
         self.sent = Some((now.clone(), Instant::now()));
         Some(Event::Waiting(now))
     }
+}
+
+/// Waits until every tracked watcher has acknowledged the current generation (also after
+/// further bumps), for at most `timeout` (`None`: for ever), telling `observer` who lags when
+/// that changes, at most once per `interval`: what `post-restore` does after its bump, for an
+/// overseer of its own. Returns `None` when they all did, or the laggards when the time was up.
+pub fn wait_watchers(
+    paths: &Paths,
+    timeout: Option<Duration>,
+    interval: Duration,
+    mut observer: impl FnMut(&Waiting),
+) -> Result<Option<Vec<Laggard>>, Error> {
+    let timeout = timeout.map_or(FOREVER, |t| t.min(FOREVER));
+    wait_with_progress(paths, timeout, interval, &mut |event| {
+        if let Event::Waiting(waiting) = event {
+            observer(waiting);
+        }
+    })
 }
 
 /// Waits until every tracked watcher has acknowledged, sending [`Event::Waiting`] meanwhile.

@@ -8,9 +8,9 @@ use std::time::Duration;
 use sysgenid::{Paths, Watcher, WatcherOptions};
 use sysgenid_e2e::{Daemon, Probe};
 use sysgenid_overseer::{
-    Bumped, Error, Event, Laggard, PostRestoreOptions, PostRestoreOutcome, PreSnapshotOptions,
-    PreSnapshotOutcome, Quiescing, Reason, Restore, Unquiescing, Waiting, post_restore,
-    pre_snapshot,
+    Bumped, Error, Event, Grace, Laggard, PostRestoreOptions, PostRestoreOutcome,
+    PreSnapshotOptions, PreSnapshotOutcome, Quiescing, Reason, Restore, Unquiescing, Waiting,
+    post_restore, pre_snapshot,
 };
 
 fn paths(daemon: &Daemon) -> Paths {
@@ -260,4 +260,77 @@ fn a_failure_after_the_hooks_are_known_still_unquiesces_and_keeps_its_typed_erro
     );
     assert_eq!(read(&log), "error 0\n", "no hook ran");
     assert_eq!(daemon.generation(), 0);
+}
+
+#[test]
+fn the_grace_period_is_announced_before_the_bump() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    let options = PostRestoreOptions {
+        trigger: true,
+        expect: Some(0),
+        grace: Duration::from_millis(300),
+        unquiesce_dir: Some(no_hooks(&daemon)),
+        ..PostRestoreOptions::default()
+    };
+    let mut events = Vec::new();
+    let outcome = post_restore(&paths, &options, |e| events.push(e.clone())).unwrap();
+    assert!(
+        matches!(outcome, PostRestoreOutcome::Readjusted(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        events[..2],
+        [
+            Event::Grace(Grace {
+                expected: 0,
+                grace_ms: 300
+            }),
+            Event::Bumped(Bumped {
+                expected: 0,
+                generation: 1,
+                triggered: true
+            })
+        ]
+    );
+
+    // Already moved past the expected generation: no wait, so nothing to announce.
+    let mut events = Vec::new();
+    post_restore(&paths, &options, |e| events.push(e.clone())).unwrap();
+    assert!(
+        matches!(
+            events[0],
+            Event::Bumped(Bumped {
+                triggered: false,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Grace(_))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn wait_watchers_names_who_lags_until_they_acknowledge() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    let mut lagger = Probe::lagging_tracked(&daemon, &["read", "4", "ack"]);
+    sysgenid::trigger_at(&paths, None).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        sysgenid_overseer::wait_watchers(&paths, None, Duration::ZERO, |w| {
+            let _ = tx.send(w.clone());
+        })
+    });
+    let waiting = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a progress report");
+    assert_eq!(waiting.generation, 1);
+    assert_eq!(waiting.outdated[0].pid, lagger.pid());
+    lagger.resume();
+    let result = waiter.join().unwrap();
+    assert!(matches!(result, Ok(None)), "{result:?}");
 }

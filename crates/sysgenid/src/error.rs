@@ -66,8 +66,10 @@ impl fmt::Display for Op {
 /// assert!(err.to_string().contains("is sysgenidd running?"), "{err}");
 /// assert_eq!(err.raw_os_error(), Some(2)); // ENOENT
 /// assert!(err.daemon_not_running());
+/// // `Debug` prints the same message, so `main` returning this error reads well too.
+/// assert_eq!(format!("{err:?}"), err.to_string());
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// `ENOENT` on open: the device file does not exist.
@@ -103,7 +105,8 @@ pub enum Error {
     #[error(
         "{}: permission denied opening the device for writing (EACCES): acknowledging and \
          tracking need root or membership in the `sysgenid` group (the daemon's --group); add \
-         the user to that group, or open read-only",
+         the user to that group. Watching alone needs neither: open read-only \
+         (WatcherOptions::read_only; `sysgenid watch` without --track)",
         path.display()
     )]
     WriteAccessDenied {
@@ -280,6 +283,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// The message, as [`Display`](fmt::Display) gives it: what `main` prints when it returns
+/// `Result<_, Error>`, so a user sees what to do rather than the variant's fields.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// A call of the ABI, with what its errors need to say.
@@ -539,6 +550,22 @@ mod tests {
         assert!(io.to_string().contains("is sysgenidd running?"));
         let io: io::Error = map(Call::Trigger, RawErrno::ACCESS).into();
         assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn debug_prints_the_message_not_the_fields() {
+        for err in [
+            map(Call::Open { write: false }, RawErrno::NOENT),
+            map(Call::Trigger, RawErrno::ACCESS),
+            map(Call::Poll, RawErrno::FAULT),
+        ] {
+            let debug = format!("{err:?}");
+            assert_eq!(debug, err.to_string());
+            assert!(
+                !debug.contains("DeviceMissing") && !debug.contains("path:"),
+                "{debug}"
+            );
+        }
     }
 
     #[test]

@@ -228,6 +228,55 @@ impl Watcher {
         self.with_reopen(|w| w.ack_once(generation))
     }
 
+    /// Marks `generation`, a change this watcher reported, as handled, so that
+    /// [`Watcher::next_change`] waits for the next one: on a file open for writing this is
+    /// [`Watcher::ack`]. A read-only file cannot acknowledge and would stay outdated, so it is
+    /// replaced, on the same descriptor number, by a fresh one, which starts current; a bump
+    /// that came after `generation` is still reported by the next read. A daemon that is gone
+    /// meanwhile is waited for as a reopen is.
+    ///
+    /// ```no_run
+    /// use sysgenid::{Paths, Watcher, WatcherOptions};
+    ///
+    /// // Anyone may watch read-only.
+    /// let mut watcher = Watcher::open_with(&Paths::from_env(), WatcherOptions::new().read_only())?;
+    /// loop {
+    ///     let change = watcher.next_change()?;
+    ///     println!("generation {}", change.generation);
+    ///     watcher.mark_handled(change.generation)?;
+    /// }
+    /// # Ok::<(), sysgenid::Error>(())
+    /// ```
+    pub fn mark_handled(&mut self, generation: u32) -> Result<()> {
+        if self.options.write {
+            return self.ack(generation);
+        }
+        self.pending = None;
+        self.last_seen = Some(
+            self.last_seen
+                .map_or(generation, |last| last.max(generation)),
+        );
+        if !self.disconnected {
+            match self.refresh_once(generation) {
+                Err(e) if e.retry_reopen() && self.can_reopen() => self.disconnected = true,
+                r => return r,
+            }
+        }
+        self.reopen()
+    }
+
+    /// One fresh read-only file in place of this one, no reopen.
+    fn refresh_once(&mut self, generation: u32) -> Result<()> {
+        let device = self.paths.device();
+        let fd = open_device(device, false)?;
+        // The new file is current at open: a bump between `generation` and the open is not in
+        // it, so look at the counter.
+        let now = current_generation(&self.paths);
+        replace_file(&mut self.fd, &fd, device)?;
+        self.pending = now.filter(|&now| now > generation);
+        Ok(())
+    }
+
     /// Turns tracking on or off. A tracked watcher counts as outdated for
     /// [`Watcher::wait_watchers`] until it acknowledges a change. Turning it on needs a file
     /// open for writing ([`Error::ReadOnly`]). Tracking is turned on again after a reopen.
@@ -420,13 +469,7 @@ impl Watcher {
         if self.tracking {
             ioctl(&fd, Call::SetTracking, device, 1)?;
         }
-        rustix::io::dup3(&fd, &mut self.fd, rustix::io::DupFlags::CLOEXEC).map_err(|e| {
-            Error::Os {
-                op: crate::Op::Open,
-                path: device.to_owned(),
-                source: e.into(),
-            }
-        })?;
+        replace_file(&mut self.fd, &fd, device)?;
         drop(fd);
         self.disconnected = false;
         self.reopened = true;
@@ -558,6 +601,15 @@ pub(crate) fn open_device(path: &Path, write: bool) -> Result<OwnedFd> {
     .map_err(|e| Error::from_errno(Call::Open { write }, e, path))?;
     check_served(&fd, path)?;
     Ok(fd)
+}
+
+/// Puts `fd`'s open file of `device` on the descriptor number of `target`.
+fn replace_file(target: &mut OwnedFd, fd: &OwnedFd, device: &Path) -> Result<()> {
+    rustix::io::dup3(fd, target, rustix::io::DupFlags::CLOEXEC).map_err(|e| Error::Os {
+        op: crate::Op::Open,
+        path: device.to_owned(),
+        source: e.into(),
+    })
 }
 
 /// One of the device's ioctls, whose argument is an integer.

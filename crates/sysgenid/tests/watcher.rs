@@ -105,6 +105,52 @@ fn a_read_only_watcher_cannot_track_or_ack() {
 }
 
 #[test]
+fn mark_handled_lets_a_read_only_watcher_wait_for_the_next_change() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    let mut watcher = Watcher::open_with(&paths, WatcherOptions::new().read_only()).unwrap();
+    let fd = watcher.as_raw_fd();
+    sysgenid::trigger_at(&paths, None).unwrap();
+    assert_eq!(watcher.next_change().unwrap().generation, 1);
+    assert_eq!(
+        watcher.try_read().unwrap().unwrap().generation,
+        1,
+        "still outdated"
+    );
+    watcher.mark_handled(1).unwrap();
+    assert_eq!(watcher.try_read().unwrap(), None, "a fresh file is current");
+    assert_eq!(watcher.as_raw_fd(), fd, "the same descriptor number");
+    eventually("no outdated file left", || {
+        daemon.status()["outdated_files"] == serde_json::json!([])
+    });
+    // A bump after the handled change but before the fresh open is reported, once.
+    sysgenid::trigger_at(&paths, None).unwrap();
+    assert_eq!(watcher.next_change().unwrap().generation, 2);
+    sysgenid::trigger_at(&paths, None).unwrap();
+    watcher.mark_handled(2).unwrap();
+    let change = watcher
+        .try_read()
+        .unwrap()
+        .expect("the bump to 3 is pending");
+    assert_eq!(change.generation, 3);
+    watcher.mark_handled(3).unwrap();
+    assert_eq!(watcher.try_read().unwrap(), None);
+}
+
+#[test]
+fn mark_handled_acknowledges_on_a_writable_watcher() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    let mut watcher = Watcher::open_with(&paths, WatcherOptions::new().tracking(true)).unwrap();
+    sysgenid::trigger_at(&paths, None).unwrap();
+    assert_eq!(daemon.count("outdated"), 1);
+    let change = watcher.next_change().unwrap();
+    watcher.mark_handled(change.generation).unwrap();
+    assert_eq!(daemon.count("outdated"), 0);
+    assert_eq!(watcher.try_read().unwrap(), None);
+}
+
+#[test]
 fn the_fd_polls_readable_while_outdated() {
     let daemon = Daemon::start();
     let mut watcher = Watcher::open(&paths(&daemon)).unwrap();

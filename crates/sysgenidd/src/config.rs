@@ -1,6 +1,6 @@
 //! Command-line options and the defaults that make a config file unnecessary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use sysgenid_abi::{DEFAULT_DEVICE, DEFAULT_STATE_DIR, WRITER_GROUP};
@@ -24,8 +24,9 @@ use sysgenid_abi::{DEFAULT_DEVICE, DEFAULT_STATE_DIR, WRITER_GROUP};
     args_override_self = true
 )]
 pub struct Args {
-    /// The device file to serve (created as an empty file no one else can read if missing).
-    /// Defaults to /dev/sysgenid as root, $XDG_RUNTIME_DIR/sysgenid/device otherwise.
+    /// The device file to serve (created as an empty file no one else can read if missing; its
+    /// directory must exist). Defaults to /dev/sysgenid as root,
+    /// $XDG_RUNTIME_DIR/sysgenid/device otherwise (the directory is made if missing).
     #[arg(long, value_name = "PATH")]
     pub device: Option<PathBuf>,
 
@@ -158,6 +159,20 @@ pub enum ConfigError {
     /// The options do not make sense.
     #[error("{0}")]
     Invalid(String),
+    /// The directory of a --device path does not exist.
+    #[error(
+        "--device {}: the directory {} does not exist; create it first (sysgenidd makes no \
+         directory for a device path it is given, only $XDG_RUNTIME_DIR/sysgenid for its \
+         per-user default)",
+        device.display(),
+        dir.display()
+    )]
+    NoDeviceDir {
+        /// The device path.
+        device: PathBuf,
+        /// Its missing directory.
+        dir: PathBuf,
+    },
     /// A group was named that does not exist.
     #[error("group {0:?} does not exist (create it with `groupadd {0}`, or leave --group out)")]
     NoSuchGroup(String),
@@ -177,10 +192,18 @@ impl Config {
                     )
                 })
         };
-        let device = match (&args.device, uid) {
-            (Some(path), _) => path.clone(),
-            (None, 0) => PathBuf::from(DEFAULT_DEVICE),
-            (None, _) => user_dir()?.join("device"),
+        let default_device = || -> Result<PathBuf, ConfigError> {
+            match uid {
+                0 => Ok(PathBuf::from(DEFAULT_DEVICE)),
+                _ => Ok(user_dir()?.join("device")),
+            }
+        };
+        let device = match &args.device {
+            Some(path) => {
+                check_device_dir(path, default_device().ok().as_deref())?;
+                path.clone()
+            }
+            None => default_device()?,
         };
         let state_dir = match (&args.state_dir, uid) {
             (Some(path), _) => path.clone(),
@@ -221,6 +244,28 @@ impl Config {
     }
 }
 
+/// Refuses a device path given on the command line whose directory is missing: a typo must not
+/// become a tree of new directories. The default path (`default`) is left to
+/// [`prepare_device_path`](crate::device_path::prepare_device_path), which may make its
+/// per-user directory.
+fn check_device_dir(device: &Path, default: Option<&Path>) -> Result<(), ConfigError> {
+    if default == Some(device) {
+        return Ok(());
+    }
+    let dir = match device.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Ok(()),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::NoDeviceDir {
+            device: device.to_owned(),
+            dir: dir.to_owned(),
+        }),
+        // Anything else (not a directory, no permission) is reported when the file is made.
+        _ => Ok(()),
+    }
+}
+
 /// The id of a group in `/etc/group`, or `None` if there is no such group.
 pub fn group_id(name: &str) -> Result<Option<u32>, ConfigError> {
     let text = match std::fs::read_to_string("/etc/group") {
@@ -252,6 +297,35 @@ mod tests {
             Ok(BackendChoice::List(vec!["a".into(), "b".into()]))
         );
         assert!(BackendChoice::parse("").is_err());
+    }
+
+    #[test]
+    fn a_given_device_path_needs_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nonexistent/dir/dev");
+        let err = check_device_dir(&missing, None).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "{}/nonexistent/dir does not exist",
+                dir.path().display()
+            )),
+            "{err}"
+        );
+        assert!(!dir.path().join("nonexistent").exists());
+        assert!(check_device_dir(&dir.path().join("dev"), None).is_ok());
+        assert!(
+            check_device_dir(Path::new("dev"), None).is_ok(),
+            "relative, here"
+        );
+        // The per-user default's directory may be made later.
+        assert!(check_device_dir(&missing, Some(&missing)).is_ok());
+    }
+
+    #[test]
+    fn from_args_refuses_a_device_in_a_missing_directory() {
+        let args = Args::parse_from(["sysgenidd", "--device", "/nonexistent/dir/dev"]);
+        let err = Config::from_args(&args).unwrap_err();
+        assert!(matches!(err, ConfigError::NoDeviceDir { .. }), "{err}");
     }
 
     #[test]

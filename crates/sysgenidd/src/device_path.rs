@@ -34,6 +34,12 @@ pub enum PrepareError {
         /// The device path.
         path: std::path::PathBuf,
     },
+    /// The directory that should hold the device's directory does not exist.
+    #[error("{} does not exist: create the directory that holds the device first", dir.display())]
+    NoDirectory {
+        /// The missing directory.
+        dir: std::path::PathBuf,
+    },
     /// A file system call failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -98,9 +104,7 @@ pub fn prepare_device_path(path: &Path) -> Result<bool, PrepareError> {
             path: path.to_owned(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io)?;
-            }
+            make_directory(path)?;
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -110,6 +114,25 @@ pub fn prepare_device_path(path: &Path) -> Result<bool, PrepareError> {
                 .map_err(io)
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+/// Makes the directory of `path` if it is missing, one level only (the per-user default
+/// `$XDG_RUNTIME_DIR/sysgenid`); a path whose parent directory is missing too is refused.
+fn make_directory(path: &Path) -> Result<(), PrepareError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PrepareError::NoDirectory {
+            dir: dir.parent().unwrap_or(dir).to_owned(),
+        }),
+        Err(source) => Err(PrepareError::Io {
+            path: dir.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -175,4 +198,27 @@ fn mount_as_configured(path: &Path) -> Result<(Mount, Channel), sysgenid_fuse::M
         ..MountOptions::default()
     };
     sysgenid_fuse::mount(path, &options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_missing_directory_level_is_made_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = dir.path().join("sysgenid/device");
+        assert!(prepare_device_path(&device).unwrap(), "made the file");
+        assert!(device.is_file());
+        let deep = dir.path().join("a/b/device");
+        let err = prepare_device_path(&deep).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{} does not exist",
+                dir.path().join("a").display()
+            )),
+            "{err}"
+        );
+        assert!(!dir.path().join("a").exists(), "nothing made");
+    }
 }

@@ -26,3 +26,21 @@ pub fn run(daemon: &Daemon, args: &[&str]) -> Output {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `sysgenid ARGS` aimed at `daemon` on a terminal: `script` (util-linux) gives it one and
+/// copies what it prints, stdout and stderr alike, to its own stdout.
+pub fn on_a_terminal(daemon: &Daemon, args: &[&str]) -> Command {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let command = format!(
+        "'{}' --device '{}' --state-dir '{}' {}",
+        env!("CARGO_BIN_EXE_sysgenid"),
+        daemon.device.display(),
+        daemon.state_dir.display(),
+        quoted.join(" ")
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &command, "/dev/null"])
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null());
+    c
+}
