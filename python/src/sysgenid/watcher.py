@@ -228,8 +228,12 @@ class Watcher:
     def close(self) -> None:
         """Closes the file; a tracked, outdated watcher stops counting."""
         fd, self._fd = self._fd, -1
-        if fd >= 0:
+        if fd < 0:
+            return
+        try:
             os.close(fd)
+        except OSError:
+            pass  # ENOTCONN from a gone daemon's flush; Linux releases the descriptor anyway.
 
     def __enter__(self) -> Watcher:
         return self
