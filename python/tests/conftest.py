@@ -59,6 +59,10 @@ class Daemon:
             os.path.join(directory, "device"), os.path.join(directory, "state")
         )
         self.log = os.path.join(directory, "daemon.log")
+        self.start()
+
+    def start(self) -> None:
+        """Starts the daemon on this directory and waits until it serves."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -110,6 +114,12 @@ class Daemon:
             self.paths.state_dir,
             *args,
         ]
+
+    def restart(self) -> None:
+        """Kills the daemon (its mount left stale) and starts a new one on the same state."""
+        self.proc.kill()
+        self.proc.wait()
+        self.start()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

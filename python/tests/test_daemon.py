@@ -289,7 +289,7 @@ def test_a_control_socket_served_by_another_user_is_untrusted(daemon: Daemon) ->
 
 
 def test_a_gone_daemon_is_daemon_gone(daemon: Daemon) -> None:
-    watcher = sysgenid.Watcher(daemon.paths)
+    watcher = sysgenid.Watcher(daemon.paths, reopen_timeout=None)
     daemon.proc.kill()
     daemon.proc.wait()
     wait_until(lambda: _read_fails(watcher), what="the read to fail")
@@ -308,3 +308,33 @@ def _read_fails(watcher: sysgenid.Watcher) -> bool:
     except sysgenid.SysgenidError:
         return True
     return False
+
+
+def test_a_watcher_reopens_after_a_restart_and_reports_a_bump_made_meanwhile(
+    daemon: Daemon,
+) -> None:
+    with sysgenid.Watcher(daemon.paths, tracking=True) as watcher:
+        fd = watcher.fileno()
+        daemon.restart()
+        sysgenid.trigger(paths=daemon.paths)
+        assert watcher.wait(timeout=10) == 1
+        assert watcher.reopen_count == 1 and watcher.fileno() == fd and watcher.tracking
+        assert daemon.status()["tracked"] == 1, "tracking is turned on again"
+        watcher.ack(1)
+        sysgenid.trigger(paths=daemon.paths)
+        assert watcher.wait(timeout=10) == 2
+
+
+def test_asyncio_wait_reopens_after_a_restart(daemon: Daemon) -> None:
+    async def main() -> int:
+        with sysgenid.Watcher(daemon.paths) as watcher:
+            waiting = asyncio.ensure_future(watcher.wait_async())
+            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, daemon.restart)
+            await loop.run_in_executor(None, lambda: sysgenid.trigger(paths=daemon.paths))
+            generation = await asyncio.wait_for(waiting, 10)
+            assert watcher.reopen_count == 1
+            return generation
+
+    assert asyncio.run(main()) == 1

@@ -105,6 +105,21 @@ def test_callbacks_run_once_per_generation_then_the_change_is_acknowledged(
         seen.get(timeout=0.3)
 
 
+def test_the_runner_survives_a_daemon_restart(daemon: Daemon, start: Start) -> None:
+    registry = sysgenid.Registry()
+    seen: queue.Queue[int] = queue.Queue()
+    registry(seen.put)
+    start(registry, daemon.paths)
+    wait_tracked(daemon)
+    daemon.restart()
+    sysgenid.trigger(paths=daemon.paths)
+    assert seen.get(timeout=10) == 1
+    wait_tracked(daemon)
+    sysgenid.trigger(paths=daemon.paths)
+    assert seen.get(timeout=10) == 2
+    sysgenid.wait_watchers(10, paths=daemon.paths)
+
+
 def test_coroutine_callbacks_are_awaited_under_asyncio(daemon: Daemon) -> None:
     registry = sysgenid.Registry()
     seen: queue.Queue[int] = queue.Queue()

@@ -18,7 +18,7 @@ import select
 import threading
 from typing import Any, Callable, Optional, TypeVar
 
-from .errors import NotCurrent
+from .errors import DaemonGone, NotCurrent
 from .paths import Paths, resolve
 from .watcher import Watcher
 
@@ -112,7 +112,11 @@ class Registry:
         with Watcher(resolve(paths), writable=True, tracking=tracking) as watcher:
             progress = _Progress(watcher)
             while True:
-                generation, wait_on = progress.next_step()
+                try:
+                    generation, wait_on = progress.next_step()
+                except DaemonGone:
+                    await watcher._reopen_async()
+                    continue
                 if generation is None:
                     try:
                         await wait_on.readable_async()
@@ -151,12 +155,17 @@ class _Progress:
 
     def next_step(self) -> tuple[Optional[int], Watcher]:
         """``(generation, _)`` to run the callbacks for it, or ``(None, watcher)`` to wait until
-        that watcher is readable (then call :meth:`done_waiting`)."""
+        that watcher is readable (then call :meth:`done_waiting`). Raises ``DaemonGone`` for
+        the runner to reopen the watcher (in a thread or without blocking its loop)."""
         if self.failed is None:
-            return self.watcher.try_read(), self.watcher
+            return self.watcher._read_once(), self.watcher
         # Opened before the read, so a bump after the read makes it readable.
-        fresh = Watcher(self.watcher.paths, writable=False)
-        generation = self.watcher.try_read()
+        fresh = Watcher(self.watcher.paths, writable=False, reopen_timeout=None)
+        try:
+            generation = self.watcher._read_once()
+        except BaseException:
+            fresh.close()
+            raise
         if generation is None or generation == self.failed:
             return None, fresh
         fresh.close()
@@ -211,7 +220,11 @@ class RestoreThread(threading.Thread):
         progress = _Progress(self.watcher)
         try:
             while True:
-                generation, wait_on = progress.next_step()
+                try:
+                    generation, wait_on = progress.next_step()
+                except DaemonGone:
+                    self.watcher._reopen()
+                    continue
                 if generation is None:
                     try:
                         if not self._wait(wait_on):

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import logging
 import math
 import os
 import select
 import struct
 import time
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from . import _abi
 from .errors import (
+    DaemonGone,
+    DaemonNotRunning,
     Op,
     Timeout,
     Unexpected,
@@ -23,7 +26,15 @@ from .errors import (
     timeout_error,
 )
 from .paths import Paths, resolve
-from .probe import open_device
+from .probe import current_generation, open_device
+
+log = logging.getLogger("sysgenid")
+T = TypeVar("T")
+
+DEFAULT_REOPEN_TIMEOUT = 30.0
+"""Seconds a watcher keeps trying to reopen the device after its daemon is gone, by default."""
+_FIRST_REOPEN_DELAY = 0.01
+_MAX_REOPEN_DELAY = 0.5
 
 _READABLE = select.POLLIN | select.POLLRDNORM
 
@@ -61,6 +72,15 @@ class Watcher:
     unacknowledged, for ``select``/``selectors``; :meth:`try_read` never blocks; :meth:`wait`
     blocks (in ``poll``) with an optional timeout; :meth:`wait_async` awaits in asyncio.
 
+    When the daemon that served the file is gone (``ENOTCONN``, after a restart), the watcher
+    reopens the device, retrying for up to ``reopen_timeout`` seconds (``None``: never, so
+    calls raise ``DaemonGone``), puts the new file on the same descriptor number, turns
+    tracking back on, and logs it; :attr:`reopen_count` goes up. A reopened file has
+    acknowledged the current generation, so the watcher compares the last generation it saw
+    with the page file, and reports a bump made while it was disconnected as a change. If you
+    registered :meth:`fileno` with an epoll-based loop yourself, register it again after a
+    reopen (``wait_async`` does so by itself).
+
     >>> with Watcher(tracking=True) as w:                       # doctest: +SKIP
     ...     while True:
     ...         generation = w.wait()
@@ -74,6 +94,7 @@ class Watcher:
         *,
         writable: Optional[bool] = None,
         tracking: bool = False,
+        reopen_timeout: Optional[float] = DEFAULT_REOPEN_TIMEOUT,
     ) -> None:
         self.paths = resolve(paths)
         if tracking and writable is False:
@@ -81,6 +102,11 @@ class Watcher:
         self._fd = -1
         self._writable = writable is not False
         self._tracking = False
+        self._reopen_timeout = reopen_timeout
+        self._reopens = 0
+        # The last generation seen (at open, in a change, in an ack); a change found at reopen.
+        self._last_seen = current_generation(self.paths)
+        self._pending: Optional[int] = None
         try:
             self._fd = open_device(self.paths.device, write=self._writable)
         except WriteAccessDenied:
@@ -106,6 +132,11 @@ class Watcher:
         return self._tracking
 
     @property
+    def reopen_count(self) -> int:
+        """How many times this watcher has reopened the device after a daemon restart."""
+        return self._reopens
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._fd < 0
@@ -118,7 +149,15 @@ class Watcher:
 
     def try_read(self) -> Optional[int]:
         """The new generation if this file is outdated, ``None`` if it is up to date. Never
-        blocks. While a change is unacknowledged, every call returns the current generation."""
+        blocks, except to reopen after a daemon restart. While a change is unacknowledged, every
+        call returns the current generation."""
+        return self._with_reopen(self._read_once)
+
+    def _read_once(self) -> Optional[int]:
+        if self._pending is not None:
+            generation, self._pending = self._pending, None
+            self._last_seen = generation
+            return generation
         try:
             data = os.read(self.fileno(), _abi.GENERATION_SIZE)
         except BlockingIOError:
@@ -132,7 +171,8 @@ class Watcher:
                 path=self.paths.device,
                 op=Op.READ,
             )
-        return int(struct.unpack("=I", data)[0])
+        self._last_seen = int(struct.unpack("=I", data)[0])
+        return self._last_seen
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         """Blocks until the generation differs from the one this file acknowledged, and returns
@@ -149,12 +189,23 @@ class Watcher:
 
     async def wait_async(self) -> int:
         """Awaits a change in the running asyncio loop (``loop.add_reader``), and returns the
-        new generation."""
+        new generation. A reopen after a daemon restart does not block the loop."""
         while True:
-            generation = self.try_read()
+            generation = await self._read_async()
             if generation is not None:
                 return generation
             await self.readable_async()
+
+    async def _read_async(self) -> Optional[int]:
+        """:meth:`try_read`, reopening without blocking the running asyncio loop."""
+        while True:
+            try:
+                return self._read_once()
+            except DaemonGone:
+                if self._reopen_timeout is None or self._fd < 0:
+                    raise
+                log.warning("sysgenid: lost the daemon serving %s (ENOTCONN)", self.paths.device)
+                await self._reopen_async()
 
     async def readable_async(self) -> None:
         """Awaits, in the running asyncio loop, until the file is readable: outdated, or in
@@ -178,6 +229,9 @@ class Watcher:
         otherwise). Needs a writable watcher (``ReadOnly`` otherwise)."""
         if not 0 <= generation <= _abi.U32_MAX:
             raise ValueError(f"a generation is a u32, not {generation}")
+        self._with_reopen(lambda: self._ack_once(generation))
+
+    def _ack_once(self, generation: int) -> None:
         try:
             written = os.write(self.fileno(), struct.pack("=I", generation))
         except OSError as e:
@@ -190,13 +244,18 @@ class Watcher:
                 path=self.paths.device,
                 op=Op.ACK,
             )
+        # Accepted, so `generation` is current and covers any change found at reopen.
+        self._pending = None
+        self._last_seen = generation
 
     def set_tracking(self, on: bool) -> None:
         """Turns tracking on or off. A tracked watcher counts as outdated for
         :func:`wait_watchers` until it acknowledges a change. Turning it on needs a writable
         watcher (``ReadOnly`` otherwise)."""
         device = self.paths.device
-        _ioctl(self.fileno(), _abi.SET_WATCHER_TRACKING, int(on), Op.SET_TRACKING, device)
+        self._with_reopen(
+            lambda: _ioctl(self._fd, _abi.SET_WATCHER_TRACKING, int(on), Op.SET_TRACKING, device)
+        )
         self._tracking = on
 
     def wait_watchers(self, timeout: Optional[float] = None) -> None:
@@ -211,9 +270,15 @@ class Watcher:
                 _ioctl(self.fileno(), _abi.WAIT_WATCHERS, ms, Op.WAIT_WATCHERS, self.paths.device)
                 return
             except WatcherOutdated:
-                if self._poll(0):
+                if self._pending is not None or self._poll(0):
                     raise
                 # A signal, not a change: wait again.
+            except DaemonGone:
+                if self._reopen_timeout is None:
+                    raise
+                self._reopen()
+                if self._pending is not None:
+                    raise from_errno(Op.WAIT_WATCHERS, errno.EINTR, self.paths.device) from None
             except Timeout:
                 outdated = _outdated(self.paths)
                 raise timeout_error(timeout or 0.0, outdated, self.paths.device) from None
@@ -223,7 +288,10 @@ class Watcher:
         is durable and published. Needs ``CAP_CHECKPOINT_RESTORE`` or ``CAP_SYS_ADMIN``."""
         if min_gen < 0:
             raise ValueError(f"the minimum generation cannot be negative: {min_gen}")
-        _ioctl(self.fileno(), _abi.TRIGGER_GEN_UPDATE, min_gen, Op.TRIGGER, self.paths.device)
+        device = self.paths.device
+        self._with_reopen(
+            lambda: _ioctl(self._fd, _abi.TRIGGER_GEN_UPDATE, min_gen, Op.TRIGGER, device)
+        )
 
     def close(self) -> None:
         """Closes the file; a tracked, outdated watcher stops counting."""
@@ -251,6 +319,70 @@ class Watcher:
             f"tracking={self._tracking}, closed={self.closed})"
         )
 
+    def _with_reopen(self, op: Callable[[], T]) -> T:
+        """Runs ``op``, reopening and running it again each time it meets a gone daemon."""
+        while True:
+            try:
+                return op()
+            except DaemonGone:
+                if self._reopen_timeout is None or self._fd < 0:
+                    raise
+                log.warning("sysgenid: lost the daemon serving %s (ENOTCONN)", self.paths.device)
+                self._reopen()
+
+    def _reopen(self) -> None:
+        """Reopens the device, retrying with a backoff (10 ms doubling to 500 ms) until the
+        reopen timeout passes."""
+        backoff = _Backoff(self._reopen_timeout or 0.0)
+        while True:
+            try:
+                return self._reopen_once()
+            except (DaemonNotRunning, WriteAccessDenied):
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+    async def _reopen_async(self) -> None:
+        """:meth:`_reopen` without blocking the running asyncio loop."""
+        backoff = _Backoff(self._reopen_timeout or 0.0)
+        while True:
+            try:
+                return self._reopen_once()
+            except (DaemonNotRunning, WriteAccessDenied):
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+    def _reopen_once(self) -> None:
+        """One attempt: open, re-apply tracking, put the new file on the same descriptor
+        number, and keep a change that happened meanwhile for the next read."""
+        device = self.paths.device
+        fd = open_device(device, write=self._writable)
+        try:
+            if self._tracking:
+                _ioctl(fd, _abi.SET_WATCHER_TRACKING, 1, Op.SET_TRACKING, device)
+            os.dup2(fd, self._fd, inheritable=False)
+        finally:
+            os.close(fd)
+        self._reopens += 1
+        now = current_generation(self.paths)
+        last = self._last_seen
+        if now is not None and last is not None and now > last:
+            log.warning(
+                "sysgenid: reopened %s; the generation moved from %d to %d while disconnected, "
+                "reporting it as a change",
+                device,
+                last,
+                now,
+            )
+            self._pending = now
+        else:
+            log.info("sysgenid: reopened %s after a daemon restart; generation %s", device, now)
+        if now is not None:
+            self._last_seen = now if last is None else max(last, now)
+
     def _poll(self, timeout: Optional[float]) -> bool:
         """Waits in ``poll`` up to ``timeout`` seconds (``None``: for ever); whether the file is
         outdated. A ``POLLERR`` without data pauses 10 ms and counts as ready, so the next read
@@ -266,6 +398,23 @@ class Watcher:
         return True
 
 
+class _Backoff:
+    """Pauses between reopen attempts: 10 ms doubling to 500 ms, until a deadline."""
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.delay = _FIRST_REOPEN_DELAY
+
+    def next_delay(self) -> Optional[float]:
+        """The next pause, or ``None`` once the deadline has passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return None
+        delay = min(self.delay, left)
+        self.delay = min(self.delay * 2, _MAX_REOPEN_DELAY)
+        return delay
+
+
 def _outdated(paths: Paths) -> Optional[int]:
     """How many tracked watchers are outdated, from the status document, if it answers."""
     from .control import status
@@ -278,7 +427,7 @@ def _outdated(paths: Paths) -> Optional[int]:
 
 
 def _open_for_waiting(paths: Paths) -> Watcher:
-    return Watcher(paths, writable=None)
+    return Watcher(paths, writable=None, reopen_timeout=None)
 
 
 def wait_watchers(timeout: Optional[float] = None, *, paths: Optional[Paths] = None) -> None:
@@ -318,5 +467,5 @@ def trigger(min_gen: int = 0, *, paths: Optional[Paths] = None) -> None:
     """Bumps the generation to ``max(min_gen, current + 1)`` through a read-only file of its
     own, and returns once the new value is durable and published. Needs
     ``CAP_CHECKPOINT_RESTORE`` or ``CAP_SYS_ADMIN`` (``TriggerDenied`` otherwise)."""
-    with Watcher(paths, writable=False) as watcher:
+    with Watcher(paths, writable=False, reopen_timeout=None) as watcher:
         watcher.trigger(min_gen)
