@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
 import errno
 import os
 import socket
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -162,3 +164,9 @@ def test_a_short_page_file_is_refused(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o755)
     with pytest.raises(sysgenid.Untrusted, match="holds 4 bytes, not exactly one page of 4096"):
         sysgenid.Probe.page_file(str(tmp_path / "generation"))
+
+
+@pytest.mark.parametrize("module", [sysgenid.paths, sysgenid.restore])
+def test_the_docstring_examples_hold(module: ModuleType) -> None:
+    failed, attempted = doctest.testmod(module)
+    assert failed == 0 and attempted > 0
