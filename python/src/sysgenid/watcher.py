@@ -11,7 +11,7 @@ import os
 import select
 import struct
 import time
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 
 from . import _abi
 from .errors import (
@@ -333,27 +333,27 @@ class Watcher:
     def _reopen(self) -> None:
         """Reopens the device, retrying with a backoff (10 ms doubling to 500 ms) until the
         reopen timeout passes."""
-        backoff = _Backoff(self._reopen_timeout or 0.0)
-        while True:
-            try:
-                return self._reopen_once()
-            except (DaemonNotRunning, WriteAccessDenied):
-                delay = backoff.next_delay()
-                if delay is None:
-                    raise
-                time.sleep(delay)
+        for delay in self._reopen_attempts():
+            time.sleep(delay)
 
     async def _reopen_async(self) -> None:
         """:meth:`_reopen` without blocking the running asyncio loop."""
+        for delay in self._reopen_attempts():
+            await asyncio.sleep(delay)
+
+    def _reopen_attempts(self) -> Iterator[float]:
+        """Tries to reopen, yielding the pause to take after each attempt that found no daemon
+        serving; raises the last error once the reopen timeout has passed."""
         backoff = _Backoff(self._reopen_timeout or 0.0)
         while True:
             try:
-                return self._reopen_once()
+                self._reopen_once()
+                return
             except (DaemonNotRunning, WriteAccessDenied):
                 delay = backoff.next_delay()
                 if delay is None:
                     raise
-                await asyncio.sleep(delay)
+            yield delay
 
     def _reopen_once(self) -> None:
         """One attempt: open, re-apply tracking, put the new file on the same descriptor
