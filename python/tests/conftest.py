@@ -129,8 +129,10 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if os.path.ismount(self.paths.device):
-            subprocess.run(["umount", "-l", self.paths.device], check=False)
+        # A killed daemon leaves its mount stale (ismount cannot even stat it): detach it.
+        subprocess.run(
+            ["umount", "--lazy", self.paths.device], stderr=subprocess.DEVNULL, check=False
+        )
 
 
 @pytest.fixture
