@@ -7,7 +7,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests use. Only missing ones are installed, without recommends, and only
 # if apt changes nothing the machine already has: no package is removed or upgraded.
-packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux e2fsprogs qemu-system-x86 busybox-static xz-utils)
+packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux e2fsprogs qemu-system-x86 busybox-static xz-utils
+    python3-venv python3-build python3-hatchling python3-pytest mypy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,5 +34,7 @@ SYSGENID_SNAPSHOT_FORMAT_NEXT=1 cargo build -p sysgenidd --target-dir "${CARGO_T
 
 log "unit, property, conformance and end-to-end tests"
 cargo nextest run --workspace --all-targets --all-features --no-fail-fast
+log "the Python client: wheel, mypy --strict, pytest against the daemon built above"
+scripts/test-python.sh
 log "doc tests"
 cargo test --workspace --doc --all-features
