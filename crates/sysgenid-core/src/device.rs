@@ -630,15 +630,44 @@ impl Device {
             .filter_map(|&request| self.pending_state(request))
             .collect();
         DeviceState {
-            generation: self.generation,
-            next_file: self.next_file,
             files,
             pending,
+            ..self.lasting_meta()
+        }
+    }
+
+    /// [`Device::lasting_state`] without its files and requests: the counter and what status
+    /// says of past bumps.
+    pub fn lasting_meta(&self) -> DeviceState {
+        DeviceState {
+            generation: self.generation,
+            next_file: self.next_file,
+            files: Vec::new(),
+            pending: Vec::new(),
             last_bump: self.last_bump.clone(),
             failed_bumps: self.failed_bumps,
             last_failure: self.last_failure.clone(),
             degraded: self.degraded,
         }
+    }
+
+    /// Moves the counter up to `generation`, already made durable by a process that died
+    /// before it showed it: publishes it, wakes every registration and answers every blocked
+    /// read and wait, as a bump does. Nothing happens unless it is above the current value.
+    pub fn catch_up(&mut self, generation: u32, source: BumpSource) {
+        if generation <= self.generation || self.in_flight.is_some() {
+            return;
+        }
+        self.commit_bump(
+            generation,
+            BumpRequest {
+                min: generation,
+                source,
+                trigger: None,
+                token: None,
+                expect: None,
+            },
+        );
     }
 
     /// One open file's state, if it is open.

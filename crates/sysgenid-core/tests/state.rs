@@ -97,3 +97,40 @@ fn states_no_device_can_reach_are_refused() {
         Some(BadState::DuplicateRequest(RequestId(9)))
     );
 }
+
+#[test]
+fn catching_up_with_a_durable_value_acts_as_a_bump() {
+    let mut h = Harness::new(4);
+    let file = h.open();
+    h.poll(file, Some(9));
+    let read = h.start_read(file);
+    h.dev
+        .catch_up(4, sysgenid_core::BumpSource::Backend("resumed".into()));
+    assert_eq!(
+        h.dev.poll_action(),
+        None,
+        "not above the current value: nothing"
+    );
+    h.dev
+        .catch_up(6, sysgenid_core::BumpSource::Backend("resumed".into()));
+    let actions: Vec<_> = std::iter::from_fn(|| h.dev.poll_action()).collect();
+    assert!(matches!(
+        actions[0],
+        sysgenid_core::Action::Publish { generation: 6, .. }
+    ));
+    assert!(
+        actions.contains(&sysgenid_core::Action::WakePoll(sysgenid_core::PollHandle(
+            9
+        )))
+    );
+    assert!(actions.contains(&sysgenid_core::Action::Reply {
+        request: read,
+        reply: Reply::Generation(6)
+    }));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, sysgenid_core::Action::Persist(_))),
+        "already durable"
+    );
+}
