@@ -393,6 +393,15 @@ fn status_text(s: &sysgenid::Status) -> String {
             s.pending_reads, s.pending_waits
         ),
     ];
+    if let Some(serving) = daemon.serving_pid.filter(|&p| p != daemon.pid) {
+        lines.push(format!("serving:    pid {serving} (under the keeper)"));
+    }
+    if let Some(r) = &daemon.restarts {
+        lines.push(format!(
+            "restarts:   {} unnoticed by clients; last by {} (pid {} ended: {})",
+            r.count, r.mode, r.previous_pid, r.cause
+        ));
+    }
     for b in &daemon.backends {
         let how = match (b.active, &b.reason, &b.detail) {
             (true, _, Some(detail)) => format!("active: {detail}"),

@@ -1,5 +1,6 @@
 /* A client that behaves like existing mmap libraries: it opens the device read-only, maps its
- * first 4 bytes MAP_SHARED once, and loads the word in a loop. It prints "start N" once, then
+ * first 4 bytes MAP_SHARED once, and loads the word in a loop. It prints "start N ADDRESS"
+ * once (the mapping's address, for a page reclaim from outside), then
  * "gen N" each time the word changes, and exits when its stdin closes. It installs no handler:
  * a fault on the mapping kills it with SIGBUS, which its parent sees. */
 #include <fcntl.h>
@@ -25,7 +26,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint32_t seen = *word;
-    printf("start %u\n", seen);
+    printf("start %u %lu\n", seen, (unsigned long)word);
     fflush(stdout);
     struct pollfd in = {.fd = 0, .events = POLLIN};
     for (;;) {

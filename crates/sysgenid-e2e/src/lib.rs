@@ -94,6 +94,90 @@ pub fn c_program(name: &str) -> PathBuf {
     program
 }
 
+/// The C mapper (`c/mapper.c`): a client that maps the device once, as existing mmap libraries
+/// do, and prints each value its loads see.
+#[derive(Debug)]
+pub struct Mapper {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// The first value it loaded.
+    pub first: u32,
+    address: usize,
+}
+
+impl Mapper {
+    /// Starts it on `device` and waits for its first load.
+    pub fn start(device: &Path) -> Mapper {
+        let mut child = Command::new(c_program("mapper"))
+            .arg(device)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the mapper");
+        let lines = read_lines(child.stdout.take().expect("stdout"));
+        let start = lines
+            .recv_timeout(START_TIMEOUT)
+            .expect("the mapper's first line");
+        let mut words = start.split_whitespace().skip(1);
+        let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
+        let (Some(first), Some(address)) = (number(), number()) else {
+            panic!("the mapper said {start:?}");
+        };
+        Mapper {
+            child,
+            lines,
+            first: u32::try_from(first).expect("u32"),
+            address: usize::try_from(address).expect("address"),
+        }
+    }
+
+    /// The next value it saw change, within `limit`.
+    pub fn next_change(&self, limit: Duration) -> Option<u32> {
+        let line = self.lines.recv_timeout(limit).ok()?;
+        line.strip_prefix("gen ").and_then(|n| n.parse().ok())
+    }
+
+    /// Reclaims its mapped page from outside (`process_madvise(MADV_PAGEOUT)`), as memory
+    /// pressure would; the next load faults the page back in through the daemon.
+    pub fn page_out(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .expect("pidfd_open");
+        let iov = libc::iovec {
+            iov_base: self.address as *mut libc::c_void,
+            iov_len: 4096,
+        };
+        // SAFETY: process_madvise reads one iovec from our memory and only advises the target
+        // process's address range; it never touches our memory otherwise.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_process_madvise,
+                pidfd.as_raw_fd(),
+                &raw const iov,
+                1usize,
+                libc::MADV_PAGEOUT,
+                0u32,
+            )
+        };
+        assert!(
+            done >= 0,
+            "process_madvise: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Whether it still runs (a SIGBUS would have killed it).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Closes its stdin and returns how it ended.
+    pub fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
+        self.child.wait().expect("wait for the mapper")
+    }
+}
+
 /// The probe helper binary of this crate, for actions that need their own process.
 pub fn probe_binary() -> PathBuf {
     workspace_binary("sysgenid-probe")
@@ -222,6 +306,39 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The process that reads the device: under the keeper (the default), the keeper's child.
+    pub fn serving_pid(&self) -> u32 {
+        let status = self.status();
+        let pid = status["daemon"]["serving_pid"]
+            .as_u64()
+            .expect("serving_pid in status");
+        u32::try_from(pid).expect("a pid")
+    }
+
+    /// Kills the serving process with SIGKILL, as a crash would, and waits until the keeper has
+    /// started the next one and it serves. Returns the new serving pid.
+    pub fn crash_serving(&self) -> u32 {
+        let old = self.serving_pid();
+        let pid = rustix::process::Pid::from_raw(old as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(status) = self.try_status()
+                && status["serving"] == true
+                && let Some(new) = status["daemon"]["serving_pid"].as_u64()
+                && new != u64::from(old)
+            {
+                return u32::try_from(new).expect("a pid");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new serving process; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Makes the temporary directory traversable by every user (mode 0755), so that probes
     /// running as other users can reach the device. The device's own mode still decides who
     /// may open it.
@@ -302,11 +419,23 @@ impl Daemon {
         None
     }
 
-    /// Kills the daemon with SIGKILL and waits, leaving its mount stale.
+    /// Kills the daemon (the keeper, and with it the serving process) with SIGKILL and waits
+    /// for both, leaving the mount stale.
     pub fn kill(&mut self) {
+        let serving = self
+            .try_status()
+            .ok()
+            .and_then(|s| s["daemon"]["serving_pid"].as_u64());
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(pid) = serving {
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while proc.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
     }
 

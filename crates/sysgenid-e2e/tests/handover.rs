@@ -10,42 +10,11 @@ use std::time::Duration;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
 use rustix::fs::OFlags;
 use sysgenid_e2e::{
-    Daemon, DaemonOptions, DevFile, Errno, Identity, Probe, c_program, eventually,
-    next_format_daemon, read_lines, workspace_binary,
+    Daemon, DaemonOptions, DevFile, Errno, Identity, Mapper, Probe, eventually, next_format_daemon,
+    read_lines, workspace_binary,
 };
 
 const LONG: Duration = Duration::from_secs(10);
-
-/// The C mapper: a child whose stdout lines arrive on a channel.
-struct Mapper {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Mapper {
-    fn start(device: &std::path::Path) -> Mapper {
-        let mut child = Command::new(c_program("mapper"))
-            .arg(device)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = read_lines(child.stdout.take().unwrap());
-        Mapper { child, lines }
-    }
-
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(LONG)
-            .expect("a line from the mapper")
-    }
-
-    /// Closes its stdin and returns how it ended.
-    fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.child.stdin.take());
-        self.child.wait().unwrap()
-    }
-}
 
 /// `sysgenid watch --json`: a `Watcher` in a process of its own.
 fn watcher(daemon: &Daemon) -> (Child, mpsc::Receiver<String>) {
@@ -107,7 +76,7 @@ fn a_second_daemon_takes_over_and_no_client_notices() {
     lagger.expect("open ok");
     lagger.expect("track ok 0");
     let mapper = Mapper::start(&device);
-    assert_eq!(mapper.line(), "start 0");
+    assert_eq!(mapper.first, 0);
     let (mut watch, watch_lines) = watcher(&daemon);
     eventually(
         "the lagger, the mapper and the watcher have the device open",
@@ -116,7 +85,7 @@ fn a_second_daemon_takes_over_and_no_client_notices() {
     let acked = DevFile::rw(&device);
     acked.track(true).unwrap();
     DevFile::rw(&device).trigger(0).unwrap();
-    assert_eq!(mapper.line(), "gen 1");
+    assert_eq!(mapper.next_change(LONG), Some(1));
     assert!(
         watch_lines
             .recv_timeout(LONG)
@@ -174,7 +143,7 @@ fn a_second_daemon_takes_over_and_no_client_notices() {
     // Every client follows the next bump, through the new daemon.
     DevFile::rw(&device).trigger(0).unwrap();
     assert_eq!(reader.line(), "read ok 2");
-    assert_eq!(mapper.line(), "gen 2");
+    assert_eq!(mapper.next_change(LONG), Some(2));
     assert_eq!(epoll_ready(&ep, LONG), 1, "the epoll registration is woken");
     assert_eq!(
         waiter.line(),

@@ -370,7 +370,7 @@ fn a_failed_persist_fails_the_trigger_with_eio_and_changes_nothing() {
     f.trigger(0).unwrap();
     assert_eq!(f.read(), Ok(1));
     f.ack(1).unwrap();
-    let failing = FailingWrites::on(daemon.pid());
+    let failing = FailingWrites::on(daemon.serving_pid());
     assert_eq!(
         f.trigger(0),
         Err(Errno::IO),
@@ -516,19 +516,32 @@ impl Drop for ReadOnly {
 
 /// Starts the daemon on `dir` without its control socket to wait on, and waits until the device
 /// answers a read.
-fn start_without_status(dir: &Path) -> std::process::Child {
+/// A daemon started outside the harness, stopped with SIGTERM when dropped (also when a test
+/// fails half way).
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_without_status(dir: &Path) -> Stopped {
     let log = std::fs::File::create(dir.join("daemon-ro.log")).unwrap();
-    let child = Command::new(workspace_binary("sysgenidd"))
-        .arg("--device")
-        .arg(dir.join("device"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--backends", "none"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = Stopped(
+        Command::new(workspace_binary("sysgenidd"))
+            .arg("--device")
+            .arg(dir.join("device"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--backends", "none"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let device = dir.join("device");
     eventually("the device is served", || {
         DevFile::open(&device, OFlags::RDONLY | OFlags::NONBLOCK)
@@ -540,9 +553,8 @@ fn start_without_status(dir: &Path) -> std::process::Child {
     child
 }
 
-fn stop_child(mut child: std::process::Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
+fn stop_child(child: Stopped) {
+    drop(child);
 }
 
 #[test]

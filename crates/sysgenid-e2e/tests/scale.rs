@@ -23,7 +23,7 @@ fn daemon_rss_kib(pid: u32) -> u64 {
 #[test]
 fn ten_thousand_blocked_readers_cost_the_daemon_no_threads() {
     let daemon = Daemon::start();
-    let pid = daemon.pid();
+    let pid = daemon.serving_pid();
     let threads_before = daemon_threads(pid);
     let rss_before = daemon_rss_kib(pid);
     let answered = Arc::new(AtomicUsize::new(0));

@@ -150,7 +150,16 @@ fn notify_socket_gets_ready_once_serving_and_stopping_on_sigterm() {
         env: vec![("NOTIFY_SOCKET".into(), path.to_str().unwrap().into())],
         ..DaemonOptions::default()
     });
-    let ready = next_message(&socket);
+    // The connection and the session go to the fd store first, each with its name.
+    let mut stored = Vec::new();
+    let ready = loop {
+        let message = next_message(&socket);
+        match message.strip_prefix("FDSTORE=1\nFDNAME=") {
+            Some(name) => stored.push(name.trim().to_owned()),
+            None => break message,
+        }
+    };
+    assert_eq!(stored, ["fuse", "session"]);
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
     assert!(ready.contains("STATUS=serving generation 0"), "{ready:?}");
     // READY=1 means serving: the mount answers and the page file is whole.

@@ -1,6 +1,7 @@
 //! The shipped unit under a real systemd (PID 1 of new namespaces): the daemon starts with its
 //! sandbox in force, serves the device to the namespace, answers on its control socket, and a
-//! stop unmounts and exits cleanly.
+//! stop unmounts and exits cleanly. `systemctl restart` and a crash of the whole service keep
+//! the connection in systemd's fd store: an open file and a blocked read never notice.
 
 use std::path::Path;
 
@@ -91,11 +92,12 @@ fn the_unit_serves_under_a_real_systemd_with_its_sandbox_in_force() {
     let pids = systemd.service_pids(SERVICE);
     assert_eq!(
         pids.len(),
-        1,
-        "one process in the service's cgroup: {pids:?}"
+        2,
+        "the keeper and the serving process in the service's cgroup: {pids:?}"
     );
-    let pid = pids[0];
-    check_sandbox(&systemd, pid);
+    for pid in pids {
+        check_sandbox(&systemd, pid);
+    }
 
     let device = dir.join("device");
     let state = dir.join("state");
@@ -123,9 +125,6 @@ fn check_sandbox(systemd: &Systemd, pid: u32) {
     assert_eq!(cap("CapBnd:"), EXPECTED_CAPS, "bounding set");
     assert_eq!(cap("CapEff:"), EXPECTED_CAPS, "effective set");
     assert_eq!(cap("CapAmb:"), 0, "no ambient capabilities");
-    let main_pid = systemd.property(SERVICE, "MainPID");
-    let ns_pid = status_field(&status, "NSpid:");
-    assert_eq!(ns_pid.split_whitespace().last(), Some(main_pid.as_str()));
     assert_eq!(
         ns(pid, "mnt"),
         ns(systemd.pid1(), "mnt"),
@@ -206,4 +205,113 @@ fn check_serving(systemd: &Systemd, device: &Path, state: &Path) {
         bpf["active"] == true || !(reason.contains("bpf syscall") || reason.contains("map create")),
         "the sandbox stops bpf(2): {reason}"
     );
+}
+
+fn start(systemd: &Systemd, log: &dyn Fn() -> String) {
+    let start = systemd.systemctl(&["start", SERVICE]);
+    assert!(
+        start.status.success(),
+        "systemctl start: {start:?}\n{}",
+        log()
+    );
+}
+
+/// A trigger from inside the manager's namespaces, where the daemon can judge the caller.
+fn trigger_inside(systemd: &Systemd, dir: &Path) {
+    let out = systemd
+        .command(workspace_binary("sysgenid"))
+        .arg("--device")
+        .arg(dir.join("device"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("trigger")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "trigger: {out:?}");
+}
+
+fn main_pid(systemd: &Systemd) -> u32 {
+    systemd.property(SERVICE, "MainPID").parse().unwrap()
+}
+
+#[test]
+fn restarts_and_crashes_of_the_service_keep_the_connection_in_the_fd_store() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let unit = unit_for_test(dir);
+    let systemd = Systemd::boot(&[(SERVICE, &unit)]).unwrap_or_else(|e| panic!("{e}"));
+    let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    start(&systemd, &log);
+    let device = systemd.path_inside(&dir.join("device"));
+    let socket = dir.join("state").join(sysgenid_abi::CONTROL_SOCKET_NAME);
+    let file = DevFile::rw_nonblock(&device);
+    let blocked = {
+        let file = DevFile::rw(&device);
+        std::thread::spawn(move || file.read())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    // systemctl restart: the serving process exits without unmounting, the next one continues.
+    let first = main_pid(&systemd);
+    let restart = systemd.systemctl(&["restart", SERVICE]);
+    assert!(
+        restart.status.success(),
+        "systemctl restart: {restart:?}\n{}",
+        log()
+    );
+    assert_ne!(main_pid(&systemd), first);
+    assert!(
+        log().contains("restarting: the connection stays"),
+        "{}",
+        log()
+    );
+    let status = control_status(&socket).unwrap();
+    assert_eq!(status["daemon"]["restarts"]["mode"], "fdstore", "{status}");
+    assert_eq!(
+        status["pending_reads"], 1,
+        "the blocked read survived: {status}"
+    );
+    assert_eq!(
+        file.read(),
+        Err(Errno::AGAIN),
+        "the open file is still up to date"
+    );
+    trigger_inside(&systemd, dir);
+    assert_eq!(
+        blocked.join().unwrap(),
+        Ok(1),
+        "the blocked read got the bump"
+    );
+    assert_eq!(file.read(), Ok(1));
+    file.ack(1).unwrap();
+
+    // SIGKILL of the keeper ends the whole service; Restart= starts it from the fd store.
+    let keeper = main_pid(&systemd);
+    let kill = systemd
+        .command("kill")
+        .args(["-9", &keeper.to_string()])
+        .output()
+        .unwrap();
+    assert!(kill.status.success(), "{kill:?}");
+    sysgenid_e2e::eventually("systemd starts the service again", || {
+        let pid = main_pid(&systemd);
+        pid != 0 && pid != keeper && systemd.property(SERVICE, "ActiveState") == "active"
+    });
+    let status = control_status(&socket).unwrap();
+    assert_eq!(status["daemon"]["restarts"]["count"], 2, "{status}");
+    trigger_inside(&systemd, dir);
+    assert_eq!(file.read(), Ok(2), "the same open file still works");
+
+    // The one real stop: the device is unmounted, and the open file ends.
+    let stop = systemd.systemctl(&["stop", SERVICE]);
+    assert!(stop.status.success(), "systemctl stop: {stop:?}");
+    assert!(
+        !systemd
+            .mountinfo()
+            .contains(dir.join("device").to_str().unwrap()),
+        "{}",
+        log()
+    );
+    assert!(file.read().is_err(), "no connection after a real stop");
 }

@@ -143,6 +143,12 @@ pub fn notify_poll(kh: u64) -> Vec<u8> {
     )
 }
 
+/// A `FUSE_NOTIFY_RESEND`: a server that took over a connection asks for every request the
+/// previous one read and never answered. Kernels before 6.9 refuse it with `EINVAL`.
+pub fn notify_resend() -> Vec<u8> {
+    message(0, wire::FUSE_NOTIFY_RESEND, &[])
+}
+
 /// A `FUSE_NOTIFY_STORE` putting `data` at `offset` into node `nodeid`'s page cache, which
 /// existing shared mappings then see.
 pub fn notify_store(nodeid: u64, offset: u64, data: &[u8]) -> Vec<u8> {

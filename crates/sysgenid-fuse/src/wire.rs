@@ -186,6 +186,11 @@ pub const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
 pub const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
 /// Put data into an inode's page cache.
 pub const FUSE_NOTIFY_STORE: i32 = 4;
+/// `FUSE_NOTIFY_RESEND` (protocol 7.40, Linux 6.9): the kernel sends every request that was
+/// read but not answered again, with [`FUSE_UNIQUE_RESEND`] set in its `unique`.
+pub const FUSE_NOTIFY_RESEND: i32 = 7;
+/// The bit the kernel sets in the `unique` of a request it sends again.
+pub const FUSE_UNIQUE_RESEND: u64 = 1 << 63;
 /// Ask the kernel to send page cache data back.
 pub const FUSE_NOTIFY_RETRIEVE: i32 = 5;
 /// Tell the kernel a directory entry was deleted.

@@ -78,7 +78,10 @@ fn status_reads_a_version_1_daemons_document() {
     let status = sysgenid::status_at(&paths).unwrap();
     assert_eq!(old_daemon.join().unwrap(), "status\n");
     assert_eq!(status.version, 1);
-    assert_eq!(status.missing_fields(), ["version"]);
+    assert_eq!(
+        status.missing_fields(),
+        ["version", "daemon.serving_pid", "daemon.restarts"]
+    );
     assert_eq!(status.generation, 2);
     assert_eq!(status.outdated_files[0].pid, 16771);
     assert_eq!(status.daemon.backends[0].name, "uevent");

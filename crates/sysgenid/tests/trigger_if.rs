@@ -140,7 +140,7 @@ fn at_u32_max_it_overflows_only_when_current() {
 fn a_failed_persist_is_persist_failed_and_changes_nothing() {
     let daemon = Daemon::start();
     let paths = paths(&daemon);
-    let _failing = FailingWrites::on(daemon.pid());
+    let _failing = FailingWrites::on(daemon.serving_pid());
     let err = sysgenid::trigger_if_at(&paths, 0, None).unwrap_err();
     assert!(matches!(err, Error::PersistFailed), "{err:?}");
     let status = sysgenid::status_at(&paths).unwrap();

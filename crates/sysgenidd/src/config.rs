@@ -56,6 +56,17 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     pub device_mmap: Toggle,
 
+    /// Whether a small keeper process holds the device's connection and starts the serving
+    /// process again on it after a crash, so that no client notices. With `off`, a crash
+    /// ends the connection unless systemd's fd store holds it.
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub keeper: Toggle,
+
+    /// How many crashes of the serving process within a minute the keeper survives before it
+    /// gives up (and the connection ends).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub keeper_max_crashes: usize,
+
     /// Group allowed to open the device for writing (ack and track). Defaults to `sysgenid`
     /// when that group exists; without a group the device is 0644 and only root may write.
     #[arg(long, value_name = "NAME")]

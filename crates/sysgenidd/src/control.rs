@@ -321,6 +321,8 @@ mod tests {
             device_mmap: true,
             serving: true,
             backends: vec![],
+            serving_pid: Some(me),
+            restarts: None,
         };
         let doc = StatusSnapshot { status, facts }.into_document(&Viewer::new(0));
         assert_eq!(doc.version, wire::STATUS_VERSION);

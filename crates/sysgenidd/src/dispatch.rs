@@ -20,7 +20,9 @@ use crate::restores::Restores;
 
 /// Request ids of control-socket requests have this bit set. FUSE request ids count up from 0
 /// in steps of 2 (the low bit marks interrupts), so they never reach it.
-const CONTROL_REQUEST_BIT: u64 = 1 << 63;
+const CONTROL_REQUEST_BIT: u64 = 1 << 62;
+/// The kernel's mark on a request it sends again after `FUSE_NOTIFY_RESEND`.
+const RESENT_BIT: u64 = 1 << 63;
 
 /// Why serving ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,9 @@ pub struct Dispatcher {
     next_control_request: u64,
     /// Backend reports: one bump per restore, completions after their bump.
     restores: Restores,
+    /// Requests the core waits on that the kernel sent again after a crash: the answer goes
+    /// to the new id (the kernel forgot the old one).
+    resent: HashMap<RequestId, RequestId>,
     /// Device page stores not written yet, oldest first, each marked when it is a bump's.
     /// While a bump's store is in flight the core's later actions wait, so a watcher woken by
     /// the bump finds the new page in its mapping.
@@ -71,6 +76,7 @@ impl Dispatcher {
             control_requests: HashMap::new(),
             next_control_request: 0,
             restores: Restores::new(dedupe_window),
+            resent: HashMap::new(),
             stores_in_flight: VecDeque::new(),
             facts,
         }
@@ -113,10 +119,20 @@ impl Dispatcher {
             judge: &*self.effects.judge,
         };
         match self.fuse.route(bytes, &cx) {
-            Routed::Answer(message) => self.effects.kernel.send(&message),
-            Routed::Core(event) => self.feed(event),
+            Routed::Answer(message) => {
+                // An INIT answer depends on the agreement being in the session.
+                self.record_session();
+                self.effects.kernel.send(&message);
+            }
+            Routed::Core(event) => {
+                if !self.took_resent(&event) {
+                    self.feed(event);
+                }
+            }
             Routed::CoreThenAnswer(event, message) => {
-                self.feed(event);
+                if !self.took_resent(&event) {
+                    self.feed(event);
+                }
                 self.effects.kernel.send(&message);
             }
             Routed::DiscardedWriteback(message) => {
@@ -130,6 +146,56 @@ impl Dispatcher {
             }
         }
         None
+    }
+
+    /// Carries out what the core decided before any event: a durable value that a previous
+    /// process never showed (`Device::catch_up`). Also writes the session's first state.
+    pub fn start(&mut self) {
+        self.carry_out_all();
+    }
+
+    /// Takes a request the kernel sent again after a crash (`FUSE_NOTIFY_RESEND`): one the
+    /// core already waits on is answered later under its new id, an open that already made a
+    /// file gets that file, and an interrupt of a resent request reaches the core under the
+    /// id it knows. `true` when the event needs nothing more.
+    fn took_resent(&mut self, event: &Event<'_>) -> bool {
+        if let &Event::Interrupt { request } = event {
+            if request.0 & RESENT_BIT == 0 {
+                return false;
+            }
+            let known = self
+                .resent
+                .iter()
+                .find(|&(_, &new)| new == request)
+                .map_or(RequestId(request.0 & !RESENT_BIT), |(&known, _)| known);
+            self.feed(Event::Interrupt { request: known });
+            return true;
+        }
+        let Some(request) = request_of(event).filter(|r| r.0 & RESENT_BIT != 0) else {
+            return false;
+        };
+        let known = RequestId(request.0 & !RESENT_BIT);
+        if self.device.is_pending(known) {
+            self.resent.insert(known, request);
+            return true;
+        }
+        if let Event::Open { .. } = event
+            && let Some(file) = self.device.file_opened_by(known)
+        {
+            self.effects
+                .kernel
+                .send(&reply_message(request, Reply::Opened(file)));
+            return true;
+        }
+        false
+    }
+
+    /// Writes what changed in the core, and the INIT agreement, to the session.
+    fn record_session(&mut self) {
+        let changes = self.device.take_changes();
+        self.effects
+            .session
+            .record(&self.device, &changes, self.fuse.negotiated());
     }
 
     /// The core's state and the INIT agreement, once nothing is under way that a next daemon
@@ -235,6 +301,7 @@ impl Dispatcher {
     /// Carries out the core's actions in order, pausing while a device page store is being
     /// written: what follows a publish (wakes, replies) waits until mappings show it.
     fn carry_out_all(&mut self) {
+        self.record_session();
         while !self.stores_in_flight.contains(&true)
             && let Some(action) = self.device.poll_action()
         {
@@ -282,6 +349,7 @@ impl Dispatcher {
             let _ = answer.try_send(reply);
             return;
         }
+        let request = self.resent.remove(&request).unwrap_or(request);
         self.effects.kernel.send(&reply_message(request, reply));
     }
 
@@ -323,6 +391,23 @@ impl Dispatcher {
         {
             self.stores_in_flight.push_back(of_a_bump);
         }
+    }
+}
+
+/// The request an event answers, if it has one.
+fn request_of(event: &Event<'_>) -> Option<RequestId> {
+    match *event {
+        Event::Open { request, .. }
+        | Event::Read { request, .. }
+        | Event::Write { request, .. }
+        | Event::Poll { request, .. }
+        | Event::Ioctl { request, .. }
+        | Event::TriggerIf { request, .. } => Some(request),
+        Event::Interrupt { .. }
+        | Event::Release { .. }
+        | Event::Timeout { .. }
+        | Event::HardwareBump { .. }
+        | Event::PersistDone { .. } => None,
     }
 }
 
@@ -743,5 +828,69 @@ mod tests {
         rig.dispatcher.on_message(same);
         assert!(raised(&ran));
         assert_eq!(rig.dispatcher.device.generation(), 0);
+    }
+
+    #[test]
+    fn the_session_holds_each_change_before_the_reply_that_depends_on_it() {
+        let mut rig = mounted(4);
+        let opened = rig.session.borrow().clone();
+        // INIT and OPEN were answered: the open's file was recorded before its reply went out.
+        let (seen, changes) = opened.last().cloned().expect("a record");
+        assert_eq!(seen, 1, "after INIT's answer, before OPEN's");
+        assert!(changes.files.contains(&sysgenid_core::FileId(1)));
+        rig.dispatcher.on_request(&fakes::read(12, 1, false));
+        let (seen, changes) = rig.session.borrow().last().cloned().unwrap();
+        assert_eq!(seen, 0, "nothing sent since the journal was last taken");
+        assert!(
+            changes.requests.contains(&RequestId(12)),
+            "the blocked read"
+        );
+        rig.dispatcher
+            .on_request(&fakes::write(14, 1, &encode_generation(4), false));
+        let (_, changes) = rig.session.borrow().last().cloned().unwrap();
+        assert!(changes.files.contains(&sysgenid_core::FileId(1)), "the ack");
+    }
+
+    #[test]
+    fn a_resent_read_the_core_waits_on_is_answered_once_under_its_new_id() {
+        let mut rig = mounted(4);
+        rig.dispatcher.on_request(&fakes::read(12, 1, false));
+        let resent = 12 | RESENT_BIT;
+        rig.dispatcher.on_request(&fakes::read(resent, 1, false));
+        assert!(
+            rig.journal.take_sent().is_empty(),
+            "still blocked, not a second read"
+        );
+        assert_eq!(rig.dispatcher.device.status().pending_reads, 1);
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        let answers: Vec<u64> = rig
+            .journal
+            .take_sent()
+            .iter()
+            .map(|m| split_reply(m).0.unique)
+            .filter(|&u| u == 12 || u == resent)
+            .collect();
+        assert_eq!(answers, [resent], "the kernel only knows the new id");
+    }
+
+    #[test]
+    fn a_resent_open_gets_the_file_it_made() {
+        let mut rig = mounted(4);
+        rig.dispatcher
+            .on_request(&fakes::open(2 | RESENT_BIT, libc::O_RDWR));
+        let sent = rig.journal.take_sent();
+        let (header, body) = split_reply(&sent[0]);
+        assert_eq!(header.unique, 2 | RESENT_BIT);
+        assert_eq!(wire::OpenOut::decode(body).unwrap().fh, 1, "the same file");
+        assert_eq!(
+            rig.dispatcher.device.status().open_files,
+            1,
+            "no second file"
+        );
+        rig.dispatcher
+            .on_request(&fakes::open(30 | RESENT_BIT, libc::O_RDWR));
+        let sent = rig.journal.take_sent();
+        let out = wire::OpenOut::decode(split_reply(&sent[0]).1).unwrap();
+        assert_eq!(out.fh, 2, "an open the core never saw is a new file");
     }
 }

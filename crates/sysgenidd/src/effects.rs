@@ -7,8 +7,8 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use sysgenid_core::Time;
-use sysgenid_fuse::{Channel, Sent};
+use sysgenid_core::{Changes, Device, Time};
+use sysgenid_fuse::{Channel, Negotiated, Sent};
 
 use crate::caps::TriggerPolicy;
 
@@ -57,6 +57,14 @@ pub enum Storing {
     Started,
 }
 
+/// Keeps the device's lasting state outside the serving process (the session memfd that the
+/// keeper or the fd store holds), written before the replies that depend on it.
+pub trait SessionStore: Debug {
+    /// Writes the files and requests in `changes` as `device` has them, and the header (the
+    /// counter, the INIT agreement) if it changed.
+    fn record(&mut self, device: &Device, changes: &Changes, fuse: Option<Negotiated>);
+}
+
 /// The loop's monotonic clock.
 pub trait Clock: Debug {
     /// Now, in nanoseconds from the clock's epoch.
@@ -86,6 +94,8 @@ pub struct Effects {
     pub state: Box<dyn Persist>,
     /// Device mappings.
     pub device_page: Box<dyn DeviceStore>,
+    /// The lasting state's copy.
+    pub session: Box<dyn SessionStore>,
     /// The clock.
     pub clock: Box<dyn Clock>,
     /// The trigger policy.

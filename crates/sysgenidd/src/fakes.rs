@@ -15,7 +15,8 @@ use sysgenid_fuse::wire::{self, Wire};
 use crate::control::DaemonFacts;
 use crate::dispatch::Dispatcher;
 use crate::effects::{
-    Clock, DeviceStore, Effects, Kernel, Persist, Persisting, Storing, Supervisor, TriggerJudge,
+    Clock, DeviceStore, Effects, Kernel, Persist, Persisting, SessionStore, Storing, Supervisor,
+    TriggerJudge,
 };
 use crate::fuse_adapter::{FileAttributes, FuseAdapter};
 use crate::inbox::Completion;
@@ -113,6 +114,30 @@ impl DeviceStore for FakeDeviceStore {
     }
 }
 
+/// What the fake session saw at each record: how many effects the journal held by then, and
+/// the files and requests that changed.
+pub type SessionLog = Rc<RefCell<Vec<(usize, sysgenid_core::Changes)>>>;
+
+#[derive(Debug)]
+struct FakeSession {
+    journal: Journal,
+    log: SessionLog,
+}
+
+impl SessionStore for FakeSession {
+    fn record(
+        &mut self,
+        _device: &Device,
+        changes: &sysgenid_core::Changes,
+        _fuse: Option<sysgenid_fuse::Negotiated>,
+    ) {
+        if !changes.files.is_empty() || !changes.requests.is_empty() {
+            let seen = self.journal.0.borrow().len();
+            self.log.borrow_mut().push((seen, changes.clone()));
+        }
+    }
+}
+
 /// A clock that reads what the test set.
 #[derive(Debug)]
 pub struct FakeClock(pub Rc<Cell<u64>>);
@@ -162,6 +187,8 @@ pub struct Rig {
     pub store_deferred: Rc<Cell<bool>>,
     /// The fake clock, in nanoseconds.
     pub clock: Rc<Cell<u64>>,
+    /// What the session was told, and when.
+    pub session: SessionLog,
 }
 
 /// A dispatcher at `generation` whose trigger callers are privileged.
@@ -176,6 +203,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
     let persist_deferred = Rc::new(Cell::new(false));
     let store_deferred = Rc::new(Cell::new(false));
     let clock = Rc::new(Cell::new(1_000_000_000));
+    let session = SessionLog::default();
     let effects = Effects {
         kernel: Box::new(FakeKernel(journal.clone())),
         state: Box::new(FakeState {
@@ -186,6 +214,10 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         device_page: Box::new(FakeDeviceStore {
             journal: journal.clone(),
             defer: Rc::clone(&store_deferred),
+        }),
+        session: Box::new(FakeSession {
+            journal: journal.clone(),
+            log: Rc::clone(&session),
         }),
         clock: Box::new(FakeClock(Rc::clone(&clock))),
         judge: Box::new(FakeJudge(privileged)),
@@ -205,6 +237,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         persist_deferred,
         store_deferred,
         clock,
+        session,
     }
 }
 
@@ -226,6 +259,8 @@ fn facts() -> DaemonFacts {
         device_mmap: false,
         serving: false,
         backends: Vec::new(),
+        serving_pid: Some(1),
+        restarts: None,
     }
 }
 

@@ -10,22 +10,18 @@
 //! within [`ANSWER_TIMEOUT`], and the old one serves on.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
 use serde::{Deserialize, Serialize};
 use sysgenid_core::DeviceState;
 use sysgenid_fuse::Negotiated;
 
 use crate::caps::peer_uid;
+use crate::fdpass;
 use crate::inbox::{Inbox, Message};
 
 /// The socket's name in the state directory.
@@ -59,8 +55,8 @@ pub struct Snapshot {
     pub made_device_file: bool,
     /// Whether the mount was made by `fusermount3`, so that is how it is unmounted.
     pub fusermount: bool,
-    /// Handovers before this one, for status.
-    pub handovers: u64,
+    /// The serving process's restarts on this connection so far, for status.
+    pub restarts: Option<sysgenid_abi::control::Restarts>,
     /// The pid of the daemon that wrote it.
     pub from_pid: u32,
 }
@@ -235,7 +231,7 @@ pub fn give(asked: &Asked, fuse: &impl AsFd, snapshot: &Snapshot) -> Result<(), 
     let bytes = serde_json::to_vec(snapshot).map_err(|e| e.to_string())?;
     let memfd = snapshot_memfd(&bytes).map_err(|e| format!("cannot write the snapshot: {e}"))?;
     let header = Answer::Snapshot { len: bytes.len() };
-    send_with_fds(&asked.stream, &header, &[fuse.as_fd(), memfd.as_fd()])
+    fdpass::send(&asked.stream, &header, &[fuse.as_fd(), memfd.as_fd()])
         .map_err(|e| format!("cannot send the connection: {e}"))?;
     match read_line::<Answer>(&asked.stream)? {
         Answer::Taken => Ok(()),
@@ -282,7 +278,9 @@ pub fn take_over(state_dir: &Path, device: &Path) -> Result<Taken, HandoverError
         newest_format: SNAPSHOT_FORMAT,
     };
     send_line(&stream, &hello).map_err(io_err)?;
-    let (answer, mut fds) = receive_with_fds(&stream).map_err(io_err)?;
+    let (answer, mut fds) = fdpass::receive(&stream, Some(ANSWER_TIMEOUT))
+        .map_err(io_err)?
+        .ok_or_else(|| HandoverError::Unusable("the running daemon closed the socket".into()))?;
     let len = match answer {
         Answer::Snapshot { len } => len,
         Answer::Refused(why) => return Err(HandoverError::Refused(why)),
@@ -373,49 +371,4 @@ fn read_line<T: for<'de> Deserialize<'de>>(stream: &UnixStream) -> Result<T, Str
         .read_line(&mut line)
         .map_err(|e| format!("no answer: {e}"))?;
     serde_json::from_str(&line).map_err(|e| format!("not a handover message ({e}): {line:?}"))
-}
-
-fn send_with_fds(
-    stream: &UnixStream,
-    value: &Answer,
-    fds: &[std::os::fd::BorrowedFd<'_>],
-) -> io::Result<()> {
-    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
-    line.push(b'\n');
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(io::Error::other("control buffer too small"));
-    }
-    let iov = [io::IoSlice::new(&line)];
-    let sent = rustix::net::sendmsg(stream, &iov, &mut control, SendFlags::NOSIGNAL)?;
-    if sent != line.len() {
-        return Err(io::Error::other("short send"));
-    }
-    Ok(())
-}
-
-fn receive_with_fds(stream: &UnixStream) -> io::Result<(Answer, Vec<OwnedFd>)> {
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = loop {
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
-        match rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
-            Ok(r) => break r.bytes,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut fds = Vec::new();
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = message {
-            fds.extend(received);
-        }
-    }
-    let line = &buf[..received];
-    let answer = serde_json::from_slice(line.strip_suffix(b"\n").unwrap_or(line))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok((answer, fds))
 }

@@ -12,14 +12,18 @@ pub mod dispatch;
 pub mod effects;
 #[cfg(test)]
 mod fakes;
+pub mod fdpass;
+pub mod fdstore;
 pub mod fuse_adapter;
 pub mod handover;
 pub mod inbox;
+pub mod keeper;
 pub mod mount_watch;
 pub mod page;
 pub mod restores;
 pub mod server;
 pub mod session;
+pub mod start;
 pub mod state;
 pub mod state_dir;
 pub mod workers;
@@ -27,12 +31,14 @@ pub mod workers;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sysgenid_abi::{CONTROL_SOCKET_NAME, PAGE_FILE_NAME};
+use sysgenid_abi::CONTROL_SOCKET_NAME;
 
 use crate::config::Config;
 use crate::control::DaemonFacts;
 use crate::inbox::Message;
 use crate::server::{Server, Serving, Stopped};
+use crate::session::HeaderFacts;
+use crate::start::Start;
 use crate::state_dir::StateDir;
 
 /// Why the daemon could not start or stopped with an error.
@@ -105,137 +111,82 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
     move |source| DaemonError::Setup { what, source }
 }
 
-/// Where a start left off: the state, and the connection to serve.
-struct Start {
-    dir: Arc<StateDir>,
-    recovered: state::Recovered,
-    page: Option<page::PageFile>,
-    mount: sysgenid_fuse::Mount,
-    channel: sysgenid_fuse::Channel,
-    /// Whether a daemon made the mountpoint file.
-    made: bool,
-    /// What the previous daemon handed over, if this start took over from one.
-    resumed: Option<handover::Snapshot>,
-}
-
-/// Starts serving with `config` and returns when told to stop. If another daemon serves the
-/// same device from the same state directory, takes the device over from it.
+/// Starts serving with `config` and returns when told to stop.
+///
+/// A process started by a keeper, or by systemd with a filled fd store, continues the
+/// connection and session it is given. Otherwise, if another daemon serves the same device from
+/// the same state directory, this one takes the device over from it; else it mounts anew.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
-    let start = match StateDir::open(&config.state_dir) {
-        Ok(dir) => fresh_start(config, Arc::new(dir))?,
-        Err(in_use @ state_dir::StateDirError::InUse { .. }) => take_over(config, in_use)?,
-        Err(e) => return Err(e.into()),
+    let link = keeper::Link::from_env().map_err(setup("reaching the keeper"))?;
+    let held = match &link {
+        Some(link) => link
+            .start()
+            .map_err(setup("asking the keeper what it holds"))?,
+        None => fdstore::take_stored(),
     };
-    serve(config, start)
+    let start = match held {
+        Some((fuse, session)) => start::resume(config, fuse, session)?,
+        None => match StateDir::open(&config.state_dir) {
+            Ok(dir) => start::fresh(config, Arc::new(dir))?,
+            Err(in_use @ state_dir::StateDirError::InUse { .. }) => {
+                start::take_over(config, in_use)?
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let holders = hand_to_holders(link.as_ref(), &start);
+    serve(config, start, holders)
 }
 
-/// Recovers the counter and mounts the device.
-fn fresh_start(config: &Config, dir: Arc<StateDir>) -> Result<Start, DaemonError> {
-    let recovered =
-        state::recover(Arc::clone(&dir), page::peek(&dir)).map_err(setup("reading the boot id"))?;
-    let page = open_page(&dir, recovered.generation);
-    let made = device_path::prepare_device_path(&config.device)?;
-    let (mount, channel) = match device_path::mount_device(&config.device) {
-        Ok(mounted) => mounted,
-        Err(e) => {
-            device_path::remove_if_made(&config.device, made);
-            return Err(e.into());
-        }
-    };
-    tracing::info!(device = %config.device.display(), method = ?mount.method(), "mounted");
-    Ok(Start {
-        dir,
-        recovered,
-        page,
-        mount,
-        channel,
-        made,
-        resumed: None,
-    })
+/// Who holds the connection and the session besides this process.
+#[derive(Debug, Clone, Default)]
+pub struct Holders {
+    /// How the previous serving process ended, when a keeper started this one after it.
+    pub keeper_saw: Option<String>,
+    /// Whether a keeper holds them.
+    pub keeper: bool,
+    /// Whether systemd's fd store holds them.
+    pub fdstore: bool,
 }
 
-/// Takes the live connection and the core's state from the daemon that holds the state
-/// directory, waits until it has gone, and locks the directory in its place.
-fn take_over(config: &Config, in_use: state_dir::StateDirError) -> Result<Start, DaemonError> {
-    let mut taken = match handover::take_over(&config.state_dir, &config.device) {
-        Ok(taken) => taken,
-        Err(handover) => return Err(DaemonError::Busy { in_use, handover }),
+/// Gives the connection and the session to whoever outlives this process: the keeper, and
+/// systemd's fd store.
+fn hand_to_holders(link: Option<&keeper::Link>, start: &Start) -> Holders {
+    let mut holders = Holders {
+        keeper_saw: link.and_then(|l| l.previous_end.clone()),
+        ..Holders::default()
     };
-    taken
-        .confirm()
-        .map_err(setup("waiting for the previous daemon to exit"))?;
-    let dir = Arc::new(
-        StateDir::open_waiting(&config.state_dir, handover::ANSWER_TIMEOUT)
-            .map_err(DaemonError::LockAfterHandover)?,
-    );
-    let snapshot = taken.snapshot;
-    let generation = snapshot.device.generation;
-    tracing::info!(
-        from = snapshot.from_pid,
-        generation,
-        files = snapshot.device.files.len(),
-        pending = snapshot.device.pending.len(),
-        format = snapshot.format,
-        "took the device over"
-    );
-    let recovered = state::Recovered {
-        state: state::StateFile::new(Arc::clone(&dir)).map_err(setup("reading the boot id"))?,
-        generation,
-        degraded: snapshot
-            .device
-            .degraded
-            .then(|| "the previous daemon was degraded".into()),
-    };
-    let method = match snapshot.fusermount {
-        true => sysgenid_fuse::MountMethod::Fusermount,
-        false => sysgenid_fuse::MountMethod::Syscall,
-    };
-    Ok(Start {
-        page: open_page(&dir, generation),
-        dir,
-        recovered,
-        mount: sysgenid_fuse::Mount::existing(&config.device, method),
-        channel: sysgenid_fuse::Channel::from_fd(taken.fuse),
-        made: snapshot.made_device_file,
-        resumed: Some(snapshot),
-    })
-}
-
-/// The page file at `generation`, or `None` (logged) where the state directory takes no writes.
-fn open_page(dir: &StateDir, generation: u32) -> Option<page::PageFile> {
-    match page::PageFile::open_or_create(dir, generation) {
-        Ok(page) => Some(page),
-        // A read-only or full state directory: serve anyway. Without a page file probes fall
-        // back to the device; one that cannot be opened for update shows this generation, and
-        // no bump can be persisted in a directory that takes no writes.
-        Err(error) => {
-            let path = dir.path_of(PAGE_FILE_NAME);
-            tracing::error!(path = %path.display(), %error, "the page file cannot be updated");
-            None
+    if let Some(link) = link {
+        match link.hold(&start.channel, start.session.fd()) {
+            Ok(()) => holders.keeper = true,
+            Err(error) => {
+                tracing::warn!(%error, "the keeper cannot hold the connection: a crash would end it");
+            }
         }
     }
+    match fdstore::store(&start.channel, start.session.fd()) {
+        Ok(stored) => holders.fdstore = stored,
+        Err(error) => tracing::warn!(%error, "cannot store the connection with systemd"),
+    }
+    holders
 }
 
-/// Starts the helpers and serves until told to stop; then unmounts, unless the device was
-/// handed over.
-fn serve(config: &Config, start: Start) -> Result<(), DaemonError> {
-    let Start {
-        dir,
-        recovered,
-        page,
-        mount,
-        channel,
-        made,
-        resumed,
-    } = start;
-    let unmount = |mount: &sysgenid_fuse::Mount| {
-        let _ = mount.unmount(true);
-        device_path::remove_if_made(&config.device, made);
+/// Starts the helpers and serves until told to stop. Then unmounts, unless the device was
+/// handed over, or its connection waits in systemd's fd store for the next start.
+fn serve(config: &Config, start: Start, holders: Holders) -> Result<(), DaemonError> {
+    let fresh = start.resumed.is_none() && !start.resend;
+    let made = start.made;
+    // A failed start of a process that continues a connection leaves it to the next one.
+    let give_up = |mount: &sysgenid_fuse::Mount| {
+        if fresh {
+            let _ = mount.unmount(true);
+            device_path::remove_if_made(&config.device, made);
+        }
     };
     let policy = match caps::TriggerPolicy::for_this_process() {
         Ok(policy) => Arc::new(policy),
         Err(e) => {
-            unmount(&mount);
+            give_up(&start.mount);
             return Err(setup("reading user namespaces")(e));
         }
     };
@@ -243,54 +194,59 @@ fn serve(config: &Config, start: Start) -> Result<(), DaemonError> {
     let backends = match backends::start_with(&config.backends, &inbox, &backend_options(config)) {
         Ok(backends) => backends,
         Err(e) => {
-            unmount(&mount);
+            give_up(&start.mount);
             return Err(e.into());
         }
     };
-    let control_path = config.state_dir.join(CONTROL_SOCKET_NAME);
-    let control_bound = match start_helpers(config, &dir, &inbox, &policy) {
+    let control_bound = match start_helpers(config, &start.dir, &inbox, &policy) {
         Ok(bound) => bound,
         Err(e) => {
-            unmount(&mount);
+            give_up(&start.mount);
             return Err(e);
         }
     };
+    let restarts = start::restarts_now(&start, &holders);
+    let mount = start.mount.clone();
     let facts = DaemonFacts {
-        pid: std::process::id(),
+        pid: keeper::service_pid(),
         device: config.device.clone(),
         state_dir: config.state_dir.clone(),
         device_mmap: false,
         serving: false,
         backends,
+        serving_pid: Some(std::process::id()),
+        restarts: restarts.clone(),
     };
-    let serving = Serving {
-        channel,
-        state: recovered.state,
-        page,
-        generation: recovered.generation,
-        degraded: recovered.degraded.is_some(),
-        policy,
-        inbox: receiver,
-        outbox: inbox,
-        facts,
-        handover: server::HandoverFacts {
-            made_device_file: made,
-            fusermount: mount.method() == sysgenid_fuse::MountMethod::Fusermount,
-            handovers: resumed.as_ref().map_or(0, |s| s.handovers),
-        },
-        resumed,
+    let mount_facts = HeaderFacts {
+        device_path: config.device.clone(),
+        made_device_file: made,
+        fusermount: mount.method() == sysgenid_fuse::MountMethod::Fusermount,
+        restarts,
     };
+    let serving = Serving::from_start(start, policy, (receiver, inbox), facts, mount_facts);
     let stopped = Server::new(config, serving).and_then(|mut server| server.run());
+    let control_path = config.state_dir.join(CONTROL_SOCKET_NAME);
+    let tidy = || {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        if control_bound {
+            let _ = std::fs::remove_file(&control_path);
+        }
+    };
     match stopped? {
         Stopped::HandedOver { to } => {
             tracing::info!(to, "handed the device over; exiting without unmounting");
             Ok(())
         }
+        Stopped::Shutdown(reason) if holders.fdstore && fdstore::restart_pending() => {
+            tidy();
+            tracing::info!(
+                %reason,
+                "restarting: the connection stays in systemd's fd store for the next start"
+            );
+            Ok(())
+        }
         Stopped::Shutdown(reason) => {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-            if control_bound {
-                let _ = std::fs::remove_file(&control_path);
-            }
+            tidy();
             tracing::info!(%reason, "unmounting and exiting");
             match mount.unmount(true) {
                 Ok(()) => device_path::remove_if_made(&config.device, made),
@@ -299,10 +255,7 @@ fn serve(config: &Config, start: Start) -> Result<(), DaemonError> {
             Ok(())
         }
         Stopped::Unmounted => {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-            if control_bound {
-                let _ = std::fs::remove_file(&control_path);
-            }
+            tidy();
             Err(DaemonError::Unmounted)
         }
     }

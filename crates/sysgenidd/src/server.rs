@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use sysgenid_core::Device;
+use sysgenid_core::{BumpSource, Device};
 use sysgenid_fuse::{Channel, Received, RequestBuffer};
 
 use crate::backends::dedupe::DEFAULT_WINDOW;
@@ -24,6 +24,8 @@ use crate::fuse_adapter::{FileAttributes, FuseAdapter, MAX_WRITE};
 use crate::handover::{self, Asked, Snapshot};
 use crate::inbox::{Inbox, InboxReceiver, Message};
 use crate::page::PageFile;
+use crate::session::{HeaderFacts, SessionWriter};
+use crate::start::Start;
 use crate::state::StateFile;
 use crate::workers::{PersistWorker, StoreWorker};
 
@@ -69,20 +71,41 @@ pub struct Serving {
     /// What status reports about the daemon.
     pub facts: DaemonFacts,
     /// What a next daemon needs to know about the mount.
-    pub handover: HandoverFacts,
-    /// What the previous daemon handed over, when this one took over.
+    pub mount_facts: HeaderFacts,
+    /// The copy of the lasting state outside this process.
+    pub session: SessionWriter,
+    /// The state a previous process left, when this one continues its connection.
     pub resumed: Option<Snapshot>,
+    /// Whether the previous process died with requests read and not answered: ask the kernel
+    /// to send them again.
+    pub resend: bool,
 }
 
-/// What the loop tells a daemon that takes over, besides the core's state.
-#[derive(Debug, Clone, Copy)]
-pub struct HandoverFacts {
-    /// Whether a daemon made the mountpoint file.
-    pub made_device_file: bool,
-    /// Whether `fusermount3` made the mount.
-    pub fusermount: bool,
-    /// Handovers before this daemon.
-    pub handovers: u64,
+impl Serving {
+    /// What a start left, with the helpers' parts.
+    pub fn from_start(
+        start: Start,
+        policy: Arc<TriggerPolicy>,
+        (inbox, outbox): (InboxReceiver, Inbox),
+        facts: DaemonFacts,
+        mount_facts: HeaderFacts,
+    ) -> Serving {
+        Serving {
+            channel: start.channel,
+            state: start.recovered.state,
+            page: start.page,
+            generation: start.recovered.generation,
+            degraded: start.recovered.degraded.is_some(),
+            policy,
+            inbox,
+            outbox,
+            facts,
+            session: SessionWriter::new(start.session, mount_facts.clone()),
+            mount_facts,
+            resumed: start.resumed,
+            resend: start.resend,
+        }
+    }
 }
 
 /// How long a handover may wait for a bump under way before it is refused.
@@ -95,7 +118,8 @@ pub struct Server {
     inbox: InboxReceiver,
     dispatcher: Dispatcher,
     device_path: PathBuf,
-    handover: HandoverFacts,
+    mount_facts: HeaderFacts,
+    resend: bool,
     /// A new daemon waiting for the device, and until when it may wait for a quiet moment.
     /// Meanwhile no request is read from `/dev/fuse`.
     asked: Option<(Asked, Instant)>,
@@ -124,6 +148,7 @@ impl Server {
                 StoreWorker::start(Arc::clone(&channel), serving.outbox)
                     .map_err(ServerError::Thread)?,
             ),
+            session: Box::new(serving.session),
             clock: Box::new(MonotonicClock),
             judge: Box::new(serving.policy),
             supervisor: Box::new(SdNotify),
@@ -141,13 +166,20 @@ impl Server {
         if serving.degraded {
             device.mark_degraded();
         }
-        let dispatcher = Dispatcher::new(device, fuse, effects, serving.facts, DEFAULT_WINDOW);
+        // A value the previous process made durable and died before showing.
+        device.catch_up(
+            serving.generation,
+            BumpSource::Backend("restart".to_owned()),
+        );
+        let mut dispatcher = Dispatcher::new(device, fuse, effects, serving.facts, DEFAULT_WINDOW);
+        dispatcher.start();
         Ok(Server {
             channel,
             inbox: serving.inbox,
             dispatcher,
             device_path: config.device.clone(),
-            handover: serving.handover,
+            mount_facts: serving.mount_facts,
+            resend: serving.resend,
             asked: None,
         })
     }
@@ -158,6 +190,9 @@ impl Server {
             .set_nonblocking(true)
             .map_err(ServerError::Poll)?;
         let mut buf = RequestBuffer::new(MAX_WRITE);
+        if self.resend {
+            self.ask_for_unanswered_requests();
+        }
         loop {
             if let Some(stopped) = self.try_handover() {
                 return Ok(stopped);
@@ -186,6 +221,19 @@ impl Server {
                 return Ok(stopped);
             }
             self.dispatcher.on_timeout();
+        }
+    }
+
+    /// After a crash: asks the kernel to send again what the dead process read and never
+    /// answered (Linux 6.9+). Older kernels refuse; their callers keep waiting until a signal.
+    fn ask_for_unanswered_requests(&self) {
+        match self.channel.send(&sysgenid_fuse::reply::notify_resend()) {
+            Ok(_) => tracing::info!("asked the kernel to resend unanswered requests"),
+            Err(error) => tracing::warn!(
+                %error,
+                "this kernel cannot resend requests (Linux 6.9+ can): calls the previous \
+                 process read and never answered stay blocked until their callers are signalled"
+            ),
         }
     }
 
@@ -220,9 +268,9 @@ impl Server {
             device,
             fuse: fuse.into(),
             device_path: self.device_path.clone(),
-            made_device_file: self.handover.made_device_file,
-            fusermount: self.handover.fusermount,
-            handovers: self.handover.handovers + 1,
+            made_device_file: self.mount_facts.made_device_file,
+            fusermount: self.mount_facts.fusermount,
+            restarts: self.mount_facts.restarts.clone(),
             from_pid: std::process::id(),
         };
         match handover::give(&asked, &*self.channel, &snapshot) {

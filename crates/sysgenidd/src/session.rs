@@ -14,7 +14,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use sysgenid_core::{Changes, Device, DeviceState, FileId, FileState, PendingState, PollHandle};
 use sysgenid_core::{RequestId, Time};
 
-use crate::handover::Snapshot;
+use sysgenid_fuse::Negotiated;
+
+use crate::effects::SessionStore;
+use crate::handover::{FuseState, Snapshot};
 
 /// Bytes before the first slot.
 const HEADER_LEN: u64 = 16 * 1024;
@@ -157,15 +160,27 @@ impl Session {
         Ok(slot)
     }
 
-    /// Reads a session that another process wrote, and takes it over for writing.
-    pub fn open(fd: OwnedFd) -> Result<(Session, Snapshot), SessionError> {
+    /// Reads a session that another process wrote, and takes it over for writing. `None` when
+    /// it holds nothing yet: the process died before it answered INIT.
+    pub fn open(fd: OwnedFd) -> Result<(Session, Option<Snapshot>), SessionError> {
         let len = rustix::fs::fstat(&fd).map_err(io::Error::from)?.st_size;
         let len = u64::try_from(len).map_err(|_| SessionError::Damaged("negative size".into()))?;
-        if len < HEADER_LEN || (len - HEADER_LEN) % SLOT_LEN != 0 {
+        if len < HEADER_LEN || !(len - HEADER_LEN).is_multiple_of(SLOT_LEN) {
             return Err(SessionError::Damaged(format!("size {len}")));
         }
         let mut head = vec![0u8; HEADER_LEN as usize];
         read_exact_at(&fd, &mut head, 0)?;
+        if head[..8] == [0; 8] {
+            let empty = Session {
+                fd,
+                slots: HashMap::new(),
+                free: Vec::new(),
+                next_slot: 0,
+                header: Vec::new(),
+            };
+            rustix::fs::ftruncate(&empty.fd, HEADER_LEN).map_err(io::Error::from)?;
+            return Ok((empty, None));
+        }
         if &head[..8] != MAGIC {
             return Err(SessionError::Damaged("no session header".into()));
         }
@@ -204,12 +219,78 @@ impl Session {
             .device
             .pending
             .sort_unstable_by_key(PendingState::request);
-        Ok((session, snapshot))
+        Ok((session, Some(snapshot)))
     }
 
     /// Gives up the memfd.
     pub fn into_fd(self) -> OwnedFd {
         self.fd
+    }
+}
+
+/// The daemon's [`SessionStore`]: the session, and what its header says besides the core.
+#[derive(Debug)]
+pub struct SessionWriter {
+    session: Session,
+    facts: HeaderFacts,
+    last: Option<(DeviceState, FuseState)>,
+}
+
+/// What the header holds besides the core's counter and the INIT agreement.
+#[derive(Debug, Clone)]
+pub struct HeaderFacts {
+    /// The device path of the mount.
+    pub device_path: std::path::PathBuf,
+    /// Whether a daemon made the mountpoint file.
+    pub made_device_file: bool,
+    /// Whether `fusermount3` made the mount.
+    pub fusermount: bool,
+    /// Restarts on this connection so far.
+    pub restarts: Option<sysgenid_abi::control::Restarts>,
+}
+
+impl SessionWriter {
+    /// Writes into `session` from now on.
+    pub fn new(session: Session, facts: HeaderFacts) -> SessionWriter {
+        SessionWriter {
+            session,
+            facts,
+            last: None,
+        }
+    }
+
+    fn header(&self, meta: DeviceState, fuse: FuseState) -> Snapshot {
+        Snapshot {
+            format: crate::handover::SNAPSHOT_FORMAT,
+            device: meta,
+            fuse,
+            device_path: self.facts.device_path.clone(),
+            made_device_file: self.facts.made_device_file,
+            fusermount: self.facts.fusermount,
+            restarts: self.facts.restarts.clone(),
+            from_pid: std::process::id(),
+        }
+    }
+}
+
+impl SessionStore for SessionWriter {
+    fn record(&mut self, device: &Device, changes: &Changes, fuse: Option<Negotiated>) {
+        if let Err(error) = self.session.write_changes(device, changes) {
+            tracing::warn!(%error, "cannot write the session: a crash now would lose open files");
+        }
+        // Before INIT there is no agreement to keep; the kernel resends an unanswered INIT.
+        let Some(fuse) = fuse.map(FuseState::from) else {
+            return;
+        };
+        let meta = device.lasting_meta();
+        if self.last.as_ref() == Some(&(meta.clone(), fuse)) {
+            return;
+        }
+        let header = self.header(meta.clone(), fuse);
+        match self.session.write_header(&header) {
+            Ok(()) => self.last = Some((meta, fuse)),
+            Err(error) => tracing::warn!(%error, "cannot write the session header"),
+        }
     }
 }
 
@@ -302,7 +383,7 @@ mod tests {
     use sysgenid_core::{Action, Caller, Event, Reply};
 
     use super::*;
-    use crate::handover::{FuseState, SNAPSHOT_FORMAT};
+    use crate::handover::SNAPSHOT_FORMAT;
 
     fn header(device: &Device) -> Snapshot {
         Snapshot {
@@ -320,7 +401,7 @@ mod tests {
             device_path: "/dev/sysgenid".into(),
             made_device_file: true,
             fusermount: false,
-            handovers: 0,
+            restarts: None,
             from_pid: 1,
         }
     }
@@ -382,6 +463,7 @@ mod tests {
 
         let copy = rustix::io::dup(session.fd()).unwrap();
         let (_reopened, snapshot) = Session::open(copy).unwrap();
+        let snapshot = snapshot.expect("a header");
         assert_eq!(snapshot.device, device.lasting_state());
         assert_eq!(snapshot.fuse, header(&device).fuse);
     }

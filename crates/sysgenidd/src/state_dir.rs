@@ -304,7 +304,9 @@ fn take_lock(path: &Path, dir: &OwnedFd) -> Result<(), StateDirError> {
         Mode::from_raw_mode(0o644),
     )
     .map_err(io::Error::from)
-    .and_then(|fd| File::from(fd).write_all(format!("{}\n", std::process::id()).as_bytes()));
+    .and_then(|fd| {
+        File::from(fd).write_all(format!("{}\n", crate::keeper::service_pid()).as_bytes())
+    });
     if let Err(e) = written {
         tracing::warn!(path = %lock_path.display(), error = %e, "cannot write the pid file");
     }

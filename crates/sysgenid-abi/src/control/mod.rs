@@ -34,7 +34,7 @@ use crate::Errno;
 
 pub use request::{ParseRequestError, Request};
 pub use status::{
-    ADDED_FIELDS, Backend, BumpSource, DaemonInfo, LastBump, LastFailure, OutdatedFile,
+    ADDED_FIELDS, Backend, BumpSource, DaemonInfo, LastBump, LastFailure, OutdatedFile, Restarts,
     STATUS_VERSION, Status, VERSION_1_FIELDS,
 };
 

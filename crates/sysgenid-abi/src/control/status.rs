@@ -11,10 +11,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The version of the status document this crate writes, and the newest it knows.
-pub const STATUS_VERSION: u32 = 2;
+pub const STATUS_VERSION: u32 = 3;
 
 /// Each field added after version 1, with the version that added it, oldest first.
-pub const ADDED_FIELDS: &[(u32, &str)] = &[(2, "version")];
+pub const ADDED_FIELDS: &[(u32, &str)] = &[
+    (2, "version"),
+    (3, "daemon.serving_pid"),
+    (3, "daemon.restarts"),
+];
 
 /// The top-level fields of version 1: every daemon writes them, so a document without one of
 /// them is not a status document.
@@ -169,6 +173,31 @@ pub struct DaemonInfo {
     pub serving: bool,
     /// Each hardware backend.
     pub backends: Vec<Backend>,
+    /// The process that reads the device; under a keeper, `pid` is the keeper's. Daemons
+    /// older than the field leave it out.
+    #[serde(default)]
+    pub serving_pid: Option<u32>,
+    /// How often the device passed to a new serving process without its clients noticing, and
+    /// the last time; `None` before the first. Daemons older than the field leave it out.
+    #[serde(default)]
+    pub restarts: Option<Restarts>,
+}
+
+/// The serving process's restarts on one connection (a crash under the keeper or systemd, a
+/// handover to a new daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restarts {
+    /// How many since the device was mounted.
+    pub count: u64,
+    /// How the last one happened: `keeper` (a crash, started again by the keeper), `fdstore`
+    /// (started again by systemd from its fd store) or `handover` (a new daemon took over).
+    pub mode: String,
+    /// When, in Unix seconds.
+    pub at: u64,
+    /// The process that served before.
+    pub previous_pid: u32,
+    /// How that process ended, when known (`signal 9`, `exit 101`, `handed over`).
+    pub cause: String,
 }
 
 /// A hardware backend.
@@ -235,6 +264,8 @@ mod tests {
                     reason: None,
                     detail: Some("kprobe".to_owned()),
                 }],
+                serving_pid: Some(4001),
+                restarts: None,
             },
         }
     }
@@ -244,7 +275,7 @@ mod tests {
         let status = sample();
         let json = serde_json::to_string(&status).unwrap();
         assert!(
-            json.starts_with(r#"{"version":2,"generation":7,"#),
+            json.starts_with(r#"{"version":3,"generation":7,"#),
             "{json}"
         );
         assert!(json.contains(r#""source":"backend","pid":null,"backend":"fw-cfg""#));
@@ -259,7 +290,10 @@ mod tests {
     fn a_version_1_document_reads_as_version_1_and_names_what_it_lacks() {
         let status: Status = serde_json::from_str(VERSION_1).unwrap();
         assert_eq!(status.version, 1);
-        assert_eq!(status.missing_fields(), ["version"]);
+        assert_eq!(
+            status.missing_fields(),
+            ["version", "daemon.serving_pid", "daemon.restarts"]
+        );
         assert_eq!(status.generation, 2);
         assert_eq!(status.outdated_files.len(), 2);
         assert_eq!(status.last_bump.unwrap().source, BumpSource::Trigger);
@@ -271,7 +305,7 @@ mod tests {
     #[test]
     fn a_newer_document_parses_and_says_so() {
         let mut value = serde_json::to_value(sample()).unwrap();
-        value["version"] = 3.into();
+        value["version"] = 4.into();
         value["uptime_s"] = 12.into();
         value["last_bump"]["source"] = "hypervisor".into();
         value["last_bump"]["at"] = "now".into();
@@ -311,13 +345,19 @@ mod tests {
         assert_eq!(old.daemon.backends.len(), 1);
     }
 
-    /// The field lists cannot drift from the struct: together they are its keys.
+    /// The field lists cannot drift from the struct: together they are its keys, and the
+    /// `daemon.` fields added later are keys of `daemon`.
     #[test]
     fn the_field_lists_name_every_top_level_field() {
         let value = serde_json::to_value(sample()).unwrap();
         let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(|k| &**k).collect();
         let mut listed: Vec<&str> = VERSION_1_FIELDS.to_vec();
-        listed.extend(ADDED_FIELDS.iter().map(|(_, field)| *field));
+        for (_, field) in ADDED_FIELDS {
+            match field.strip_prefix("daemon.") {
+                Some(nested) => assert!(value["daemon"].get(nested).is_some(), "{field}"),
+                None => listed.push(field),
+            }
+        }
         keys.sort_unstable();
         listed.sort_unstable();
         assert_eq!(keys, listed);
