@@ -85,14 +85,15 @@ mod tests {
     }
 
     /// The example of `docs/control.md`, plus a field this version does not know.
-    const DOC: &str = r#"{"version":2,"generation":2,"serving":true,"degraded":false,
+    const DOC: &str = r#"{"version":3,"generation":2,"serving":true,"degraded":false,
         "open_files":3,"tracked":1,"outdated":1,
         "outdated_files":[{"pid":4242,"command":"/usr/bin/myservice --flag","tracked":true}],
         "pending_reads":1,"pending_waits":0,
         "last_bump":{"generation":2,"source":"trigger","pid":4100,"backend":null},
         "failed_bumps":0,"last_failure":null,
         "daemon":{"pid":4000,"device":"/dev/sysgenid","state_dir":"/run/sysgenid",
-            "device_mmap":true,"serving":true,"backends":[]},
+            "device_mmap":true,"serving":true,"backends":[],"serving_pid":4001,
+            "restarts":{"count":1,"mode":"keeper","at":1,"previous_pid":3990,"cause":"signal 9"}},
         "future_field":42}"#;
 
     #[test]
@@ -116,10 +117,13 @@ mod tests {
     /// A version-1 daemon's document (the example without `version`) parses, and says so.
     #[test]
     fn a_version_1_document_names_what_it_lacks() {
-        let old = DOC.replace('\n', " ").replace(r#""version":2,"#, "");
+        let old = DOC.replace('\n', " ").replace(r#""version":3,"#, "");
         let s = parse(&old).unwrap();
         assert_eq!(s.version, 1);
-        assert_eq!(s.missing_fields(), ["version"]);
+        assert_eq!(
+            s.missing_fields(),
+            ["version", "daemon.serving_pid", "daemon.restarts"]
+        );
         assert_eq!(s.daemon.pid, 4000);
     }
 
