@@ -332,7 +332,8 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "no new serving process; log:\n{}",
+                "no new serving process after {old}; status {:?}; log:\n{}",
+                self.try_status().ok(),
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(5));

@@ -16,11 +16,26 @@ const EXPECTED_CAPS: u64 = 1 << 21 | 1 << 19;
 /// its log in a file, and no default dependencies (which would run sysinit steps against the
 /// shared kernel). `Wants=modprobe@fuse.service` goes for the same reason.
 fn unit_for_test(dir: &Path) -> String {
+    unit_for_test_with(dir, "", &[])
+}
+
+fn same_key(a: &str, b: &str) -> bool {
+    a.split_once('=').map(|(k, _)| k) == b.split_once('=').map(|(k, _)| k)
+}
+
+/// Whether `line` replaces a line of `unit` with the same key.
+fn replaces(line: &str, unit: &str) -> bool {
+    unit.lines().any(|l| same_key(line, l))
+}
+
+/// [`unit_for_test`] with `extra` daemon arguments and `service` lines set in `[Service]`
+/// (replacing the unit's own line of the same key).
+fn unit_for_test_with(dir: &Path, extra: &str, service: &[&str]) -> String {
     let unit =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd/sysgenidd.service");
     let text = std::fs::read_to_string(unit).unwrap();
     let exec = format!(
-        "ExecStart={} --device {} --state-dir {} --backends uevent,vmgenid-bpf --bpf-pin-dir none --log debug",
+        "ExecStart={} --device {} --state-dir {} --backends uevent,vmgenid-bpf --bpf-pin-dir none --log debug {extra}",
         workspace_binary("sysgenidd").display(),
         dir.join("device").display(),
         dir.join("state").display(),
@@ -35,7 +50,16 @@ fn unit_for_test(dir: &Path) -> String {
                 out.push_str(&exec);
             }
             l if l.starts_with("Wants=modprobe@") => continue,
-            "[Unit]" => out.push_str("[Unit]\nDefaultDependencies=no"),
+            // No start limit: the crash tests restart the service a hundred times.
+            "[Unit]" => out.push_str("[Unit]\nDefaultDependencies=no\nStartLimitIntervalSec=0"),
+            "[Service]" => {
+                out.push_str("[Service]");
+                for line in service.iter().filter(|l| !replaces(l, &text)) {
+                    out.push('\n');
+                    out.push_str(line);
+                }
+            }
+            l if let Some(line) = service.iter().find(|s| same_key(s, l)) => out.push_str(line),
             "[Install]" => out.push_str(&format!(
                 "StandardOutput=append:{0}\nStandardError=append:{0}\n\n[Install]",
                 log.display()
@@ -246,10 +270,11 @@ fn restarts_and_crashes_of_the_service_keep_the_connection_in_the_fd_store() {
     let device = systemd.path_inside(&dir.join("device"));
     let socket = dir.join("state").join(sysgenid_abi::CONTROL_SOCKET_NAME);
     let file = DevFile::rw_nonblock(&device);
-    let blocked = {
+    let (answer, blocked) = std::sync::mpsc::channel();
+    {
         let file = DevFile::rw(&device);
-        std::thread::spawn(move || file.read())
-    };
+        std::thread::spawn(move || answer.send(file.read()));
+    }
     std::thread::sleep(std::time::Duration::from_millis(200));
 
     // systemctl restart: the serving process exits without unmounting, the next one continues.
@@ -278,10 +303,12 @@ fn restarts_and_crashes_of_the_service_keep_the_connection_in_the_fd_store() {
         "the open file is still up to date"
     );
     trigger_inside(&systemd, dir);
+    let got = blocked.recv_timeout(std::time::Duration::from_secs(10));
     assert_eq!(
-        blocked.join().unwrap(),
-        Ok(1),
-        "the blocked read got the bump"
+        got,
+        Ok(Ok(1)),
+        "the blocked read got the bump; log:\n{}",
+        log()
     );
     assert_eq!(file.read(), Ok(1));
     file.ack(1).unwrap();
@@ -314,4 +341,89 @@ fn restarts_and_crashes_of_the_service_keep_the_connection_in_the_fd_store() {
         log()
     );
     assert!(file.read().is_err(), "no connection after a real stop");
+}
+
+/// Without a keeper, systemd's fd store alone carries the connection over 100 SIGKILLs of the
+/// serving process at random points of a trigger storm.
+#[test]
+fn a_hundred_crashes_under_systemd_alone_cost_no_client_an_error() {
+    const CYCLES: u64 = 100;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let unit = unit_for_test_with(dir, "--keeper off", &["RestartSec=10ms"]);
+    let systemd = Systemd::boot(&[(SERVICE, &unit)]).unwrap_or_else(|e| panic!("{e}"));
+    let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    start(&systemd, &log);
+    let device = systemd.path_inside(&dir.join("device"));
+    let socket = dir.join("state").join(sysgenid_abi::CONTROL_SOCKET_NAME);
+    let mut mapper = sysgenid_e2e::Mapper::start(&device);
+    // The storm: triggers from inside, each failure on its own line.
+    let storm_log = dir.join("storm.log");
+    let mut storm = systemd
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "while :; do {} --device {} --state-dir {} trigger >/dev/null 2>>{} || echo FAILED >>{}; done",
+            workspace_binary("sysgenid").display(),
+            dir.join("device").display(),
+            dir.join("state").display(),
+            storm_log.display(),
+            storm_log.display(),
+        ))
+        .spawn()
+        .unwrap();
+    let file = DevFile::rw_nonblock(&device);
+    let mut seen = mapper.first;
+    for cycle in 0..CYCLES {
+        std::thread::sleep(std::time::Duration::from_micros((cycle * 7919) % 30_000));
+        let before = main_pid(&systemd);
+        let kill = systemd
+            .command("kill")
+            .args(["-9", &before.to_string()])
+            .output()
+            .unwrap();
+        assert!(kill.status.success(), "cycle {cycle}: {kill:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let pid = main_pid(&systemd);
+            if pid != 0 && pid != before && systemd.property(SERVICE, "ActiveState") == "active" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cycle {cycle}: systemd did not start the service again:\n{}\n{}",
+                String::from_utf8_lossy(
+                    &systemd.systemctl(&["status", "--no-pager", SERVICE]).stdout
+                ),
+                log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Every client follows: the open file reads a newer value, the mapper sees it.
+        let now = control_status(&socket).unwrap()["generation"]
+            .as_u64()
+            .unwrap();
+        let now = u32::try_from(now).unwrap();
+        while seen < now {
+            seen = mapper
+                .next_change(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("cycle {cycle}: the mapper is stuck at {seen} < {now}"));
+        }
+        match file.read() {
+            Ok(g) => assert!(g >= now, "cycle {cycle}: read {g} < {now}"),
+            Err(Errno::AGAIN) => {}
+            Err(e) => panic!("cycle {cycle}: the open file got {e:?}"),
+        }
+        mapper.page_out();
+        assert!(mapper.alive(), "cycle {cycle}: the mapper died");
+    }
+    let _ = storm.kill();
+    let _ = storm.wait();
+    let failures = std::fs::read_to_string(&storm_log).unwrap_or_default();
+    assert_eq!(failures, "", "no trigger of the storm failed");
+    let status = control_status(&socket).unwrap();
+    assert_eq!(status["daemon"]["restarts"]["count"], CYCLES, "{status}");
+    assert_eq!(status["daemon"]["restarts"]["mode"], "fdstore", "{status}");
+    assert!(mapper.finish().success());
 }

@@ -53,10 +53,18 @@ pub fn restart_pending() -> bool {
     let output = std::process::Command::new("systemctl")
         .args(["list-jobs", "--no-legend", "--plain", &unit])
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .output();
-    let Ok(output) = output else {
-        return false;
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            tracing::warn!(status = %output.status, %stderr, "systemctl list-jobs failed: stopping");
+            return false;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot run systemctl list-jobs: stopping");
+            return false;
+        }
     };
     let jobs = String::from_utf8_lossy(&output.stdout);
     let restarting = jobs.lines().any(|line| {
