@@ -1,5 +1,6 @@
 //! Real VM restores under QEMU: snapshot a guest running sysgenidd, restore it twice, check
-//! each clone: the vmgenid-bpf backend bumps exactly once per restore, and nothing else does.
+//! each clone: the vmgenid-bpf backend bumps exactly once per restore, and nothing else does,
+//! also when the daemon restarts (keeper, handover) around the snapshot and the restore.
 
 use std::time::{Duration, Instant};
 
@@ -493,4 +494,164 @@ fn overseer_readjusts_each_clone_and_names_a_laggard() {
             );
         }
     }
+}
+
+/// The guest daemon's log: every daemon the guest starts appends to it.
+fn daemon_log(vm: &mut Vm) -> String {
+    vm.guest("cat /run/e2e/daemon.log")
+}
+
+/// Runs `check`; if it panics, prints the guest daemon's log first.
+fn with_daemon_log<T>(vm: &mut Vm, check: impl FnOnce(&mut Vm) -> T) -> T {
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    match catch_unwind(AssertUnwindSafe(|| check(vm))) {
+        Ok(value) => value,
+        Err(panic) => {
+            match catch_unwind(AssertUnwindSafe(|| daemon_log(vm))) {
+                Ok(log) => eprintln!("--- guest /run/e2e/daemon.log ---\n{log}\n---"),
+                Err(_) => eprintln!("(the guest daemon's log could not be read)"),
+            }
+            resume_unwind(panic)
+        }
+    }
+}
+
+/// The number after `key=` in an `e2e-services` answer such as `killed=81 serving=95`.
+fn field(out: &str, key: &str) -> u64 {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {key}= in {out:?}"))
+}
+
+/// Asserts that no line of the tracked watcher's log says it reopened the device.
+fn assert_never_reopened(lines: &[Value]) {
+    assert!(
+        lines.iter().all(|l| l["reopened"] == false),
+        "the watcher reopened the device: {lines:?}"
+    );
+}
+
+/// Kills the guest's serving process; the keeper's next one serves on, unseen. Returns its pid.
+fn crash_serving_unseen(vm: &mut Vm, generation: u64) -> u64 {
+    let started = Instant::now();
+    let out = vm.guest("e2e-services crash-serving");
+    eprintln!(
+        "qemu: serving process killed, the keeper's next one serves after {:?}: {out}",
+        started.elapsed()
+    );
+    let s = status(vm);
+    let restarts = &s["daemon"]["restarts"];
+    assert_eq!(restarts["count"], 1, "{s}");
+    assert_eq!(restarts["mode"], "keeper", "{s}");
+    assert_eq!(restarts["previous_pid"], field(&out, "killed"), "{s}");
+    assert_eq!(restarts["cause"], "signal 9", "{s}");
+    assert_eq!(s["daemon"]["serving_pid"], field(&out, "serving"), "{s}");
+    assert_services_running(vm);
+    assert_generation(vm, generation);
+    assert!(watch_log(vm).is_empty(), "the watcher saw a change");
+    field(&out, "serving")
+}
+
+/// Asserts the guest daemons' log has exactly one hardware bump and a handover, and prints
+/// which daemon bumped and the lines that tell the story.
+fn assert_one_bump_across_the_handover(vm: &mut Vm) {
+    let log = daemon_log(vm);
+    let bumps: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("hardware restore: bumping the generation"))
+        .collect();
+    assert_eq!(bumps.len(), 1, "one bump in the log:\n{log}");
+    let took_over = log
+        .find("took the device over")
+        .unwrap_or_else(|| panic!("no handover in the log:\n{log}"));
+    let bumped_by = match log.find(bumps[0]) {
+        Some(at) if at < took_over => "the first daemon",
+        _ => "the second daemon",
+    };
+    eprintln!("qemu: clone: {bumped_by} bumped; the daemons' log says:");
+    let telling = [
+        "bumping",
+        "same restore",
+        "while the daemon was down",
+        "handed the device over",
+        "took the device over",
+        "probe ready",
+    ];
+    for line in log
+        .lines()
+        .filter(|l| telling.iter().any(|t| l.contains(t)))
+    {
+        eprintln!("  {line}");
+    }
+}
+
+/// In a clone just resumed (at `cont`): a second daemon takes the device over while the
+/// restore's bump is being noticed; one bump, every client follows, none reopens or exits.
+fn hand_over_during_the_restore(vm: &mut Vm, cont: Instant, after_restore: u64, serving: u64) {
+    let handover = vm.guest("e2e-services handover");
+    let handed = cont.elapsed();
+    let (to_bump, line) = vm.host_time_to_line("@@gen", Duration::from_secs(30));
+    eprintln!(
+        "qemu: clone: cont to the handover done {handed:?}, to the new-generation line \
+         {to_bump:?} ({line:?}): {handover}"
+    );
+    assert_eq!(field(&handover, "exit"), 0, "the first daemon exits 0");
+    assert!(
+        line.ends_with(&format!("@@gen generation {after_restore}")),
+        "{line:?}"
+    );
+    let s = wait_generation(vm, after_restore);
+    assert_eq!(s["last_bump"]["source"], "backend", "{s}");
+    assert_eq!(s["last_bump"]["backend"], RESTORE_BACKEND, "{s}");
+    wait_acked(vm, after_restore);
+    let wait = vm.guest_status("sysgenid wait-watchers --timeout 10s");
+    assert_eq!(wait.status, 0, "wait-watchers: {}", wait.output);
+    std::thread::sleep(SETTLE);
+    assert_services_running(vm);
+    assert_generation(vm, after_restore);
+    let lines = watch_log(vm);
+    assert_eq!(lines.len(), 1, "one change per restore: {lines:?}");
+    assert_never_reopened(&lines);
+    assert_one_bump_across_the_handover(vm);
+    let s = status(vm);
+    let restarts = &s["daemon"]["restarts"];
+    assert_eq!(restarts["count"], 2, "{s}");
+    assert_eq!(restarts["mode"], "handover", "{s}");
+    assert_eq!(restarts["previous_pid"], serving, "{s}");
+    let new_serving = field(&handover, "serving");
+    assert_eq!(s["daemon"]["serving_pid"], new_serving, "{s}");
+    assert_eq!(s["outdated"], 0, "{s}");
+}
+
+/// The daemon restarts around a restore and no client notices: the keeper restarts a killed
+/// serving process before the snapshot, and in the clone a second daemon takes the device over
+/// as the first guest command after `cont`, racing the restore's bump (under TCG the bump
+/// usually lands first, and the handover follows while the watchers follow it). Exactly one
+/// bump for the restore; no watcher exits or reopens; a trigger works after both restarts.
+#[test]
+fn a_keeper_restart_before_the_snapshot_and_a_handover_during_the_restore_bump_once() {
+    let (mut vm, gen0) = boot_with_services();
+    let serving = with_daemon_log(&mut vm, |vm| crash_serving_unseen(vm, gen0));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snapshot = vm.snapshot(&dir.path().join("state"));
+    let mut vm = Vm::restore(&snapshot);
+    let cont = Instant::now();
+    let after_restore = gen0 + 1;
+    with_daemon_log(&mut vm, |vm| {
+        hand_over_during_the_restore(vm, cont, after_restore, serving);
+        vm.guest("sysgenid trigger");
+        let bumped = after_restore + 1;
+        wait_acked(vm, bumped);
+        let wait = vm.guest_status("sysgenid wait-watchers --timeout 10s");
+        assert_eq!(wait.status, 0, "wait-watchers: {}", wait.output);
+        assert_generation(vm, bumped);
+        let s = status(vm);
+        assert_eq!(s["last_bump"]["source"], "trigger", "{s}");
+        assert_eq!(s["last_bump"]["generation"], bumped, "{s}");
+        assert_services_running(vm);
+        let lines = watch_log(vm);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_never_reopened(&lines);
+    });
 }
