@@ -27,6 +27,9 @@ use crate::fdpass;
 
 /// The serving process's end of the keeper's socket, by descriptor number.
 pub const KEEPER_FD_ENV: &str = "SYSGENID_KEEPER_FD";
+/// The keeper's pid, so the serving process can tell that its parent is still the keeper (which
+/// may itself be PID 1 of a container).
+pub const KEEPER_PID_ENV: &str = "SYSGENID_KEEPER_PID";
 /// How the previous serving process ended, when the keeper starts another (`signal 9`).
 pub const PREVIOUS_END_ENV: &str = "SYSGENID_PREVIOUS_END";
 /// The exit code of a serving process whose connection is gone: nothing to start again.
@@ -82,7 +85,11 @@ impl Link {
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| io::Error::other(format!("{KEEPER_FD_ENV} is not a descriptor")))?;
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-        if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        let keeper: Option<i32> = std::env::var(KEEPER_PID_ENV)
+            .ok()
+            .and_then(|p| p.parse().ok());
+        let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+        if parent.is_none() || parent != keeper {
             return Err(io::Error::other("the keeper is gone"));
         }
         // SAFETY: the keeper left exactly this descriptor open across exec for this process
@@ -205,7 +212,8 @@ fn run_once(
     let mut command = Command::new(exe);
     command
         .args(args)
-        .env(KEEPER_FD_ENV, theirs.as_raw_fd().to_string());
+        .env(KEEPER_FD_ENV, theirs.as_raw_fd().to_string())
+        .env(KEEPER_PID_ENV, std::process::id().to_string());
     match previous_end {
         Some(end) => command.env(PREVIOUS_END_ENV, end),
         None => command.env_remove(PREVIOUS_END_ENV),
