@@ -30,7 +30,7 @@ STATE_DIR_ENV = "SYSGENID_STATE_DIR"
 PAGE_FILE_NAME = "generation"
 CONTROL_SOCKET_NAME = "control.sock"
 
-STATUS_VERSION = 2
+STATUS_VERSION = 3
 """The status document version this library knows."""
 STATUS_V1_FIELDS = (
     "generation",
