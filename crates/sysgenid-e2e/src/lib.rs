@@ -306,6 +306,20 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The pids of the tracked watchers that have not acknowledged, sorted: what a wait waits
+    /// for.
+    pub fn tracked_laggards(&self) -> Vec<u64> {
+        let mut pids: Vec<u64> = self.status()["outdated_files"]
+            .as_array()
+            .expect("outdated_files")
+            .iter()
+            .filter(|f| f["tracked"] == true)
+            .filter_map(|f| f["pid"].as_u64())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
     /// The process that reads the device: under the keeper (the default), the keeper's child.
     pub fn serving_pid(&self) -> u32 {
         let status = self.status();

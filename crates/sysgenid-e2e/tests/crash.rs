@@ -28,18 +28,6 @@ fn ack_unless_moved_on(file: &DevFile, g: u32) -> Result<(), Errno> {
     }
 }
 
-fn tracked_laggards(daemon: &Daemon) -> Vec<u64> {
-    let mut pids: Vec<u64> = daemon.status()["outdated_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["tracked"] == true)
-        .map(|f| f["pid"].as_u64().unwrap())
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 #[test]
 fn a_crash_of_the_serving_process_is_invisible_to_every_kind_of_client() {
     let daemon = start(10);
@@ -68,7 +56,7 @@ fn a_crash_of_the_serving_process_is_invisible_to_every_kind_of_client() {
         let s = daemon.status();
         s["pending_reads"] == 1 && s["pending_waits"] == 1
     });
-    let laggards = tracked_laggards(&daemon);
+    let laggards = daemon.tracked_laggards();
 
     let old = daemon.serving_pid();
     let new = daemon.crash_serving();
@@ -91,7 +79,7 @@ fn a_crash_of_the_serving_process_is_invisible_to_every_kind_of_client() {
         ),
         (Some(1), Some(1))
     );
-    assert_eq!(tracked_laggards(&daemon), laggards, "the same laggards");
+    assert_eq!(daemon.tracked_laggards(), laggards, "the same laggards");
     mapper.page_out();
 
     DevFile::rw(&device).trigger(0).unwrap();
@@ -235,7 +223,7 @@ fn a_hundred_crashes_during_trigger_storms_cost_no_client_an_error() {
         assert!(mapper.alive(), "cycle {cycle}: the mapper died (SIGBUS?)");
         assert_eq!(clients.errors(), Vec::<String>::new(), "cycle {cycle}");
         assert_eq!(
-            tracked_laggards(&daemon),
+            daemon.tracked_laggards(),
             vec![u64::from(lagger.pid())],
             "cycle {cycle}: the laggards"
         );

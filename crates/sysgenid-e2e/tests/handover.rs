@@ -43,19 +43,6 @@ fn epoll_ready(ep: &rustix::fd::OwnedFd, timeout: Duration) -> usize {
     events.len()
 }
 
-fn laggard_pids(daemon: &Daemon) -> Vec<u64> {
-    let status = daemon.status();
-    let mut pids: Vec<u64> = status["outdated_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["tracked"] == true)
-        .map(|f| f["pid"].as_u64().unwrap())
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 #[test]
 fn a_second_daemon_takes_over_and_no_client_notices() {
     let daemon = Daemon::start();
@@ -114,7 +101,7 @@ fn a_second_daemon_takes_over_and_no_client_notices() {
         let status = daemon.status();
         status["pending_reads"] == 1 && status["pending_waits"] == 1
     });
-    let laggards = laggard_pids(&daemon);
+    let laggards = daemon.tracked_laggards();
     assert_eq!(laggards, vec![u64::from(lagger.pid())]);
 
     let old_pid = daemon.pid();
@@ -133,7 +120,7 @@ fn a_second_daemon_takes_over_and_no_client_notices() {
         ),
         (1.into(), 1.into())
     );
-    assert_eq!(laggard_pids(&daemon), laggards, "the same laggards");
+    assert_eq!(daemon.tracked_laggards(), laggards, "the same laggards");
     assert!(
         daemon.log().contains("took the device over"),
         "{}",

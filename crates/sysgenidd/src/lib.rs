@@ -224,39 +224,59 @@ fn serve(config: &Config, start: Start, holders: Holders) -> Result<(), DaemonEr
         restarts,
     };
     let serving = Serving::from_start(start, policy, (receiver, inbox), facts, mount_facts);
-    let stopped = Server::new(config, serving).and_then(|mut server| server.run());
-    let control_path = config.state_dir.join(CONTROL_SOCKET_NAME);
-    let tidy = || {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        if control_bound {
-            let _ = std::fs::remove_file(&control_path);
-        }
+    let stopped = Server::new(config, serving).and_then(|mut server| server.run())?;
+    let ending = Ending {
+        mount,
+        made,
+        control_bound,
+        in_fdstore: holders.fdstore,
     };
-    match stopped? {
-        Stopped::HandedOver { to } => {
-            tracing::info!(to, "handed the device over; exiting without unmounting");
-            Ok(())
-        }
-        Stopped::Shutdown(reason) if holders.fdstore && fdstore::restart_pending() => {
-            tidy();
-            tracing::info!(
-                %reason,
-                "restarting: the connection stays in systemd's fd store for the next start"
-            );
-            Ok(())
-        }
-        Stopped::Shutdown(reason) => {
-            tidy();
-            tracing::info!(%reason, "unmounting and exiting");
-            match mount.unmount(true) {
-                Ok(()) => device_path::remove_if_made(&config.device, made),
-                Err(e) => tracing::warn!(error = %e, "unmount failed"),
+    ending.finish(config, stopped)
+}
+
+/// What a serving process cleans up when the loop ends.
+struct Ending {
+    mount: sysgenid_fuse::Mount,
+    made: bool,
+    control_bound: bool,
+    in_fdstore: bool,
+}
+
+impl Ending {
+    /// Unmounts, unless the device was handed over or waits in systemd's fd store for a restart.
+    fn finish(self, config: &Config, stopped: Stopped) -> Result<(), DaemonError> {
+        let tidy = || {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            if self.control_bound {
+                let _ = std::fs::remove_file(config.state_dir.join(CONTROL_SOCKET_NAME));
             }
-            Ok(())
-        }
-        Stopped::Unmounted => {
-            tidy();
-            Err(DaemonError::Unmounted)
+        };
+        match stopped {
+            Stopped::HandedOver { to } => {
+                tracing::info!(to, "handed the device over; exiting without unmounting");
+                Ok(())
+            }
+            Stopped::Shutdown(reason) if self.in_fdstore && fdstore::restart_pending() => {
+                tidy();
+                tracing::info!(
+                    %reason,
+                    "restarting: the connection stays in systemd's fd store for the next start"
+                );
+                Ok(())
+            }
+            Stopped::Shutdown(reason) => {
+                tidy();
+                tracing::info!(%reason, "unmounting and exiting");
+                match self.mount.unmount(true) {
+                    Ok(()) => device_path::remove_if_made(&config.device, self.made),
+                    Err(e) => tracing::warn!(error = %e, "unmount failed"),
+                }
+                Ok(())
+            }
+            Stopped::Unmounted => {
+                tidy();
+                Err(DaemonError::Unmounted)
+            }
         }
     }
 }
