@@ -237,3 +237,45 @@ fn a_hundred_crashes_during_trigger_storms_cost_no_client_an_error() {
     assert!(mapper.finish().success());
     lagger.kill();
 }
+
+/// The connection the keeper holds can end while no process serves it (the mount goes in
+/// between): the next serving process mounts anew instead of failing on the ended one.
+#[test]
+fn a_connection_that_ends_between_two_serving_processes_is_replaced_by_a_new_mount() {
+    use rustix::process::Signal;
+    let daemon = start(10);
+    DevFile::rw(&daemon.device).trigger(0).unwrap();
+    let old = daemon.serving_pid();
+    daemon.signal(Signal::STOP);
+    let serving = rustix::process::Pid::from_raw(old as i32).unwrap();
+    rustix::process::kill_process(serving, Signal::KILL).unwrap();
+    eventually("the serving process is dead", || {
+        std::fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |stat| {
+            stat.rsplit(')').next().unwrap().trim().starts_with('Z')
+        })
+    });
+    let umount = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&daemon.device)
+        .status()
+        .unwrap();
+    assert!(umount.success());
+    daemon.signal(Signal::CONT);
+    eventually("a new serving process serves a new mount", || {
+        daemon.try_status().is_ok_and(|s| {
+            s["serving"] == true && s["daemon"]["serving_pid"].as_u64() != Some(u64::from(old))
+        })
+    });
+    assert!(
+        daemon
+            .log()
+            .contains("the kept connection no longer serves the device; starting anew"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.generation(), 1, "the counter went on");
+    let file = DevFile::rw_nonblock(&daemon.device);
+    assert_eq!(file.read(), Err(Errno::AGAIN));
+    file.trigger(0).unwrap();
+    assert_eq!(file.read(), Ok(2));
+}

@@ -427,3 +427,64 @@ fn a_hundred_crashes_under_systemd_alone_cost_no_client_an_error() {
     assert_eq!(status["daemon"]["restarts"]["mode"], "fdstore", "{status}");
     assert!(mapper.finish().success());
 }
+
+/// A lost mount ends the service with an error while its connection, now ended, still waits in
+/// the fd store; the start that `Restart=` makes mounts anew instead of serving nothing, and
+/// stores its own connection in place of the dead one.
+#[test]
+fn after_a_lost_mount_the_next_start_mounts_anew_and_stores_its_own_connection() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let unit = unit_for_test_with(dir, "", &["RestartSec=10ms"]);
+    let systemd = Systemd::boot(&[(SERVICE, &unit)]).unwrap_or_else(|e| panic!("{e}"));
+    let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    start(&systemd, &log);
+    trigger_inside(&systemd, dir);
+    let first = main_pid(&systemd);
+    let device = dir.join("device");
+    let umount = systemd
+        .command("umount")
+        .arg("-l")
+        .arg(&device)
+        .output()
+        .unwrap();
+    assert!(umount.status.success(), "{umount:?}");
+    sysgenid_e2e::eventually("systemd starts the service again and it serves", || {
+        let pid = main_pid(&systemd);
+        pid != 0
+            && pid != first
+            && systemd.property(SERVICE, "ActiveState") == "active"
+            && systemd.mountinfo().contains(device.to_str().unwrap())
+    });
+    assert!(
+        // systemd itself may have dropped the ended connection from the store by then.
+        log().contains("; starting anew"),
+        "{}",
+        log()
+    );
+    let socket = dir.join("state").join(sysgenid_abi::CONTROL_SOCKET_NAME);
+    let status = control_status(&socket).unwrap();
+    assert_eq!(
+        status["generation"], 1,
+        "went on from the state dir: {status}"
+    );
+    let file = DevFile::rw_nonblock(&systemd.path_inside(&device));
+    assert_eq!(
+        file.read(),
+        Err(Errno::AGAIN),
+        "a new open file is up to date"
+    );
+    assert_eq!(
+        systemd.property(SERVICE, "NFileDescriptorStore"),
+        "2",
+        "the new connection and session, and nothing of the dead one"
+    );
+    let restart = systemd.systemctl(&["restart", SERVICE]);
+    assert!(restart.status.success(), "{restart:?}\n{}", log());
+    assert_eq!(
+        file.read(),
+        Err(Errno::AGAIN),
+        "the new connection went on over a restart"
+    );
+}

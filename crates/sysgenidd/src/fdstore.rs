@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 
 /// The name the connection is stored under.
 pub const FUSE_NAME: &str = "fuse";
@@ -36,9 +37,11 @@ pub fn take_stored() -> Option<(OwnedFd, OwnedFd)> {
         }
         (None, None) => None,
         _ => {
+            // systemd drops a stored connection once the kernel ends it (FDPOLL).
             tracing::warn!(
                 "systemd passed only one of the connection and the session; starting anew"
             );
+            forget();
             None
         }
     }
@@ -50,10 +53,17 @@ pub fn restart_pending() -> bool {
     let Some(unit) = own_unit() else {
         return false;
     };
-    let output = std::process::Command::new("systemctl")
-        .args(["list-jobs", "--no-legend", "--plain", &unit])
-        .stdin(std::process::Stdio::null())
-        .output();
+    let list_jobs = || {
+        std::process::Command::new("systemctl")
+            .args(["list-jobs", "--no-legend", "--plain", &unit])
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    // Under `KillMode=control-group` the stop signal reaches the first `systemctl` too.
+    let output = match list_jobs() {
+        Ok(output) if output.status.signal().is_some() => list_jobs(),
+        other => other,
+    };
     let output = match output {
         Ok(output) if output.status.success() => output,
         Ok(output) => {
@@ -85,6 +95,21 @@ fn own_unit() -> Option<String> {
         .find_map(|line| line.strip_prefix("0::"))
         .and_then(|path| path.rsplit('/').find(|part| part.ends_with(".service")))
         .map(str::to_owned)
+}
+
+/// Asks the service manager to close what it keeps under both names, so that a start which
+/// could not continue them stores its own in their place.
+pub fn forget() {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    use sd_notify::NotifyState;
+    for name in [FUSE_NAME, SESSION_NAME] {
+        let state = [NotifyState::FdStoreRemove, NotifyState::FdName(name)];
+        if let Err(error) = sd_notify::notify(false, &state) {
+            tracing::warn!(%error, name, "cannot remove a descriptor from systemd's fd store");
+        }
+    }
 }
 
 /// Stores the connection and the session with the service manager, if one listens

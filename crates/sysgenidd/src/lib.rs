@@ -124,6 +124,13 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             .map_err(setup("asking the keeper what it holds"))?,
         None => fdstore::take_stored(),
     };
+    let held = match held {
+        Some((fuse, _)) if !start::still_served(config, &fuse) => {
+            fdstore::forget();
+            None
+        }
+        held => held,
+    };
     let start = match held {
         Some((fuse, session)) => start::resume(config, fuse, session)?,
         None => match StateDir::open(&config.state_dir) {

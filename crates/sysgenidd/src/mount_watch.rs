@@ -47,10 +47,24 @@ fn unescape(field: &str) -> String {
     out
 }
 
+/// `device` with its directory's symbolic links resolved, as the mount table names it.
+fn canonical(device: &Path) -> std::io::Result<PathBuf> {
+    Ok(
+        std::fs::canonicalize(device.parent().unwrap_or(Path::new("/")))?
+            .join(device.file_name().unwrap_or_default()),
+    )
+}
+
+/// Whether anything is mounted on `device` now.
+pub fn is_mounted(device: &Path) -> std::io::Result<bool> {
+    let device = canonical(device)?;
+    let mut table = std::fs::File::open("/proc/self/mountinfo")?;
+    Ok(mounted_device(&read_all(&mut table)?, &device).is_some())
+}
+
 /// Starts watching `device`, now mounted, and sends `Message::MountLost` once it is not.
 pub fn spawn(device: &Path, inbox: Inbox) -> std::io::Result<()> {
-    let device = std::fs::canonicalize(device.parent().unwrap_or(Path::new("/")))?
-        .join(device.file_name().unwrap_or_default());
+    let device = canonical(device)?;
     let mut table = std::fs::File::open("/proc/self/mountinfo")?;
     let ours = mounted_device(&read_all(&mut table)?, &device).ok_or_else(|| {
         std::io::Error::other(format!("{} is not in the mount table", device.display()))

@@ -108,6 +108,29 @@ pub fn take_over(config: &Config, in_use: StateDirError) -> Result<Start, Daemon
     })
 }
 
+/// Whether a kept connection can still be served: the kernel has not ended it and the device
+/// path still shows a mount. A stop that was not a restart unmounts; a start given what that
+/// process kept begins anew instead of serving nothing.
+pub fn still_served(config: &Config, fuse: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(fuse, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let ended = rustix::event::poll(&mut fds, Some(&now)).is_ok()
+        && fds[0].revents().contains(PollFlags::ERR);
+    let mounted = crate::mount_watch::is_mounted(&config.device).unwrap_or(false);
+    if ended || !mounted {
+        tracing::warn!(
+            ended,
+            mounted,
+            "the kept connection no longer serves the device; starting anew"
+        );
+    }
+    !ended && mounted
+}
+
 /// Continues the connection of a serving process that died, from the session it kept. The
 /// counter continues from the highest of the session and every record on disk.
 pub fn resume(config: &Config, fuse: OwnedFd, session: OwnedFd) -> Result<Start, DaemonError> {
