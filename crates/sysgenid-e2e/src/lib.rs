@@ -346,8 +346,9 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "no new serving process after {old}; status {:?}; log:\n{}",
+                "no new serving process after {old}; status {:?}; threads:\n{}\nlog:\n{}",
                 self.try_status().ok(),
+                daemon_threads(),
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(5));
@@ -612,6 +613,43 @@ pub fn raw_ioctl(fd: RawFd, cmd: u32, arg: u64) -> Result<i32, Errno> {
 /// `poll_schedule_timeout...` while it sleeps in `poll(2)` after registering.
 pub fn wchan(task: u32) -> String {
     std::fs::read_to_string(format!("/proc/{task}/wchan")).unwrap_or_default()
+}
+
+/// Every thread of every `sysgenidd` process, with its state, `wchan` and kernel stack: what a
+/// test prints when a daemon stops answering.
+pub fn daemon_threads() -> String {
+    let mut out = String::new();
+    let procs = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for proc in procs {
+        let comm = std::fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("sysgenidd") {
+            continue;
+        }
+        let pid = proc.file_name().to_string_lossy().into_owned();
+        let tasks = std::fs::read_dir(proc.path().join("task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let read =
+                |name: &str| std::fs::read_to_string(task.path().join(name)).unwrap_or_default();
+            let stat = read("stat");
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            out.push_str(&format!(
+                "pid {pid} tid {} {} state {} wchan {}\n{}",
+                task.file_name().to_string_lossy(),
+                read("comm").trim(),
+                state.unwrap_or("?"),
+                read("wchan"),
+                read("stack"),
+            ));
+        }
+    }
+    out
 }
 
 /// Who a probe process runs as. Credentials change only through `setpriv` or `unshare`, in
