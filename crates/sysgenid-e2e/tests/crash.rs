@@ -176,10 +176,9 @@ impl Clients {
     }
 }
 
+/// Also the case that once stalled it: a SIGKILL while the page-store thread sleeps in the
+/// kernel on a page that a mapper's fill holds locked, unanswered by the dead process.
 #[test]
-#[ignore = "intermittent: in about 1 run of 3 the keeper's new serving process does not serve \
-            within 20 s after a SIGKILL during the storm (status unreachable); being investigated \
-            under issue 12. Run with --run-ignored all"]
 fn a_hundred_crashes_during_trigger_storms_cost_no_client_an_error() {
     const CYCLES: usize = 100;
     let daemon = start(CYCLES * 2);

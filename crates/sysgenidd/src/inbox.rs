@@ -126,6 +126,11 @@ pub fn inbox() -> std::io::Result<(Inbox, InboxReceiver)> {
 }
 
 impl Inbox {
+    /// The descriptor that wakes the loop, which a thread with its own table must keep.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
     /// Queues a message and wakes the loop. A message for a loop that is gone is dropped.
     pub fn send(&self, message: Message) {
         if self.tx.send(message).is_ok() {

@@ -8,6 +8,10 @@
 //! that exits 0 (a clean stop or a handover) or with [`EXIT_CONNECTION_LOST`] ends the keeper
 //! too; one killed by a signal or failing otherwise is started again, up to
 //! `--keeper-max-crashes` times in [`CRASH_WINDOW`]. The serving process dies with its keeper (`PR_SET_PDEATHSIG`).
+//!
+//! A serving process whose main thread has exited but which stays unreaped has a thread asleep
+//! in the kernel (a page store waiting on a fill only a serving process can answer): the next
+//! one starts anyway, told to hold its page stores until the keeper reports the old one gone.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -16,7 +20,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitCode, ExitStatus};
+use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +51,11 @@ enum ToServing {
     Fresh,
     /// The connection and the session come with this message.
     Resume,
+    /// As `Resume`, while the previous serving process is still exiting: a thread of it sleeps
+    /// in the kernel (a page store waiting on a page fill). `PreviousGone` follows once it has.
+    ResumeBehindExiting,
+    /// The previous serving process has exited.
+    PreviousGone,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,18 +116,39 @@ impl Link {
     }
 
     /// What the keeper holds for this start: the connection and session of a process that
-    /// died, or nothing.
-    pub fn start(&self) -> io::Result<Option<Held>> {
+    /// died, or nothing. With them, whether that process is still exiting.
+    pub fn start(&self) -> io::Result<(Option<Held>, bool)> {
         let (message, mut fds) = fdpass::receive::<ToServing>(&self.stream, None)?
             .ok_or_else(|| io::Error::other("the keeper closed its socket"))?;
+        let exiting = matches!(message, ToServing::ResumeBehindExiting);
         match message {
-            ToServing::Fresh => Ok(None),
-            ToServing::Resume if fds.len() == 2 => {
+            ToServing::Fresh => Ok((None, false)),
+            ToServing::Resume | ToServing::ResumeBehindExiting if fds.len() == 2 => {
                 let session = fds.pop().expect("two");
-                Ok(Some((fds.pop().expect("two"), session)))
+                Ok((Some((fds.pop().expect("two"), session)), exiting))
             }
-            ToServing::Resume => Err(io::Error::other("the keeper sent no descriptors")),
+            ToServing::Resume | ToServing::ResumeBehindExiting => {
+                Err(io::Error::other("the keeper sent no descriptors"))
+            }
+            ToServing::PreviousGone => Err(io::Error::other("the keeper sent no start")),
         }
+    }
+
+    /// Runs `gone` on a thread of its own once the keeper says the previous serving process
+    /// has exited (or the keeper is gone).
+    pub fn when_previous_gone(&self, gone: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let stream = self.stream.try_clone()?;
+        std::thread::Builder::new()
+            .name("keeper-link".to_owned())
+            .spawn(move || {
+                while let Ok(Some((message, _))) = fdpass::receive::<ToServing>(&stream, None) {
+                    if matches!(message, ToServing::PreviousGone) {
+                        break;
+                    }
+                }
+                gone();
+            })
+            .map(drop)
     }
 
     /// Gives the keeper the connection and the session to hold.
@@ -140,25 +170,28 @@ pub fn keep(exe: &Path, args: &[OsString], held: Option<Held>, max_crashes: usiz
         tracing::error!(%error, "keeper: cannot install signal handlers");
         return ExitCode::FAILURE;
     }
+    let succession = Arc::new(Mutex::new(Succession::default()));
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     let mut previous_end: Option<String> = None;
     loop {
-        let (pid, status) = match run_once(exe, args, &held, &child, previous_end.as_deref()) {
+        let shared = (&held, &succession);
+        let (pid, status) = match run_once(exe, args, shared, &child, previous_end.as_deref()) {
             Ok(ended) => ended,
             Err(error) => {
                 tracing::error!(%error, "keeper: cannot start the serving process");
                 return ExitCode::FAILURE;
             }
         };
-        let cause = describe(status);
-        match status.code() {
+        let cause = status.map_or_else(|| "killed, still exiting".to_owned(), describe);
+        match status.and_then(|s| s.code()) {
             Some(0) => return ExitCode::SUCCESS,
             Some(code) if code == i32::from(EXIT_CONNECTION_LOST) => {
                 return ExitCode::from(EXIT_CONNECTION_LOST);
             }
             _ if lock(&held).is_none() => {
                 tracing::error!(%cause, "keeper: the serving process ended before it served");
-                return ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1));
+                let code = status.and_then(|s| s.code()).unwrap_or(1);
+                return ExitCode::from(u8::try_from(code).unwrap_or(1));
             }
             _ => {}
         }
@@ -189,23 +222,49 @@ fn lock(held: &Mutex<Option<Held>>) -> std::sync::MutexGuard<'_, Option<Held>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Starts the serving process once and waits for it; its pid and how it ended.
+/// What the keeper's loop shares with the threads that reap serving processes still exiting.
+#[derive(Debug, Default)]
+struct Succession {
+    /// Previous serving processes that are still exiting.
+    exiting: usize,
+    /// The current serving process's socket, to tell it once none is.
+    current: Option<UnixStream>,
+}
+
+/// How long after its socket closes a serving process may take to be reaped before the keeper
+/// starts the next one anyway (if it is dying: its main thread has exited).
+const STUCK_AFTER: Duration = Duration::from_millis(50);
+
+fn lock_succession(succession: &Mutex<Succession>) -> std::sync::MutexGuard<'_, Succession> {
+    succession
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Starts the serving process once and waits for it; its pid and how it ended (`None`: it is
+/// still exiting, reaped by a thread of its own).
 fn run_once(
     exe: &Path,
     args: &[OsString],
-    held: &Arc<Mutex<Option<Held>>>,
+    (held, succession): (&Arc<Mutex<Option<Held>>>, &Arc<Mutex<Succession>>),
     child_pid: &AtomicI32,
     previous_end: Option<&str>,
-) -> io::Result<(u32, ExitStatus)> {
+) -> io::Result<(u32, Option<ExitStatus>)> {
     let (ours, theirs) = UnixStream::pair()?;
     {
         let held = lock(held);
+        let mut succession = lock_succession(succession);
         match held.as_ref() {
             Some((fuse, session)) => {
-                fdpass::send(&ours, &ToServing::Resume, &[fuse.as_fd(), session.as_fd()])?;
+                let message = match succession.exiting {
+                    0 => ToServing::Resume,
+                    _ => ToServing::ResumeBehindExiting,
+                };
+                fdpass::send(&ours, &message, &[fuse.as_fd(), session.as_fd()])?;
             }
             None => fdpass::send(&ours, &ToServing::Fresh, &[])?,
         }
+        succession.current = ours.try_clone().ok();
     }
     // Only this descriptor crosses the exec; it is closed here once the child has it.
     rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())?;
@@ -218,7 +277,7 @@ fn run_once(
         Some(end) => command.env(PREVIOUS_END_ENV, end),
         None => command.env_remove(PREVIOUS_END_ENV),
     };
-    let mut child = command.spawn()?;
+    let child = command.spawn()?;
     drop(theirs);
     let pid = child.id();
     child_pid.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
@@ -228,10 +287,63 @@ fn run_once(
             let held = Arc::clone(held);
             move || take_holds(&ours, &held)
         })?;
-    let status = child.wait()?;
+    let status = wait_for_end(child, holder, succession);
     child_pid.store(0, Ordering::SeqCst);
+    Ok((pid, status?))
+}
+
+/// Waits until the serving process's socket closes, then until it is reaped. One whose main
+/// thread has exited but which stays unreaped past [`STUCK_AFTER`] has a thread asleep in the
+/// kernel, waiting for the next serving process: a thread of its own reaps it.
+fn wait_for_end(
+    mut child: Child,
+    holder: std::thread::JoinHandle<()>,
+    succession: &Arc<Mutex<Succession>>,
+) -> io::Result<Option<ExitStatus>> {
     let _ = holder.join();
-    Ok((pid, status))
+    let since = Instant::now();
+    while since.elapsed() < STUCK_AFTER {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !main_thread_exited(child.id()) {
+        return child.wait().map(Some);
+    }
+    let pid = child.id();
+    tracing::warn!(
+        pid,
+        "keeper: the serving process died with a thread still in the kernel; starting the next one"
+    );
+    lock_succession(succession).exiting += 1;
+    let succession = Arc::clone(succession);
+    std::thread::Builder::new()
+        .name("keeper-reap".to_owned())
+        .spawn(move || {
+            let status = child.wait();
+            tracing::info!(
+                pid,
+                ?status,
+                "keeper: a previous serving process has exited"
+            );
+            let mut succession = lock_succession(&succession);
+            succession.exiting -= 1;
+            if let (0, Some(current)) = (succession.exiting, &succession.current) {
+                let _ = fdpass::send(current, &ToServing::PreviousGone, &[]);
+            }
+        })?;
+    Ok(None)
+}
+
+/// Whether the main thread of `pid` has exited (a zombie while other threads remain).
+fn main_thread_exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X")
+    })
 }
 
 /// Stores every connection and session the serving process sends, until it closes its end.

@@ -26,6 +26,7 @@ pub mod session;
 pub mod start;
 pub mod state;
 pub mod state_dir;
+pub mod thread_fds;
 pub mod workers;
 
 use std::path::PathBuf;
@@ -118,11 +119,11 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// the same state directory, this one takes the device over from it; else it mounts anew.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
     let link = keeper::Link::from_env().map_err(setup("reaching the keeper"))?;
-    let held = match &link {
+    let (held, behind_exiting) = match &link {
         Some(link) => link
             .start()
             .map_err(setup("asking the keeper what it holds"))?,
-        None => fdstore::take_stored(),
+        None => (fdstore::take_stored(), false),
     };
     let held = match held {
         Some((fuse, _)) if !start::still_served(config, &fuse) => {
@@ -142,7 +143,25 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         },
     };
     let holders = hand_to_holders(link.as_ref(), &start);
-    serve(config, start, holders)
+    let store_gate = match (&link, behind_exiting) {
+        (Some(link), true) => store_gate(link),
+        _ => None,
+    };
+    serve(config, start, holders, store_gate)
+}
+
+/// A gate that opens when the keeper says the previous serving process has exited.
+fn store_gate(link: &keeper::Link) -> Option<std::sync::mpsc::Receiver<()>> {
+    let (open, gate) = std::sync::mpsc::channel();
+    match link.when_previous_gone(move || {
+        let _ = open.send(());
+    }) {
+        Ok(()) => Some(gate),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen to the keeper; storing the page at once");
+            None
+        }
+    }
 }
 
 /// Who holds the connection and the session besides this process.
@@ -180,7 +199,12 @@ fn hand_to_holders(link: Option<&keeper::Link>, start: &Start) -> Holders {
 
 /// Starts the helpers and serves until told to stop. Then unmounts, unless the device was
 /// handed over, or its connection waits in systemd's fd store for the next start.
-fn serve(config: &Config, start: Start, holders: Holders) -> Result<(), DaemonError> {
+fn serve(
+    config: &Config,
+    start: Start,
+    holders: Holders,
+    store_gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> Result<(), DaemonError> {
     let fresh = start.resumed.is_none() && !start.resend;
     let made = start.made;
     // A failed start of a process that continues a connection leaves it to the next one.
@@ -230,7 +254,8 @@ fn serve(config: &Config, start: Start, holders: Holders) -> Result<(), DaemonEr
         fusermount: mount.method() == sysgenid_fuse::MountMethod::Fusermount,
         restarts,
     };
-    let serving = Serving::from_start(start, policy, (receiver, inbox), facts, mount_facts);
+    let mut serving = Serving::from_start(start, policy, (receiver, inbox), facts, mount_facts);
+    serving.store_gate = store_gate;
     let stopped = Server::new(config, serving).and_then(|mut server| server.run())?;
     let ending = Ending {
         mount,

@@ -79,6 +79,9 @@ pub struct Serving {
     /// Whether the previous process died with requests read and not answered: ask the kernel
     /// to send them again.
     pub resend: bool,
+    /// Opens when the previous serving process, still exiting at this start, is gone; the
+    /// device page store waits for it.
+    pub store_gate: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Serving {
@@ -104,6 +107,7 @@ impl Serving {
             mount_facts,
             resumed: start.resumed,
             resend: start.resend,
+            store_gate: None,
         }
     }
 }
@@ -145,7 +149,7 @@ impl Server {
                     .map_err(ServerError::Thread)?,
             ),
             device_page: Box::new(
-                StoreWorker::start(Arc::clone(&channel), serving.outbox)
+                StoreWorker::start(Arc::clone(&channel), serving.outbox, serving.store_gate)
                     .map_err(ServerError::Thread)?,
             ),
             session: Box::new(serving.session),

@@ -6,7 +6,9 @@
 //! Each worker takes jobs in order from a channel and reports each outcome through the inbox.
 //! It ends when the dispatcher drops its sender.
 
+use std::os::fd::AsFd;
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use sysgenid_fuse::{Channel, Sent};
 
@@ -62,13 +64,37 @@ pub struct StoreWorker {
     jobs: mpsc::Sender<Vec<u8>>,
 }
 
+/// How long the first store waits for a previous serving process that is still exiting.
+pub const GATE_LIMIT: Duration = Duration::from_secs(5);
+
 impl StoreWorker {
-    /// Starts the thread that writes to `channel`.
-    pub fn start(channel: Arc<Channel>, inbox: Inbox) -> std::io::Result<StoreWorker> {
+    /// Starts the thread that writes to `channel`. A store can sleep in the kernel until a
+    /// page fill is answered, past this process's death, so the thread keeps its own
+    /// descriptor table with only the connection and the inbox (see [`crate::thread_fds`]).
+    ///
+    /// With a `gate`, the first store waits until it opens (or [`GATE_LIMIT`]): a previous
+    /// serving process still exiting may have a store of its own asleep, which lands once this
+    /// process answers the page fill it waits for; a newer page stored before it would be
+    /// overwritten with an older one.
+    pub fn start(
+        channel: Arc<Channel>,
+        inbox: Inbox,
+        gate: Option<mpsc::Receiver<()>>,
+    ) -> std::io::Result<StoreWorker> {
         let (jobs, queue) = mpsc::channel::<Vec<u8>>();
         std::thread::Builder::new()
             .name("page-store".to_owned())
             .spawn(move || {
+                if let Err(e) = crate::thread_fds::keep_only(&[channel.as_fd(), inbox.wake_fd()]) {
+                    tracing::warn!(error = %e, "the page-store thread shares the process's files");
+                }
+                if let Some(gate) = gate
+                    && gate.recv_timeout(GATE_LIMIT) == Err(mpsc::RecvTimeoutError::Timeout)
+                {
+                    tracing::warn!(
+                        "the previous serving process has not exited in {GATE_LIMIT:?}; storing the page anyway"
+                    );
+                }
                 for message in queue {
                     match channel.send(&message) {
                         Ok(Sent::Delivered | Sent::NotFound | Sent::Unmounted) => {}
