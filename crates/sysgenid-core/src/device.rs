@@ -557,7 +557,7 @@ impl Device {
         }
     }
 
-    /// Applies a persisted bump: publish first, then wake and answer.
+    /// Applies a persisted bump: publish first, then answer its caller, then wake the others.
     fn commit_bump(&mut self, target: u32, request: BumpRequest) {
         debug_assert!(target > self.generation);
         self.generation = target;
@@ -571,6 +571,15 @@ impl Device {
             source: request.source,
             token: request.token,
         });
+        // The caller that asked for the bump is answered first: the page already shows it, and
+        // it need not wait for every wakeup to go out.
+        if let Some(trigger) = request.trigger {
+            let reply = match request.expect {
+                Some(_) => Reply::Bumped(target),
+                None => Reply::Done,
+            };
+            self.finish(trigger, reply);
+        }
         // Like the driver, wake every registration on every bump, not only those that just
         // became ready: edge-triggered epoll reports each bump.
         let mut handles: Vec<PollHandle> =
@@ -590,13 +599,6 @@ impl Device {
             .collect();
         for (request, reply) in blocked {
             self.finish(request, reply);
-        }
-        if let Some(trigger) = request.trigger {
-            let reply = match request.expect {
-                Some(_) => Reply::Bumped(target),
-                None => Reply::Done,
-            };
-            self.finish(trigger, reply);
         }
     }
 

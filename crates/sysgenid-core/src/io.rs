@@ -124,7 +124,7 @@ pub enum Action {
     /// no one is woken before that.
     Persist(u32),
     /// Show this generation to every probe (page file, device page). Always comes before the
-    /// wakes and replies of the same bump.
+    /// wakes and replies of the same bump (of which the bump's own trigger comes first).
     Publish {
         /// The new generation.
         generation: u32,

@@ -854,11 +854,12 @@ fn trigger_if_with_the_current_generation_bumps_like_a_trigger() {
                 source: BumpSource::Trigger { pid: ROOT.pid },
                 token: None,
             },
-            Action::WakePoll(PollHandle(1)),
+            // The caller is answered before the wakeups go out.
             Action::Reply {
                 request,
                 reply: Reply::Bumped(6)
             },
+            Action::WakePoll(PollHandle(1)),
         ]
     );
     let s = h.dev.status();

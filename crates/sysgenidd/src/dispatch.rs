@@ -437,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bump_persists_then_publishes_then_wakes_and_answers() {
+    fn a_bump_persists_then_publishes_then_answers_its_caller_then_wakes_the_others() {
         let mut rig = mounted(4);
         rig.dispatcher.on_request(&fakes::poll(10, 1, 77));
         rig.dispatcher.on_request(&fakes::read(12, 1, false));
@@ -455,9 +455,9 @@ mod tests {
                 &page_bytes(5, 0, 4096),
             )),
             Effect::Status("serving generation 5".to_owned()),
+            Effect::Sent(reply::ioctl(14, 0, &[])),
             Effect::Sent(reply::notify_poll(77)),
             Effect::Sent(reply::data(12, &encode_generation(5))),
-            Effect::Sent(reply::ioctl(14, 0, &[])),
         ];
         assert_eq!(effects, expected);
     }
@@ -725,10 +725,9 @@ mod tests {
         assert_eq!(rig.dispatcher.snapshot().status.generation, 4);
         rig.dispatcher.on_message(Message::Persisted(Ok(())));
         let sent = rig.journal.take_sent();
-        assert_eq!(
-            sent.last(),
-            Some(&reply::ioctl(14, 0, &[])),
-            "the trigger, at last"
+        assert!(
+            sent.contains(&reply::ioctl(14, 0, &[])),
+            "the trigger, at last: {sent:?}"
         );
     }
 
