@@ -63,6 +63,9 @@ enum ToServing {
 enum ToKeeper {
     /// Hold the connection and the session that come with this message.
     Hold,
+    /// The serving process is ending of its own accord (a stop, a handover, an error): wait
+    /// for its exit status, however long it takes to be reaped.
+    Ending,
 }
 
 /// The pid a service is known by: the keeper's when a keeper started this process, else this
@@ -149,6 +152,11 @@ impl Link {
                 gone();
             })
             .map(drop)
+    }
+
+    /// Tells the keeper that this process is ending of its own accord.
+    pub fn ending(&self) {
+        let _ = fdpass::send(&self.stream, &ToKeeper::Ending, &[]);
     }
 
     /// Gives the keeper the connection and the session to hold.
@@ -250,7 +258,7 @@ fn run_once(
     child_pid: &AtomicI32,
     previous_end: Option<&str>,
 ) -> io::Result<(u32, Option<ExitStatus>)> {
-    let (ours, theirs) = UnixStream::pair()?;
+    let (ours, theirs) = message_pair()?;
     {
         let held = lock(held);
         let mut succession = lock_succession(succession);
@@ -292,15 +300,18 @@ fn run_once(
     Ok((pid, status?))
 }
 
-/// Waits until the serving process's socket closes, then until it is reaped. One whose main
-/// thread has exited but which stays unreaped past [`STUCK_AFTER`] has a thread asleep in the
-/// kernel, waiting for the next serving process: a thread of its own reaps it.
+/// Waits until the serving process's socket closes, then until it is reaped. One that did not
+/// say it was ending, whose main thread has exited but which stays unreaped past
+/// [`STUCK_AFTER`], died with a thread asleep in the kernel, waiting for the next serving
+/// process: a thread of its own reaps it.
 fn wait_for_end(
     mut child: Child,
-    holder: std::thread::JoinHandle<()>,
+    holder: std::thread::JoinHandle<bool>,
     succession: &Arc<Mutex<Succession>>,
 ) -> io::Result<Option<ExitStatus>> {
-    let _ = holder.join();
+    if holder.join().unwrap_or(false) {
+        return child.wait().map(Some);
+    }
     let since = Instant::now();
     while since.elapsed() < STUCK_AFTER {
         if let Some(status) = child.try_wait()? {
@@ -347,14 +358,34 @@ fn main_thread_exited(pid: u32) -> bool {
 }
 
 /// Stores every connection and session the serving process sends, until it closes its end.
-fn take_holds(stream: &UnixStream, held: &Mutex<Option<Held>>) {
-    while let Ok(Some((ToKeeper::Hold, mut fds))) = fdpass::receive::<ToKeeper>(stream, None) {
-        if fds.len() == 2 {
-            let session = fds.pop().expect("two");
-            let fuse = fds.pop().expect("two");
-            *lock(held) = Some((fuse, session));
+/// Returns whether the serving process said it was ending.
+fn take_holds(stream: &UnixStream, held: &Mutex<Option<Held>>) -> bool {
+    let mut ending = false;
+    while let Ok(Some((message, mut fds))) = fdpass::receive::<ToKeeper>(stream, None) {
+        match message {
+            ToKeeper::Hold if fds.len() == 2 => {
+                let session = fds.pop().expect("two");
+                let fuse = fds.pop().expect("two");
+                *lock(held) = Some((fuse, session));
+            }
+            ToKeeper::Hold => {}
+            ToKeeper::Ending => ending = true,
         }
     }
+    ending
+}
+
+/// A connected pair of `SOCK_SEQPACKET` sockets: each message arrives alone, so a message sent
+/// before the peer has read the previous one is never read together with it.
+fn message_pair() -> io::Result<(UnixStream, UnixStream)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let (a, b) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((UnixStream::from(a), UnixStream::from(b)))
 }
 
 /// SIGTERM, SIGINT and SIGHUP go on to the serving process, which stops (or not) as it would

@@ -119,7 +119,15 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// the same state directory, this one takes the device over from it; else it mounts anew.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
     let link = keeper::Link::from_env().map_err(setup("reaching the keeper"))?;
-    let (held, behind_exiting) = match &link {
+    let result = run_linked(config, link.as_ref());
+    if let Some(link) = &link {
+        link.ending();
+    }
+    result
+}
+
+fn run_linked(config: &Config, link: Option<&keeper::Link>) -> Result<(), DaemonError> {
+    let (held, behind_exiting) = match link {
         Some(link) => link
             .start()
             .map_err(setup("asking the keeper what it holds"))?,
@@ -142,8 +150,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             Err(e) => return Err(e.into()),
         },
     };
-    let holders = hand_to_holders(link.as_ref(), &start);
-    let store_gate = match (&link, behind_exiting) {
+    let holders = hand_to_holders(link, &start);
+    let store_gate = match (link, behind_exiting) {
         (Some(link), true) => store_gate(link),
         _ => None,
     };
