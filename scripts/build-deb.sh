@@ -18,7 +18,8 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) f
 version=$(dpkg-parsechangelog -S Version)
 crate_version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 if [[ "$version" != "$crate_version" ]]; then
-    echo "debian/changelog says $version, Cargo.toml $crate_version: add a changelog entry (dch -v $crate_version)" >&2
+    echo "debian/changelog says $version, Cargo.toml $crate_version:" \
+        "add a changelog entry (dch -v $crate_version)" >&2
     exit 1
 fi
 
