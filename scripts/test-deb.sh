@@ -208,6 +208,12 @@ check_installed() {
         "$lib/pkgconfig/sysgenid.pc" /usr/include/sysgenid/sysgenid.h
     grep -qx "ExecStart=/usr/bin/sysgenidd" "$root/lib/systemd/system/sysgenidd.service" ||
         fail "the packaged unit does not start /usr/bin/sysgenidd"
+    # The unit's syntax and its ordering (no cycle with sysinit.target); the man pages are checked
+    # above. It leaves a mark of systemd's own, not the package's, in /run.
+    [[ ! -e "$root/run/systemd/systemd-units-load" ]] || fail "the chroot has a systemd-units-load"
+    in_root systemd-analyze verify --man=no sysgenidd.service ||
+        fail "systemd-analyze verify finds fault with the installed unit"
+    rm -f "$root/run/systemd/systemd-units-load"
     local wants=/etc/systemd/system/sysinit.target.wants/sysgenidd.service
     [[ "$(readlink "$root$wants")" == /lib/systemd/system/sysgenidd.service ]] ||
         fail "the unit is not enabled: no $wants link"
