@@ -8,7 +8,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 # Debian packages the tests use. Only missing ones are installed, without recommends, and only
 # if apt changes nothing the machine already has: no package is removed or upgraded.
 packages=(build-essential pkg-config fuse3 perl python3 systemd util-linux e2fsprogs qemu-system-x86 busybox-static xz-utils
-    python3-venv python3-build python3-hatchling python3-pytest mypy)
+    python3-venv python3-build python3-hatchling python3-pytest mypy debhelper debootstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,3 +38,5 @@ log "the Python client: wheel, mypy --strict, pytest against the daemon built ab
 scripts/test-python.sh
 log "doc tests"
 cargo test --workspace --doc --all-features
+log "the Debian packages: build, lintian, install into a fresh chroot, serve, link, purge"
+scripts/test-deb.sh
