@@ -27,8 +27,10 @@ pub const PAGE_HEAD_SIZE: usize = GENERATION_ID_OFFSET + GENERATION_ID_SIZE;
 pub const PAGE_HEAD_WORDS: usize = PAGE_HEAD_SIZE / 4;
 
 /// How often [`read_head`] tries before it gives up on a page that stays odd (a writer that died
-/// in the middle of an update; the next daemon rewrites the page at its start).
-pub const READ_TRIES: u32 = 100_000;
+/// in the middle of an update; the next daemon rewrites the page at its start): it spins, then
+/// yields, then sleeps 100 µs between tries, about one second in all. A writer that is only
+/// preempted is waited for.
+pub const READ_TRIES: u32 = 10_000;
 
 /// The 128-bit random ID of one generation: two clones of one snapshot read the same generation
 /// and different IDs. Drawn from the kernel's `getrandom` at every bump; never all zero (the
@@ -175,10 +177,10 @@ pub fn read_head(head: &[AtomicU32; PAGE_HEAD_WORDS]) -> Option<(u32, Generation
         if before.is_multiple_of(2) && before == after {
             return Some((generation, GenerationId::from_words(words)));
         }
-        if attempt < 64 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
+        match attempt {
+            0..64 => std::hint::spin_loop(),
+            64..1024 => std::thread::yield_now(),
+            _ => std::thread::sleep(std::time::Duration::from_micros(100)),
         }
     }
     None
