@@ -38,10 +38,8 @@ fn functions_without_paths_use_the_environment() {
     assert_eq!(generation, 1);
     let mut id = [0u8; SYSGENID_ID_SIZE];
     // SAFETY: valid out-parameters (16 bytes for the ID).
-    assert_eq!(
-        unsafe { sysgenid_generation_id(&mut generation, id.as_mut_ptr()) },
-        0
-    );
+    let rc = unsafe { sysgenid_generation_id(&mut generation, id.as_mut_ptr()) };
+    assert_eq!(rc, 0);
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!((generation, hex), (1, daemon.generation_id()));
     let mut from_probe = 0;
