@@ -114,7 +114,7 @@ fn every_bump_draws_a_new_id_that_every_view_of_the_page_agrees_on() {
 
 #[test]
 fn the_id_survives_a_restart_a_keeper_restart_and_a_handover_and_the_next_bump_renews_it() {
-    let mut daemon = Daemon::start();
+    let daemon = Daemon::start();
     DevFile::rw(&daemon.device).trigger(0).unwrap();
     let before = agreed_pair(&daemon);
 
