@@ -186,6 +186,9 @@ def test_the_id_is_read_with_its_generation_and_a_page_without_one_gives_none(
     older = _page_with_id(tmp_path, 7, 0, (0, 0, 0, 0))
     with sysgenid.Probe.page_file(older) as probe:
         assert probe.generation == 7 and probe.generation_with_id() is None
+    downgraded = _page_with_id(tmp_path, 8, 16, _id_words(7))
+    with sysgenid.Probe.page_file(downgraded) as probe:
+        assert probe.generation_with_id() is None, "the ID of 7 is not the ID of 8"
     monkeypatch.setattr(_abi, "READ_TRIES", 50)
     mid_update = _page_with_id(tmp_path, 7, 15, _id_words(7))
     with sysgenid.Probe.page_file(mid_update) as probe:

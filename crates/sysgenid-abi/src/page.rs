@@ -10,7 +10,8 @@
 //! The writer stores the sequence word `2g + 1` (odd), then the ID and the generation `g`, then
 //! `2g + 2` (even). A reader loads the sequence word (acquire), loads the generation and the ID,
 //! fences (acquire), loads the sequence word again, and retries while the first load was odd or
-//! the two differ.
+//! the two differ. A stable word other than `2g + 2` means that a writer which knows no ID (an
+//! older daemon, after a downgrade) wrote the generation: the page holds no ID for it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
@@ -161,7 +162,8 @@ pub fn write_head(head: &[AtomicU32; PAGE_HEAD_WORDS], generation: u32, id: Gene
 
 /// Reads a consistent generation and ID from a shared page head, by the seqlock rule; `None`
 /// when the page stayed in the middle of an update for [`READ_TRIES`] tries. The ID is
-/// [`GenerationId::NONE`] where none is published.
+/// [`GenerationId::NONE`] where none is published, or where the stable sequence word is not the
+/// generation's (a writer that knows no ID changed the generation).
 pub fn read_head(head: &[AtomicU32; PAGE_HEAD_WORDS]) -> Option<(u32, GenerationId)> {
     let sequence = &head[SEQUENCE_OFFSET / 4];
     for attempt in 0..READ_TRIES {
@@ -175,7 +177,11 @@ pub fn read_head(head: &[AtomicU32; PAGE_HEAD_WORDS]) -> Option<(u32, Generation
         fence(Ordering::Acquire);
         let after = sequence.load(Ordering::Relaxed);
         if before.is_multiple_of(2) && before == after {
-            return Some((generation, GenerationId::from_words(words)));
+            let id = match before == stable_sequence(generation) {
+                true => GenerationId::from_words(words),
+                false => GenerationId::NONE,
+            };
+            return Some((generation, id));
         }
         match attempt {
             0..64 => std::hint::spin_loop(),
@@ -246,6 +252,12 @@ mod tests {
             .flat_map(|w| w.load(Ordering::Relaxed).to_ne_bytes())
             .collect();
         assert_eq!(bytes, encode_head(9, id(1)));
+        head[0].store(10, Ordering::Relaxed);
+        assert_eq!(
+            read_head(&head),
+            Some((10, GenerationId::NONE)),
+            "an older daemon bumped the generation alone: the ID is not its"
+        );
         head[1].store(19, Ordering::Relaxed);
         assert_eq!(read_head(&head), None);
     }

@@ -96,7 +96,10 @@ class Probe:
             after = words[_abi.SEQUENCE_WORD]
             if before % 2 == 0 and before == after:
                 drawn = struct.pack("=4I", *id_words)
-                return None if drawn == bytes(16) else (int(generation), drawn.hex())
+                # A word other than 2g + 2: an older daemon wrote this generation, with no ID.
+                if drawn == bytes(16) or before != (2 * generation + 2) & _abi.U32_MAX:
+                    return None
+                return int(generation), drawn.hex()
             if attempt < 1000:
                 os.sched_yield()
             else:
