@@ -7,7 +7,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sysgenid_abi::{Errno, Ioctl, encode_generation};
 use sysgenid_core::{
-    Action, BumpToken, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+    Action, BumpToken, Caller, Device, Event, FileId, GenerationId, PollHandle, Reply, RequestId,
+    Time,
 };
 
 #[derive(Debug, Arbitrary)]
@@ -220,7 +221,7 @@ impl Harness {
         if self.persist_in_flight.is_some() {
             let result = match persist {
                 PersistAnswer::Later => return,
-                PersistAnswer::Ok => Ok(()),
+                PersistAnswer::Ok => Ok(GenerationId([1; 16])),
                 PersistAnswer::Err(detail) => Err(detail.clone()),
             };
             self.step(dev, Event::PersistDone { result }, persist);
@@ -352,7 +353,7 @@ fuzz_target!(|input: Input| {
                 token: BumpToken(*token),
             },
             Op::PersistDone { result } => Event::PersistDone {
-                result: result.clone(),
+                result: result.clone().map(|()| GenerationId([2; 16])),
             },
         };
         h.step(&mut dev, event, persist);
@@ -362,7 +363,9 @@ fuzz_target!(|input: Input| {
     while h.persist_in_flight.is_some() {
         h.step(
             &mut dev,
-            Event::PersistDone { result: Ok(()) },
+            Event::PersistDone {
+                result: Ok(GenerationId([3; 16])),
+            },
             &PersistAnswer::Later,
         );
     }

@@ -41,6 +41,24 @@ def test_generation_follows_triggers_through_the_page_file(daemon: Daemon) -> No
         assert probe.generation == 5 == daemon.status()["generation"]
 
 
+def test_each_generation_has_a_new_id_that_status_and_the_cli_agree_on(daemon: Daemon) -> None:
+    seen = []
+    with sysgenid.Probe.device(daemon.paths.device) as device:
+        for round in range(3):
+            pair = sysgenid.generation_with_id(daemon.paths)
+            assert pair is not None
+            generation, id = pair
+            assert generation == round
+            assert len(id) == 32 and id == id.lower() and int(id, 16) != 0
+            assert sysgenid.generation_id(daemon.paths) == id == daemon.status()["generation_id"]
+            assert device.generation_with_id() == pair, "the device mapping agrees"
+            cli = subprocess.run(daemon.cli("get", "--id"), capture_output=True, text=True)
+            assert cli.stdout == f"{generation} {id}\n"
+            assert id not in seen
+            seen.append(id)
+            sysgenid.trigger(paths=daemon.paths)
+
+
 def test_the_environment_names_the_daemon(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYSGENID_DEVICE", daemon.paths.device)
     monkeypatch.setenv("SYSGENID_STATE_DIR", daemon.paths.state_dir)
@@ -183,7 +201,7 @@ def test_status_names_the_outdated_tracked_watcher(daemon: Daemon) -> None:
     with sysgenid.Watcher(daemon.paths, tracking=True):
         sysgenid.trigger(paths=daemon.paths)
         status = sysgenid.status(daemon.paths)
-    assert status["version"] == sysgenid._abi.STATUS_VERSION == 3
+    assert status["version"] == sysgenid._abi.STATUS_VERSION == 4
     assert status["daemon"]["serving_pid"] > 0
     assert (status["generation"], status["tracked"], status["outdated"]) == (1, 1, 1)
     assert [f["pid"] for f in status["outdated_files"]] == [os.getpid()]

@@ -6,9 +6,12 @@ import doctest
 import errno
 import os
 import socket
+import struct
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import pytest
 
@@ -157,6 +160,98 @@ def test_a_control_socket_of_this_user_is_trusted() -> None:
     a, b = socket.socketpair(socket.AF_UNIX)
     with a, b:
         _trust.check_listener(a, "pair")
+
+
+def _id_words(generation: int) -> tuple[int, int, int, int]:
+    """The ID the test writer pairs with ``generation``: every word differs between
+    generations, so halves of two pairs never make a known pair."""
+    return (generation, generation ^ 0xFFFF_FFFF, generation ^ 0x5555_5555, generation)
+
+
+def _page_with_id(tmp_path: Path, generation: int, sequence: int, id_words: tuple[int, ...]) -> str:
+    page = bytearray(_abi.PAGE_SIZE)
+    struct.pack_into("=6I", page, 0, generation, sequence, *id_words)
+    (tmp_path / "generation").write_bytes(bytes(page))
+    return str(tmp_path / "generation")
+
+
+def test_the_id_is_read_with_its_generation_and_a_page_without_one_gives_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _page_with_id(tmp_path, 7, 16, _id_words(7))
+    with sysgenid.Probe.page_file(path) as probe:
+        expected = struct.pack("=4I", *_id_words(7)).hex()
+        assert probe.generation_with_id() == (7, expected)
+        assert probe.generation_id == expected
+    older = _page_with_id(tmp_path, 7, 0, (0, 0, 0, 0))
+    with sysgenid.Probe.page_file(older) as probe:
+        assert probe.generation == 7 and probe.generation_with_id() is None
+    downgraded = _page_with_id(tmp_path, 8, 16, _id_words(7))
+    with sysgenid.Probe.page_file(downgraded) as probe:
+        assert probe.generation_with_id() is None, "the ID of 7 is not the ID of 8"
+    monkeypatch.setattr(_abi, "READ_TRIES", 50)
+    mid_update = _page_with_id(tmp_path, 7, 15, _id_words(7))
+    with sysgenid.Probe.page_file(mid_update) as probe:
+        assert probe.generation_with_id() is None, "an odd sequence word is never stable"
+
+
+_WRITER = """
+import mmap, struct, sys
+path, rounds = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f, mmap.mmap(f.fileno(), 4096) as page:
+    words = memoryview(page).cast("I")
+    for generation in range(1, rounds + 1):
+        g = generation
+        drawn = memoryview(struct.pack("=4I", g, g ^ 0xFFFFFFFF, g ^ 0x55555555, g)).cast("I")
+        words[1] = 2 * generation + 1
+        words[2:6] = drawn
+        words[0] = generation
+        words[1] = 2 * generation + 2
+    words.release()
+"""
+
+
+def _race(path: str, read: Callable[[], None], rounds: int = 20_000) -> None:
+    """Rewrites the page at ``path`` by the daemon's rule for ``rounds`` generations in another
+    process (so both run at once, with no lock between them) while ``read`` runs here."""
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, path, str(rounds)])
+    try:
+        while writer.poll() is None:
+            read()
+    finally:
+        writer.wait()
+    assert writer.returncode == 0
+
+
+def test_a_concurrent_writer_never_shows_a_probe_a_mixed_pair(tmp_path: Path) -> None:
+    path = _page_with_id(tmp_path, 0, 2, _id_words(0))
+    with sysgenid.Probe.page_file(path) as probe:
+
+        def read() -> None:
+            pair = probe.generation_with_id()
+            assert pair is not None
+            generation, id = pair
+            assert id == struct.pack("=4I", *_id_words(generation)).hex(), generation
+
+        _race(path, read)
+        last = struct.pack("=4I", *_id_words(20_000)).hex()
+        assert probe.generation_with_id() == (20_000, last)
+
+
+def test_a_reader_that_skips_the_rule_sees_mixed_pairs(tmp_path: Path) -> None:
+    path = _page_with_id(tmp_path, 0, 2, _id_words(0))
+    mixed = 0
+    with sysgenid.Probe.page_file(path) as probe:
+        words = probe._word
+
+        def read() -> None:
+            nonlocal mixed
+            generation = words[0]
+            if tuple(words[2:6].tolist()) != _id_words(generation):
+                mixed += 1
+
+        _race(path, read)
+    assert mixed > 0
 
 
 def test_a_short_page_file_is_refused(tmp_path: Path) -> None:

@@ -18,9 +18,11 @@
 #[cfg(feature = "serde")]
 pub mod control;
 mod errno;
+mod page;
 mod paths;
 
 pub use errno::Errno;
+pub use page::*;
 pub use paths::*;
 
 /// The ioctl type byte of the System Generation ID interface.
@@ -83,8 +85,9 @@ pub const SYSGENID_TRIGGER_GEN_UPDATE: u32 = io(IOCTL_TYPE, 3);
 pub const PAGE_SIZE: usize = 4096;
 /// Byte offset of the generation counter in the page: a native-endian `u32`.
 ///
-/// The rest of the page (bytes 4 to 4095) is zero and reserved for later fields; a reader must
-/// ignore what it does not know.
+/// Bytes 4 to 23 hold the sequence word and the generation ID ([`GENERATION_ID_OFFSET`], read
+/// with [`read_head`]); the rest of the page (bytes 24 to 4095) is zero and reserved for later
+/// fields. A reader must ignore what it does not know.
 pub const GENERATION_OFFSET: usize = 0;
 /// Size in bytes of the generation counter, and the only valid length of a `write(2)`.
 pub const GENERATION_SIZE: usize = 4;

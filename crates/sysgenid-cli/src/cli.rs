@@ -72,7 +72,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the current generation (from the page file; from the device if there is none).
-    Get,
+    ///
+    /// With --id, also its random ID (32 hex digits): two clones of one snapshot print the same
+    /// generation and different IDs. With --json: {"generation": N, "generation_id": "..."}.
+    Get {
+        /// Also print the generation's random ID, after the generation on the same line.
+        #[arg(long)]
+        id: bool,
+    },
     /// Print each new generation; with --track, acknowledge it too.
     ///
     /// Without --track the device is opened read-only, which needs no privilege, and nothing is

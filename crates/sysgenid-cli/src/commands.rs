@@ -95,7 +95,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         paths = paths.with_state_dir(dir);
     }
     match &cli.command {
-        Command::Get => {
+        Command::Get { id: false } => {
             let probe = Probe::open(&paths)?;
             let generation = probe.generation();
             say(cli, json!({ "generation": generation }), || {
@@ -103,6 +103,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             })?;
             Ok(())
         }
+        Command::Get { id: true } => get_with_id(cli, &paths),
         Command::Watch(args) => watch(cli, &paths, args),
         Command::Ack { fd } => ack_fd(cli, *fd),
         Command::Trigger { min } => {
@@ -343,6 +344,24 @@ fn wait_watchers(cli: &Cli, paths: &Paths, timeout: Option<Duration>) -> Result<
     }
 }
 
+/// `get --id`: the generation and its ID, a consistent pair from the page.
+fn get_with_id(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
+    let probe = Probe::open(paths)?;
+    let (generation, id) = probe.generation_with_id().ok_or_else(|| {
+        failure(
+            exit::ERROR,
+            "the page holds no generation ID: the device is served by a sysgenidd older than \
+             the ID, or by a kernel driver"
+                .to_owned(),
+        )
+    })?;
+    say(
+        cli,
+        json!({ "generation": generation, "generation_id": id.to_string() }),
+        || format!("{generation} {id}"),
+    )
+}
+
 fn status(cli: &Cli, paths: &Paths) -> Result<(), Failure> {
     let s = sysgenid::status_at(paths)?;
     if cli.json {
@@ -369,6 +388,12 @@ fn status_text(s: &sysgenid::Status) -> String {
     let daemon = &s.daemon;
     let mut lines = vec![
         format!("generation: {}", s.generation),
+        format!(
+            "id:         {}",
+            s.generation_id
+                .map_or("(none: a daemon older than the ID)".to_owned(), |id| id
+                    .to_string())
+        ),
         format!(
             "daemon:     pid {}, {}{}",
             daemon.pid,

@@ -28,6 +28,33 @@ fn get_prints_the_generation_as_text_or_json() {
 }
 
 #[test]
+fn get_id_prints_the_generation_and_its_id_as_status_shows_them() {
+    let daemon = Daemon::start();
+    let mut seen = Vec::new();
+    for generation in 0..3 {
+        let out = run(&daemon, &["get", "--id"]);
+        assert!(out.status.success());
+        let id = daemon.generation_id();
+        assert_eq!(stdout(&out), format!("{generation} {id}\n"));
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert!(!seen.contains(&id), "a new ID at every bump");
+        let json = stdout(&run(&daemon, &["get", "--id", "--json"]));
+        assert_eq!(
+            json,
+            format!("{{\"generation\":{generation},\"generation_id\":\"{id}\"}}\n")
+        );
+        let status = stdout(&run(&daemon, &["status"]));
+        assert!(status.contains(&format!("id:         {id}")), "{status}");
+        seen.push(id);
+        DevFile::rw(&daemon.device).trigger(0).unwrap();
+    }
+}
+
+#[test]
 fn trigger_bumps_and_honours_the_minimum() {
     let daemon = Daemon::start();
     assert_eq!(stdout(&run(&daemon, &["trigger"])), "generation 1\n");

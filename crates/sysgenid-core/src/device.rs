@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use sysgenid_abi::{Errno, GENERATION_SIZE, Ioctl, POLL_OUTDATED, decode_generation};
+use sysgenid_abi::{Errno, GENERATION_SIZE, GenerationId, Ioctl, POLL_OUTDATED, decode_generation};
 
 use crate::io::{Action, Event, Reply};
 use crate::state::{BadState, DeviceState, FileState, NotQuiet, PendingState};
@@ -84,6 +84,8 @@ struct InFlight {
 #[derive(Debug)]
 pub struct Device {
     generation: u32,
+    /// The random ID of the current generation, drawn by the transport at its persist.
+    generation_id: GenerationId,
     files: HashMap<FileId, OpenFile>,
     next_file: u64,
     tracked: usize,
@@ -118,6 +120,7 @@ impl Device {
     pub fn new(generation: u32) -> Device {
         Device {
             generation,
+            generation_id: GenerationId::NONE,
             files: HashMap::new(),
             next_file: 1,
             tracked: 0,
@@ -144,6 +147,18 @@ impl Device {
     /// The current generation.
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// The same device with `id` as the current generation's ID: the ID the transport
+    /// recovered with the counter, or drew for it.
+    pub fn with_generation_id(mut self, id: GenerationId) -> Device {
+        self.generation_id = id;
+        self
+    }
+
+    /// The random ID of the current generation ([`GenerationId::NONE`] until one is given).
+    pub fn generation_id(&self) -> GenerationId {
+        self.generation_id
     }
 
     /// The earliest deadline of a pending wait: feed [`Event::Timeout`] once the clock reaches it.
@@ -522,14 +537,14 @@ impl Device {
         }
     }
 
-    fn persist_done(&mut self, result: Result<(), String>) {
+    fn persist_done(&mut self, result: Result<GenerationId, String>) {
         let Some(InFlight { target, request }) = self.in_flight.take() else {
             return;
         };
         match result {
-            Ok(()) => {
+            Ok(id) => {
                 self.degraded = false;
-                self.commit_bump(target, request);
+                self.commit_bump(target, id, request);
             }
             Err(detail) => {
                 self.degraded = true;
@@ -558,9 +573,10 @@ impl Device {
     }
 
     /// Applies a persisted bump: publish first, then answer its caller, then wake the others.
-    fn commit_bump(&mut self, target: u32, request: BumpRequest) {
+    fn commit_bump(&mut self, target: u32, id: GenerationId, request: BumpRequest) {
         debug_assert!(target > self.generation);
         self.generation = target;
+        self.generation_id = id;
         self.outdated_tracked = self.tracked;
         self.last_bump = Some(BumpRecord {
             generation: target,
@@ -568,6 +584,7 @@ impl Device {
         });
         self.actions.push_back(Action::Publish {
             generation: target,
+            id,
             source: request.source,
             token: request.token,
         });
@@ -643,6 +660,7 @@ impl Device {
     pub fn lasting_meta(&self) -> DeviceState {
         DeviceState {
             generation: self.generation,
+            generation_id: self.generation_id,
             next_file: self.next_file,
             files: Vec::new(),
             pending: Vec::new(),
@@ -653,15 +671,17 @@ impl Device {
         }
     }
 
-    /// Moves the counter up to `generation`, already made durable by a process that died
-    /// before it showed it: publishes it, wakes every registration and answers every blocked
-    /// read and wait, as a bump does. Nothing happens unless it is above the current value.
-    pub fn catch_up(&mut self, generation: u32, source: BumpSource) {
+    /// Moves the counter up to `generation` with its ID `id`, already made durable by a
+    /// process that died before it showed it: publishes them, wakes every registration and
+    /// answers every blocked read and wait, as a bump does. Nothing happens unless it is above
+    /// the current value.
+    pub fn catch_up(&mut self, generation: u32, id: GenerationId, source: BumpSource) {
         if generation <= self.generation || self.in_flight.is_some() {
             return;
         }
         self.commit_bump(
             generation,
+            id,
             BumpRequest {
                 min: generation,
                 source,
@@ -721,7 +741,7 @@ impl Device {
     /// A device that continues from `state`, as [`Device::state`] took it. A state that no
     /// device can reach is refused.
     pub fn from_state(state: DeviceState) -> Result<Device, BadState> {
-        let mut device = Device::new(state.generation);
+        let mut device = Device::new(state.generation).with_generation_id(state.generation_id);
         device.next_file = state.next_file;
         for f in state.files {
             if f.id.0 >= state.next_file || device.files.contains_key(&f.id) {
@@ -790,6 +810,7 @@ impl Device {
         let count = |want: fn(&Pending) -> bool| self.pending.values().filter(|p| want(p)).count();
         Status {
             generation: self.generation,
+            generation_id: self.generation_id,
             open_files: self.files.len(),
             tracked: self.tracked,
             outdated: self.outdated_tracked,

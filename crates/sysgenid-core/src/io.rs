@@ -1,6 +1,6 @@
 //! The events that go into the core and the actions that come out of it.
 
-use sysgenid_abi::Errno;
+use sysgenid_abi::{Errno, GenerationId};
 
 use crate::types::{BumpSource, BumpToken, Caller, FileId, PollHandle, RequestId, Time};
 
@@ -103,8 +103,10 @@ pub enum Event<'a> {
     },
     /// The outcome of the last [`Action::Persist`].
     PersistDone {
-        /// `Ok` once the value is durable, or the reason it is not.
-        result: Result<(), String>,
+        /// `Ok` with the new generation's random ID once the value and the ID are durable, or
+        /// the reason they are not. The transport draws the ID (from the kernel's random
+        /// source, never from a generator in its own memory, which a snapshot clones).
+        result: Result<GenerationId, String>,
     },
 }
 
@@ -120,14 +122,16 @@ pub enum Action {
     },
     /// Wake a poll registration.
     WakePoll(PollHandle),
-    /// Make this generation durable, then send [`Event::PersistDone`]. Nothing is published and
-    /// no one is woken before that.
+    /// Draw a random ID for this generation and make both durable, then send
+    /// [`Event::PersistDone`] with the ID. Nothing is published and no one is woken before that.
     Persist(u32),
     /// Show this generation to every probe (page file, device page). Always comes before the
     /// wakes and replies of the same bump (of which the bump's own trigger comes first).
     Publish {
         /// The new generation.
         generation: u32,
+        /// Its random ID, from [`Event::PersistDone`].
+        id: GenerationId,
         /// Who caused it.
         source: BumpSource,
         /// The token of the [`Event::HardwareBump`] that asked for it, if one did.

@@ -9,7 +9,7 @@
 //! A blocked `read(2)` or `WAIT_WATCHERS` is an entry in a map, not a blocked thread.
 //!
 //! ```
-//! use sysgenid_core::{Action, Caller, Device, Event, Reply, RequestId, Time};
+//! use sysgenid_core::{Action, Caller, Device, Event, GenerationId, Reply, RequestId, Time};
 //! use sysgenid_abi::SYSGENID_TRIGGER_GEN_UPDATE;
 //!
 //! let mut dev = Device::new(5);
@@ -24,10 +24,12 @@
 //! };
 //! dev.handle(trigger);
 //! assert_eq!(dev.poll_action(), Some(Action::Persist(6)));
-//! dev.handle(Event::PersistDone { result: Ok(()) });
-//! assert!(matches!(dev.poll_action(), Some(Action::Publish { generation: 6, .. })));
+//! // The transport drew the new generation's random ID and made both durable.
+//! let id = GenerationId([7; 16]);
+//! dev.handle(Event::PersistDone { result: Ok(id) });
+//! assert!(matches!(dev.poll_action(), Some(Action::Publish { generation: 6, id: _, .. })));
 //! assert_eq!(dev.poll_action(), Some(Action::Reply { request: RequestId(2), reply: Reply::Done }));
-//! assert_eq!(dev.generation(), 6);
+//! assert_eq!((dev.generation(), dev.generation_id()), (6, id));
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -42,4 +44,5 @@ pub use device::{Changes, Device};
 pub use io::{Action, Event, Reply};
 pub use state::{BadState, DeviceState, FileState, NotQuiet, PendingState};
 pub use status::{BumpFailure, BumpRecord, FileStatus, Status};
+pub use sysgenid_abi::GenerationId;
 pub use types::{BumpSource, BumpToken, Caller, FileId, PollHandle, RequestId, Time};

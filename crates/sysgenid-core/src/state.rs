@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use sysgenid_abi::GenerationId;
+
 use crate::status::{BumpFailure, BumpRecord};
 use crate::types::{FileId, PollHandle, RequestId, Time};
 
@@ -14,6 +16,11 @@ use crate::types::{FileId, PollHandle, RequestId, Time};
 pub struct DeviceState {
     /// The current generation.
     pub generation: u32,
+    /// The current generation's random ID. A state written before the field existed reads as
+    /// [`GenerationId::NONE`]; the transport then gives it the ID its records show, or a fresh
+    /// one.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub generation_id: GenerationId,
     /// The id the next open file gets; above every id in `files`.
     pub next_file: u64,
     /// Every open file, by id.

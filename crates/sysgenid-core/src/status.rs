@@ -1,6 +1,6 @@
 //! A read-only snapshot of the device, for the status channel and for tests.
 
-use sysgenid_abi::Errno;
+use sysgenid_abi::{Errno, GenerationId};
 
 use crate::types::{BumpSource, FileId};
 
@@ -9,6 +9,8 @@ use crate::types::{BumpSource, FileId};
 pub struct Status {
     /// The current generation.
     pub generation: u32,
+    /// The current generation's random ID ([`GenerationId::NONE`] if the transport gave none).
+    pub generation_id: GenerationId,
     /// How many files are open.
     pub open_files: usize,
     /// How many open files are tracked watchers.

@@ -18,6 +18,11 @@ use sysgenid_core::{
     PendingState, PollHandle, Reply, RequestId, Time,
 };
 
+/// The ID the test persist gives `generation`: known, and different for each generation.
+fn id_of(generation: u32) -> sysgenid_core::GenerationId {
+    sysgenid_core::GenerationId::from_words([generation, !generation, 0x5eed, generation ^ 0xa5a5])
+}
+
 /// How the driver answers the persist of a bump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Persist {
@@ -357,7 +362,7 @@ impl Driver {
             match action {
                 Action::Persist(value) if persist != Persist::Defer => {
                     let result = match persist {
-                        Persist::Ok => Ok(()),
+                        Persist::Ok => Ok(id_of(value)),
                         _ => Err("injected".to_owned()),
                     };
                     self.dev.handle(Event::PersistDone { result });
@@ -701,7 +706,7 @@ impl Scenario {
                     model.end_first_bump(ok, &mut expect.bumps);
                     model.start_bumps(Persist::Defer, &mut expect.bumps);
                     let result = if ok {
-                        Ok(())
+                        Ok(id_of(value))
                     } else {
                         Err("injected".to_owned())
                     };
@@ -888,6 +893,7 @@ impl Scenario {
             (Some((generation, source, token)), [(at, action)]) => {
                 let want = Action::Publish {
                     generation: *generation,
+                    id: id_of(*generation),
                     source: source.clone(),
                     token: *token,
                 };
@@ -935,11 +941,13 @@ impl Scenario {
     /// answered exactly once.
     fn finish(mut self) -> Result<(), TestCaseError> {
         let mut extra = Vec::new();
-        while self.driver.outstanding_persist.take().is_some() {
-            extra.extend(
-                self.driver
-                    .run(Event::PersistDone { result: Ok(()) }, Persist::Defer),
-            );
+        while let Some(value) = self.driver.outstanding_persist.take() {
+            extra.extend(self.driver.run(
+                Event::PersistDone {
+                    result: Ok(id_of(value)),
+                },
+                Persist::Defer,
+            ));
         }
         for file in self.opened.clone() {
             if self.model.files.remove(&file).is_some() {

@@ -80,6 +80,7 @@ fn hardware_bump_is_bump_with_no_minimum() {
     assert_eq!(h.dev.generation(), 4);
     assert!(actions.contains(&Action::Publish {
         generation: 4,
+        id: id_of(4),
         source: BumpSource::Backend("test-hw".into()),
         token: Some(BumpToken(0)),
     }));
@@ -663,6 +664,7 @@ fn bump_persists_then_publishes_before_any_wake_or_reply() {
         actions[1],
         Action::Publish {
             generation: 1,
+            id: id_of(1),
             source: BumpSource::Trigger { pid: ROOT.pid },
             token: None,
         }
@@ -698,7 +700,9 @@ fn nothing_happens_until_the_persist_is_done() {
     });
     assert_eq!(dev.poll_action(), None);
     assert!(dev.status().bump_in_progress);
-    dev.handle(Event::PersistDone { result: Ok(()) });
+    dev.handle(Event::PersistDone {
+        result: Ok(id_of(1)),
+    });
     let mut actions = Vec::new();
     while let Some(a) = dev.poll_action() {
         actions.push(a);
@@ -708,6 +712,7 @@ fn nothing_happens_until_the_persist_is_done() {
         vec![
             Action::Publish {
                 generation: 1,
+                id: id_of(1),
                 source: BumpSource::Backend("hw".into()),
                 token: Some(BumpToken(1)),
             },
@@ -791,7 +796,9 @@ fn a_trigger_is_not_interruptible() {
         request: RequestId(2),
     });
     assert_eq!(dev.poll_action(), None);
-    dev.handle(Event::PersistDone { result: Ok(()) });
+    dev.handle(Event::PersistDone {
+        result: Ok(id_of(1)),
+    });
     let last = std::iter::from_fn(|| dev.poll_action()).last();
     assert_eq!(
         last,
@@ -851,6 +858,7 @@ fn trigger_if_with_the_current_generation_bumps_like_a_trigger() {
             Action::Persist(6),
             Action::Publish {
                 generation: 6,
+                id: id_of(6),
                 source: BumpSource::Trigger { pid: ROOT.pid },
                 token: None,
             },
@@ -922,13 +930,16 @@ fn trigger_if_is_judged_when_its_turn_comes_after_earlier_bumps() {
         });
     }
     assert_eq!(dev.poll_action(), None, "queued behind the backend's bump");
-    dev.handle(Event::PersistDone { result: Ok(()) });
+    dev.handle(Event::PersistDone {
+        result: Ok(id_of(1)),
+    });
     let actions: Vec<Action> = std::iter::from_fn(|| dev.poll_action()).collect();
     assert_eq!(
         actions,
         vec![
             Action::Publish {
                 generation: 1,
+                id: id_of(1),
                 source: BumpSource::Backend("hw".into()),
                 token: Some(BumpToken(1)),
             },
@@ -940,7 +951,9 @@ fn trigger_if_is_judged_when_its_turn_comes_after_earlier_bumps() {
         ],
         "the backend bumped first: the overseer's expectation of 0 is stale"
     );
-    dev.handle(Event::PersistDone { result: Ok(()) });
+    dev.handle(Event::PersistDone {
+        result: Ok(id_of(2)),
+    });
     let last = std::iter::from_fn(|| dev.poll_action()).last();
     assert_eq!(
         last,
@@ -970,7 +983,9 @@ fn trigger_if_behind_a_failed_bump_still_bumps() {
     });
     assert!(matches!(dev.poll_action(), Some(Action::BumpFailed { .. })));
     assert_eq!(dev.poll_action(), Some(Action::Persist(4)));
-    dev.handle(Event::PersistDone { result: Ok(()) });
+    dev.handle(Event::PersistDone {
+        result: Ok(id_of(4)),
+    });
     let last = std::iter::from_fn(|| dev.poll_action()).last();
     assert_eq!(
         last,
@@ -1025,10 +1040,14 @@ fn trigger_if_is_neither_interruptible_nor_ended_by_a_release() {
     });
     dev.handle(Event::Release { file: f });
     assert_eq!(dev.poll_action(), None);
-    dev.handle(Event::PersistDone { result: Ok(()) });
+    dev.handle(Event::PersistDone {
+        result: Ok(id_of(1)),
+    });
     assert!(matches!(dev.poll_action(), Some(Action::Publish { .. })));
     assert_eq!(dev.poll_action(), Some(Action::Persist(2)));
-    dev.handle(Event::PersistDone { result: Ok(()) });
+    dev.handle(Event::PersistDone {
+        result: Ok(id_of(2)),
+    });
     let last = std::iter::from_fn(|| dev.poll_action()).last();
     assert_eq!(
         last,

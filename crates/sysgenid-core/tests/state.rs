@@ -3,8 +3,10 @@
 
 mod common;
 
-use common::Harness;
-use sysgenid_core::{BadState, Device, FileId, NotQuiet, PendingState, Reply, RequestId};
+use common::{Harness, id_of};
+use sysgenid_core::{
+    BadState, Device, FileId, GenerationId, NotQuiet, PendingState, Reply, RequestId,
+};
 
 #[test]
 fn a_rebuilt_device_keeps_blocked_reads_waits_tracking_and_laggards() {
@@ -47,10 +49,12 @@ fn the_state_is_refused_while_a_bump_is_under_way() {
     assert_eq!(h.dev.state(), Err(NotQuiet::ActionsQueued));
     h.dev.poll_action();
     assert_eq!(h.dev.state(), Err(NotQuiet::BumpUnderWay));
-    h.dev
-        .handle(sysgenid_core::Event::PersistDone { result: Ok(()) });
+    h.dev.handle(sysgenid_core::Event::PersistDone {
+        result: Ok(id_of(1)),
+    });
     while h.dev.poll_action().is_some() {}
     assert_eq!(h.dev.state().unwrap().generation, 1);
+    assert_eq!(h.dev.state().unwrap().generation_id, id_of(1));
     assert_eq!(h.read(file, 4, true), Some(Reply::Generation(1)));
 }
 
@@ -104,20 +108,20 @@ fn catching_up_with_a_durable_value_acts_as_a_bump() {
     let file = h.open();
     h.poll(file, Some(9));
     let read = h.start_read(file);
-    h.dev
-        .catch_up(4, sysgenid_core::BumpSource::Backend("resumed".into()));
+    let resumed = || sysgenid_core::BumpSource::Backend("resumed".into());
+    h.dev.catch_up(4, id_of(4), resumed());
     assert_eq!(
         h.dev.poll_action(),
         None,
         "not above the current value: nothing"
     );
-    h.dev
-        .catch_up(6, sysgenid_core::BumpSource::Backend("resumed".into()));
+    h.dev.catch_up(6, id_of(6), resumed());
     let actions: Vec<_> = std::iter::from_fn(|| h.dev.poll_action()).collect();
     assert!(matches!(
         actions[0],
-        sysgenid_core::Action::Publish { generation: 6, .. }
+        sysgenid_core::Action::Publish { generation: 6, id, .. } if id == id_of(6)
     ));
+    assert_eq!(h.dev.generation_id(), id_of(6));
     assert!(
         actions.contains(&sysgenid_core::Action::WakePoll(sysgenid_core::PollHandle(
             9
@@ -133,4 +137,41 @@ fn catching_up_with_a_durable_value_acts_as_a_bump() {
             .any(|a| matches!(a, sysgenid_core::Action::Persist(_))),
         "already durable"
     );
+}
+
+#[test]
+fn every_bump_takes_the_id_its_persist_drew_and_a_rebuilt_device_keeps_it() {
+    let start = GenerationId([9; 16]);
+    let mut h = Harness::new(2);
+    h.dev = Device::new(2).with_generation_id(start);
+    assert_eq!(h.dev.status().generation_id, start);
+    let file = h.open();
+    assert_eq!(h.trigger(file, 0), Some(Reply::Done));
+    assert_eq!((h.dev.generation(), h.dev.generation_id()), (3, id_of(3)));
+    assert_eq!(h.trigger(file, 0), Some(Reply::Done));
+    assert_eq!(h.dev.generation_id(), id_of(4));
+    h.fail_persist = true;
+    assert_ne!(h.trigger(file, 0), Some(Reply::Done));
+    assert_eq!(
+        h.dev.generation_id(),
+        id_of(4),
+        "a failed bump keeps the ID"
+    );
+
+    let rebuilt = Device::from_state(h.dev.state().unwrap()).unwrap();
+    assert_eq!(
+        (rebuilt.generation(), rebuilt.generation_id()),
+        (4, id_of(4))
+    );
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn a_state_serialized_before_the_id_existed_reads_with_no_id() {
+    let h = Harness::new(7);
+    let mut json = serde_json::to_value(h.dev.state().unwrap()).unwrap();
+    assert_eq!(json["generation_id"], GenerationId::NONE.to_string());
+    json.as_object_mut().unwrap().remove("generation_id");
+    let old: sysgenid_core::DeviceState = serde_json::from_value(json).unwrap();
+    assert_eq!((old.generation, old.generation_id), (7, GenerationId::NONE));
 }

@@ -376,6 +376,15 @@ impl Daemon {
             .expect("status has a generation")
     }
 
+    /// The current generation's random ID from the status document: 32 lowercase hex digits.
+    pub fn generation_id(&self) -> String {
+        let status = self.status();
+        status["generation_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("status has no generation_id: {status}"))
+            .to_owned()
+    }
+
     /// A numeric field of the status document, such as `open_files` or `pending_reads`.
     pub fn count(&self, field: &str) -> u64 {
         let status = self.status();

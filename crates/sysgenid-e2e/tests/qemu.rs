@@ -1,6 +1,7 @@
 //! Real VM restores under QEMU: snapshot a guest running sysgenidd, restore it twice, check
 //! each clone: the vmgenid-bpf backend bumps exactly once per restore, and nothing else does,
-//! also when the daemon restarts (keeper, handover) around the snapshot and the restore.
+//! also when the daemon restarts (keeper, handover) around the snapshot and the restore; two
+//! clones read the same generation and different generation IDs.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,26 @@ const SETTLE: Duration = Duration::from_secs(3);
 fn status(vm: &mut Vm) -> Value {
     let out = vm.guest("sysgenid --json status");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status {out:?}: {e}"))
+}
+
+/// The generation and its random ID, as `sysgenid get --id` reads them from the page file;
+/// status must show the same ID.
+fn generation_and_id(vm: &mut Vm) -> (u64, String) {
+    let out = vm.guest("sysgenid --json get --id");
+    let pair: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("get --id {out:?}: {e}"));
+    let generation = pair["generation"].as_u64().expect("generation");
+    let id = pair["generation_id"]
+        .as_str()
+        .expect("generation_id")
+        .to_owned();
+    let s = status(vm);
+    assert_eq!(
+        (s["generation"].as_u64(), s["generation_id"].as_str()),
+        (Some(generation), Some(id.as_str())),
+        "{s}"
+    );
+    (generation, id)
 }
 
 fn view(vm: &mut Vm, what: &str) -> u64 {
@@ -166,6 +187,10 @@ fn snapshot_and_two_restores_give_two_clones_with_different_vmgenids() {
     let (mut vm, gen0) = boot_with_services();
     let mut guids = vec![vm.vmgenid()];
     eprintln!("qemu: original vmgenid {}", guids[0]);
+    let (generation, original_id) = generation_and_id(&mut vm);
+    assert_eq!(generation, gen0);
+    // Each generation's random ID: the same counter in both clones, a different ID in each.
+    let mut ids = vec![original_id];
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("state");
     let last = vm.guest("cat /proc/uptime");
@@ -211,6 +236,17 @@ fn snapshot_and_two_restores_give_two_clones_with_different_vmgenids() {
         let s = wait_generation(&mut vm, after_restore);
         assert_eq!(s["last_bump"]["source"], "backend", "{s}");
         assert_eq!(s["last_bump"]["backend"], RESTORE_BACKEND, "{s}");
+        let (generation, id) = generation_and_id(&mut vm);
+        eprintln!("qemu: clone {clone}: generation {generation}, ID {id}");
+        assert_eq!(
+            generation, after_restore,
+            "every clone reads the same counter"
+        );
+        assert!(
+            !ids.contains(&id),
+            "clone {clone} reuses an ID: {id} in {ids:?}"
+        );
+        ids.push(id);
         wait_acked(&mut vm, after_restore);
         let wait = vm.guest_status("sysgenid wait-watchers --timeout 10s");
         assert_eq!(wait.status, 0, "wait-watchers: {}", wait.output);

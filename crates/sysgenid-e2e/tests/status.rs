@@ -20,7 +20,7 @@ fn status_lists_a_lagging_tracked_process_until_it_acks() {
     let daemon = Daemon::start();
     let mut probe = Probe::lagging_tracked(&daemon, &["read", "4", "ack", "wait-stdin"]);
     let pid = probe.pid();
-    assert_eq!(daemon.status()["version"], 3, "the document's format");
+    assert_eq!(daemon.status()["version"], 4, "the document's format");
     assert!(
         entries_of(&daemon.status(), pid).is_empty(),
         "not lagging yet"

@@ -8,7 +8,8 @@
 //! | C function | what it does | Rust |
 //! |---|---|---|
 //! | `sysgenid_generation` | the current generation, one load from a process-wide mapping | [`sysgenid::generation`] |
-//! | `sysgenid_probe_open`, `_open_at`, `_generation`, `_free` | a mapping of explicit paths | [`sysgenid::Probe`] |
+//! | `sysgenid_generation_id` | the current generation and its random ID (16 bytes), a consistent pair | [`sysgenid::generation_with_id`] |
+//! | `sysgenid_probe_open`, `_open_at`, `_generation`, `_generation_id`, `_free` | a mapping of explicit paths | [`sysgenid::Probe`] |
 //! | `sysgenid_watcher_open`, `_open_at`, `_free` | one open file of the device | [`sysgenid::Watcher`] |
 //! | `sysgenid_watcher_fd` | its fd, for a poll loop | `AsRawFd` |
 //! | `sysgenid_watcher_next_change`, `_try_read` | block for, or check for, a change | [`sysgenid::Watcher::next_change`], [`sysgenid::Watcher::try_read`] |
@@ -39,7 +40,7 @@
 //!
 //! # Threads
 //!
-//! `sysgenid_generation`, `sysgenid_wait_watchers*`, `sysgenid_trigger*`, `sysgenid_strerror`
+//! `sysgenid_generation`, `sysgenid_generation_id`, `sysgenid_wait_watchers*`, `sysgenid_trigger*`, `sysgenid_strerror`
 //! and `sysgenid_version` may be called from any thread at any time. A `sysgenid_probe` may be
 //! read from many threads at once. A `sysgenid_watcher` may move between threads but must be
 //! used by one thread at a time.
@@ -97,7 +98,8 @@ pub use overseer::{
     sysgenid_wait_watchers, sysgenid_wait_watchers_at,
 };
 pub use probe::{
-    sysgenid_generation, sysgenid_probe, sysgenid_probe_free, sysgenid_probe_generation,
+    SYSGENID_ID_SIZE, sysgenid_generation, sysgenid_generation_id, sysgenid_probe,
+    sysgenid_probe_free, sysgenid_probe_generation, sysgenid_probe_generation_id,
     sysgenid_probe_open, sysgenid_probe_open_at,
 };
 pub use watcher::{

@@ -1,9 +1,10 @@
-//! The fast probe: `sysgenid_generation` and the `sysgenid_probe` type for explicit paths.
+//! The fast probe: `sysgenid_generation`, `sysgenid_generation_id` and the `sysgenid_probe`
+//! type for explicit paths.
 
 use std::ffi::{c_char, c_int};
 use std::ptr::NonNull;
 
-use sysgenid::{Paths, Probe};
+use sysgenid::{GenerationId, Paths, Probe};
 
 use crate::boundary::{EINVAL, boundary, boundary_void, out_param, paths_param, write_out};
 use crate::errors::code_of;
@@ -41,6 +42,51 @@ pub unsafe extern "C" fn sysgenid_generation(out: *mut u32) -> c_int {
         unsafe { write_out(out, generation) };
         Ok(())
     })
+}
+
+/// The size in bytes of a generation ID, as `sysgenid_generation_id` writes it.
+pub const SYSGENID_ID_SIZE: usize = 16;
+
+/// Reads the current generation into `*generation` and its random ID into the
+/// `SYSGENID_ID_SIZE` (16) bytes at `id`, a consistent pair, from the process-wide mapping of
+/// `sysgenid_generation` (no syscall after the first call). Two clones of one snapshot read
+/// the same generation and different IDs; print an ID as 32 hex digits, bytes in order.
+///
+/// Returns 0, or `-EINVAL` (an argument NULL), `-ENODATA` (the page holds no ID: a daemon older
+/// than the ID, a kernel driver, or a page left mid-update by a daemon that died), or the
+/// errors of `sysgenid_generation`; nothing is written unless it returns 0.
+///
+/// # Safety
+///
+/// `generation` must be NULL or valid for writing a `uint32_t`; `id` must be NULL or valid for
+/// writing `SYSGENID_ID_SIZE` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sysgenid_generation_id(generation: *mut u32, id: *mut u8) -> c_int {
+    boundary(|| {
+        let (generation_out, id_out) = (out_param(generation)?, out_param(id)?);
+        let pair = sysgenid::generation_with_id().map_err(|e| code_of(&e))?;
+        // SAFETY: both are valid for writes by this function's contract.
+        unsafe { write_pair(generation_out, id_out, pair) }
+    })
+}
+
+/// Writes a generation and its ID through checked out-parameters, or `-ENODATA` without one.
+///
+/// # Safety
+///
+/// `generation` must be valid for writing a `uint32_t`, `id` for `SYSGENID_ID_SIZE` bytes.
+unsafe fn write_pair(
+    generation: NonNull<u32>,
+    id: NonNull<u8>,
+    pair: Option<(u32, GenerationId)>,
+) -> Result<(), c_int> {
+    let (value, drawn) = pair.ok_or(-libc::ENODATA)?;
+    // SAFETY: valid for writes by this function's contract.
+    unsafe {
+        write_out(generation, value);
+        std::ptr::copy_nonoverlapping(drawn.0.as_ptr(), id.as_ptr(), SYSGENID_ID_SIZE);
+    }
+    Ok(())
 }
 
 /// Opens a probe of the paths from `SYSGENID_DEVICE` and `SYSGENID_STATE_DIR` (defaults
@@ -112,6 +158,35 @@ pub unsafe extern "C" fn sysgenid_probe_generation(
         // SAFETY: `out` is valid for writes by this function's contract.
         unsafe { write_out(out, generation) };
         Ok(())
+    })
+}
+
+/// Reads the current generation of `probe` into `*generation` and its random ID into the
+/// `SYSGENID_ID_SIZE` (16) bytes at `id`: a consistent pair, read by the page's sequence rule
+/// with no syscall. Any number of threads may call it on the same probe at once.
+///
+/// Returns 0, or `-EINVAL` if an argument is NULL, or `-ENODATA` if the page holds no ID (see
+/// `sysgenid_generation_id`); nothing is written unless it returns 0.
+///
+/// # Safety
+///
+/// `probe` must be NULL or a probe from `sysgenid_probe_open*` not yet freed; `generation`
+/// must be NULL or valid for writing a `uint32_t`; `id` must be NULL or valid for writing
+/// `SYSGENID_ID_SIZE` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sysgenid_probe_generation_id(
+    probe: *const sysgenid_probe,
+    generation: *mut u32,
+    id: *mut u8,
+) -> c_int {
+    boundary(|| {
+        let probe = NonNull::new(probe.cast_mut()).ok_or(EINVAL)?;
+        let (generation_out, id_out) = (out_param(generation)?, out_param(id)?);
+        // SAFETY: a non-null `probe` is a live probe by this function's contract, and we only
+        // read through it (a `Probe` is `Sync`).
+        let pair = unsafe { probe.as_ref() }.inner.generation_with_id();
+        // SAFETY: both are valid for writes by this function's contract.
+        unsafe { write_pair(generation_out, id_out, pair) }
     })
 }
 

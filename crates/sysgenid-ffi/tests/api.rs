@@ -331,6 +331,85 @@ fn a_wait_times_out_with_etime_while_a_tracked_watcher_lags() {
     free(watcher);
 }
 
+/// The ID as the status document prints it.
+fn hex(id: &[u8; SYSGENID_ID_SIZE]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_probe_reads_each_generation_with_its_id_and_checks_its_arguments() {
+    let daemon = Daemon::start();
+    let paths = CPaths::of(&daemon);
+    let mut probe = ptr::null_mut();
+    // SAFETY: valid C strings and out-parameter.
+    let rc = unsafe {
+        sysgenid_probe_open_at(paths.device.as_ptr(), paths.state_dir.as_ptr(), &mut probe)
+    };
+    assert_eq!(rc, 0);
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let (mut generation, mut id) = (SENTINEL, [0u8; SYSGENID_ID_SIZE]);
+        // SAFETY: a live probe and valid out-parameters (16 bytes for the ID).
+        let rc = unsafe { sysgenid_probe_generation_id(probe, &mut generation, id.as_mut_ptr()) };
+        assert_eq!((rc, generation), (0, round));
+        assert_eq!(hex(&id), daemon.generation_id(), "the status document's ID");
+        assert!(!seen.contains(&id), "a new ID at every bump");
+        seen.push(id);
+        assert_eq!(paths.trigger(0), 0);
+    }
+    let (mut generation, mut id) = (SENTINEL, [7u8; SYSGENID_ID_SIZE]);
+    // SAFETY: NULL arguments are refused before anything is read or written.
+    unsafe {
+        let none = ptr::null_mut();
+        assert_eq!(
+            sysgenid_probe_generation_id(ptr::null(), &mut generation, id.as_mut_ptr()),
+            EINVAL
+        );
+        assert_eq!(
+            sysgenid_probe_generation_id(probe, none, id.as_mut_ptr()),
+            EINVAL
+        );
+        assert_eq!(
+            sysgenid_probe_generation_id(probe, &mut generation, none.cast()),
+            EINVAL
+        );
+        assert_eq!(
+            sysgenid_generation_id(&mut generation, ptr::null_mut()),
+            EINVAL
+        );
+        sysgenid_probe_free(probe);
+    }
+    assert_eq!(
+        (generation, id),
+        (SENTINEL, [7u8; SYSGENID_ID_SIZE]),
+        "nothing written"
+    );
+}
+
+#[test]
+fn a_page_without_an_id_gives_enodata() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut page = vec![0u8; 4096];
+    page[..4].copy_from_slice(&3u32.to_ne_bytes());
+    std::fs::write(dir.path().join("generation"), &page).unwrap();
+    let paths = CPaths::new("/nonexistent", dir.path().to_str().unwrap());
+    let mut probe = ptr::null_mut();
+    let (mut generation, mut id) = (SENTINEL, [0u8; SYSGENID_ID_SIZE]);
+    // SAFETY: valid C strings and out-parameters; the probe is freed once.
+    unsafe {
+        assert_eq!(
+            sysgenid_probe_open_at(paths.device.as_ptr(), paths.state_dir.as_ptr(), &mut probe),
+            0
+        );
+        assert_eq!(sysgenid_probe_generation(probe, &mut generation), 0);
+        assert_eq!(generation, 3, "an older daemon's page");
+        generation = SENTINEL;
+        let rc = sysgenid_probe_generation_id(probe, &mut generation, id.as_mut_ptr());
+        assert_eq!((rc, generation), (-libc::ENODATA, SENTINEL));
+        sysgenid_probe_free(probe);
+    }
+}
+
 #[test]
 fn watch_ack_trigger_and_wait_cycle() {
     let daemon = Daemon::start();

@@ -256,6 +256,7 @@ fn watch_one_change(binary: &Path, daemon: &Daemon, library_path: Option<&Path>)
     let tracked = daemon.count("tracked");
     let mut watch = Watch::spawn(binary, daemon, library_path);
     watch.expect(&format!("generation {before}"));
+    watch.expect(&format!("id {}", daemon.generation_id()));
     watch.expect(&format!(
         "watching with libsysgenid {}",
         env!("CARGO_PKG_VERSION")

@@ -36,6 +36,12 @@ fn functions_without_paths_use_the_environment() {
     // SAFETY: a valid out-parameter.
     assert_eq!(unsafe { sysgenid_generation(&mut generation) }, 0);
     assert_eq!(generation, 1);
+    let mut id = [0u8; SYSGENID_ID_SIZE];
+    // SAFETY: valid out-parameters (16 bytes for the ID).
+    let rc = unsafe { sysgenid_generation_id(&mut generation, id.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!((generation, hex), (1, daemon.generation_id()));
     let mut from_probe = 0;
     // SAFETY: a live probe and a valid out-parameter.
     let rc = unsafe { sysgenid_probe_generation(probe, &mut from_probe) };

@@ -13,6 +13,7 @@
 //! | you want | use |
 //! |---|---|
 //! | the current generation, in a hot path | [`generation()`] or a [`Probe`]: one load, no syscall |
+//! | which clone this is: the generation's random ID | [`generation_with_id()`], [`Probe::generation_id`]: a consistent pair, no syscall |
 //! | to be told of changes | [`Watcher::next_change`], [`Watcher::try_read`], the fd in your poll loop, or `AsyncWatcher::changed` (feature `tokio`) |
 //! | to say you have adjusted | [`Watcher::ack`] |
 //! | to be waited for by an overseer | [`Watcher::set_tracking`] |
@@ -166,6 +167,7 @@ pub use status::{
     Backend, BumpSource, DaemonInfo, LastBump, LastFailure, OutdatedFile, STATUS_VERSION, Status,
     status, status_at,
 };
+pub use sysgenid_abi::GenerationId;
 pub use trust::Distrust;
 pub use watcher::{
     Change, DEFAULT_REOPEN_TIMEOUT, Watcher, WatcherOptions, trigger, trigger_at, wait_watchers,
@@ -186,4 +188,19 @@ pub use watcher::{
 #[inline]
 pub fn generation() -> Result<u32> {
     Ok(Probe::global()?.generation())
+}
+
+/// The current generation and its random ID, a consistent pair, from the process-wide probe of
+/// [`generation()`] with no syscall after the first call: two clones of one snapshot read the
+/// same generation and different IDs. `Ok(None)` where the page holds no ID (see
+/// [`Probe::generation_with_id`]).
+///
+/// ```no_run
+/// if let Some((generation, id)) = sysgenid::generation_with_id()? {
+///     println!("generation {generation}, ID {id}");
+/// }
+/// # Ok::<(), sysgenid::Error>(())
+/// ```
+pub fn generation_with_id() -> Result<Option<(u32, GenerationId)>> {
+    Ok(Probe::global()?.generation_with_id())
 }

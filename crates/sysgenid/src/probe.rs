@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
-use sysgenid_abi::{GENERATION_OFFSET, GENERATION_SIZE, PAGE_SIZE};
+use sysgenid_abi::{GENERATION_OFFSET, GENERATION_SIZE, GenerationId, PAGE_HEAD_WORDS, PAGE_SIZE};
 
 use crate::error::{Call, Error, Result};
 use crate::paths::Paths;
@@ -44,6 +44,8 @@ pub enum ProbeSource {
 /// The counter says "this system was restored from a snapshot (or cloned) since you last
 /// looked", not "this system is unique": two clones restored from one snapshot both see N+1.
 /// Renew anything that must be unique (random seeds, UUIDs, keys, leases) when it changes.
+/// [`Probe::generation_with_id`] tells the clones apart: each bump draws a random 128-bit ID
+/// (`sysgenidd` only; a page without one gives `None`).
 ///
 /// It is only as fresh as the bump: between the moment a restored system resumes and the moment
 /// the bump lands (a hardware backend noticing, or an overseer's trigger), readers still see
@@ -136,6 +138,27 @@ impl Probe {
         // is allowed on read-only memory and never tears.
         let word = unsafe { AtomicU32::from_ptr(self.page.as_ptr().add(GENERATION_OFFSET).cast()) };
         word.load(Ordering::Relaxed)
+    }
+
+    /// The current generation and its random ID, a consistent pair read by the page's seqlock
+    /// rule (`docs/abi.md`) with no syscall; retried while the daemon is writing the page.
+    ///
+    /// `None` where the page holds no ID (a daemon older than the ID, a kernel driver), or stays
+    /// in the middle of an update (a daemon that died while writing it; the next one rewrites
+    /// it at start).
+    pub fn generation_with_id(&self) -> Option<(u32, GenerationId)> {
+        // SAFETY: `page` is a live PROT_READ mapping of PAGE_SIZE bytes (kept until drop),
+        // page-aligned, so its first PAGE_HEAD_WORDS words are in bounds and aligned; the daemon
+        // writes them with single aligned stores, and relaxed or acquire atomic loads of
+        // register-sized values are allowed on read-only memory and never tear.
+        let head = unsafe { &*self.page.as_ptr().cast::<[AtomicU32; PAGE_HEAD_WORDS]>() };
+        sysgenid_abi::read_head(head).filter(|(_, id)| !id.is_none())
+    }
+
+    /// The current generation's random ID: [`Probe::generation_with_id`] without the
+    /// generation.
+    pub fn generation_id(&self) -> Option<GenerationId> {
+        self.generation_with_id().map(|(_, id)| id)
     }
 
     /// The file this probe maps.

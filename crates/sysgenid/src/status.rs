@@ -85,7 +85,8 @@ mod tests {
     }
 
     /// The example of `docs/control.md`, plus a field this version does not know.
-    const DOC: &str = r#"{"version":3,"generation":2,"serving":true,"degraded":false,
+    const DOC: &str = r#"{"version":4,"generation":2,
+        "generation_id":"5f0c3a9e1b7d4e2f8a6c0d1e3b5a7c9f","serving":true,"degraded":false,
         "open_files":3,"tracked":1,"outdated":1,
         "outdated_files":[{"pid":4242,"command":"/usr/bin/myservice --flag","tracked":true}],
         "pending_reads":1,"pending_waits":0,
@@ -102,6 +103,10 @@ mod tests {
         assert_eq!(s.version, STATUS_VERSION);
         assert!(s.missing_fields().is_empty());
         assert_eq!(s.generation, 2);
+        assert_eq!(
+            s.generation_id.unwrap().to_string(),
+            "5f0c3a9e1b7d4e2f8a6c0d1e3b5a7c9f"
+        );
         assert_eq!(s.outdated, 1);
         assert_eq!(s.outdated_files[0].pid, 4242);
         assert_eq!(
@@ -117,12 +122,17 @@ mod tests {
     /// A version-1 daemon's document (the example without `version`) parses, and says so.
     #[test]
     fn a_version_1_document_names_what_it_lacks() {
-        let old = DOC.replace('\n', " ").replace(r#""version":3,"#, "");
+        let old = DOC.replace('\n', " ").replace(r#""version":4,"#, "");
         let s = parse(&old).unwrap();
         assert_eq!(s.version, 1);
         assert_eq!(
             s.missing_fields(),
-            ["version", "daemon.serving_pid", "daemon.restarts"]
+            [
+                "version",
+                "daemon.serving_pid",
+                "daemon.restarts",
+                "generation_id"
+            ]
         );
         assert_eq!(s.daemon.pid, 4000);
     }

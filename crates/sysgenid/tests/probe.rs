@@ -20,6 +20,28 @@ fn the_page_file_probe_follows_every_bump() {
 }
 
 #[test]
+fn every_bump_draws_a_new_id_that_the_page_file_the_device_and_status_agree_on() {
+    let daemon = Daemon::start();
+    let paths = paths(&daemon);
+    let page = Probe::open(&paths).unwrap();
+    let device = Probe::device(&daemon.device).unwrap();
+    let mut seen = Vec::new();
+    for round in 0..4 {
+        let (generation, id) = page.generation_with_id().expect("an ID from the start");
+        assert_eq!(generation, round);
+        assert_eq!(device.generation_with_id(), Some((generation, id)));
+        let status = sysgenid::status_at(&paths).unwrap();
+        assert_eq!(
+            (status.generation, status.generation_id),
+            (generation, Some(id))
+        );
+        assert!(!seen.contains(&id), "ID {id} seen before");
+        seen.push(id);
+        trigger_from_another_process(&daemon, 0);
+    }
+}
+
+#[test]
 fn without_a_page_file_the_probe_maps_the_device() {
     let daemon = Daemon::start();
     let empty_state = tempfile::tempdir().unwrap();

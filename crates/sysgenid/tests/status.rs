@@ -80,9 +80,14 @@ fn status_reads_a_version_1_daemons_document() {
     assert_eq!(status.version, 1);
     assert_eq!(
         status.missing_fields(),
-        ["version", "daemon.serving_pid", "daemon.restarts"]
+        [
+            "version",
+            "daemon.serving_pid",
+            "daemon.restarts",
+            "generation_id"
+        ]
     );
-    assert_eq!(status.generation, 2);
+    assert_eq!((status.generation, status.generation_id), (2, None));
     assert_eq!(status.outdated_files[0].pid, 16771);
     assert_eq!(status.daemon.backends[0].name, "uevent");
 }

@@ -96,6 +96,7 @@ impl StatusSnapshot {
         wire::Status {
             version: wire::STATUS_VERSION,
             generation: status.generation,
+            generation_id: Some(status.generation_id).filter(|id| !id.is_none()),
             serving: facts.serving,
             degraded: status.degraded,
             open_files: status.open_files as u64,
@@ -295,6 +296,7 @@ mod tests {
         };
         let status = Status {
             generation: 5,
+            generation_id: sysgenid_abi::GenerationId([0xab; 16]),
             open_files: 2,
             tracked: 1,
             outdated: 1,
@@ -327,6 +329,11 @@ mod tests {
         let doc = StatusSnapshot { status, facts }.into_document(&Viewer::new(0));
         assert_eq!(doc.version, wire::STATUS_VERSION);
         assert_eq!((doc.generation, doc.outdated, doc.pending_waits), (5, 1, 4));
+        assert_eq!(
+            doc.generation_id.map(|id| id.to_string()),
+            Some("ab".repeat(16)),
+            "32 lowercase hex digits"
+        );
         assert!(doc.serving && doc.degraded);
         assert_eq!(doc.outdated_files.len(), 1, "only the outdated file");
         assert!(doc.outdated_files[0].tracked);

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sysgenid_abi::Errno;
 use sysgenid_core::{
-    Action, BumpSource, BumpToken, Device, DeviceState, Event, PollHandle, Reply, RequestId, Time,
+    Action, BumpSource, BumpToken, Device, DeviceState, Event, GenerationId, PollHandle, Reply,
+    RequestId, Time,
 };
 use sysgenid_fuse::{Negotiated, reply};
 
@@ -115,6 +116,7 @@ impl Dispatcher {
     pub fn on_request(&mut self, bytes: &[u8]) -> Option<Stopped> {
         let cx = Context {
             generation: self.device.generation(),
+            generation_id: self.device.generation_id(),
             clock: &*self.effects.clock,
             judge: &*self.effects.judge,
         };
@@ -137,7 +139,7 @@ impl Dispatcher {
             }
             Routed::DiscardedWriteback(message) => {
                 self.effects.kernel.send(&message);
-                self.store_device_page(self.device.generation(), false);
+                self.store_current_page();
             }
             Routed::Nothing => {}
             Routed::Destroy(message) => {
@@ -149,8 +151,12 @@ impl Dispatcher {
     }
 
     /// Carries out what the core decided before any event: a durable value that a previous
-    /// process never showed (`Device::catch_up`). Also writes the session's first state.
+    /// process never showed (`Device::catch_up`). Also writes the session's first state, and
+    /// stores the page into device mappings of a connection this process continues (a
+    /// previous process may have died between the steps of a page store, or before its
+    /// last one; a new mount has none yet).
     pub fn start(&mut self) {
+        self.store_current_page();
         self.carry_out_all();
     }
 
@@ -319,9 +325,10 @@ impl Dispatcher {
             },
             Action::Publish {
                 generation,
+                id,
                 source,
                 token,
-            } => self.publish(generation, &source, token),
+            } => self.publish(generation, id, &source, token),
             Action::BumpFailed {
                 source,
                 error,
@@ -332,7 +339,7 @@ impl Dispatcher {
     }
 
     /// Hands the outcome of a persist to the core; its actions join the queue being drained.
-    fn persisted(&mut self, result: Result<(), String>) {
+    fn persisted(&mut self, result: Result<GenerationId, String>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "persist failed; the bump is refused");
         }
@@ -355,9 +362,15 @@ impl Dispatcher {
 
     /// Shows a persisted generation in every device mapping (the persist put it in the page
     /// file), then runs the completions waiting on a hardware bump: its restore is handled.
-    fn publish(&mut self, generation: u32, source: &BumpSource, token: Option<BumpToken>) {
-        self.store_device_page(generation, true);
-        tracing::info!(generation, %source, "new generation");
+    fn publish(
+        &mut self,
+        generation: u32,
+        id: GenerationId,
+        source: &BumpSource,
+        token: Option<BumpToken>,
+    ) {
+        self.store_device_page(generation, id, true);
+        tracing::info!(generation, %id, %source, "new generation");
         self.effects
             .supervisor
             .status(&format!("serving generation {generation}"));
@@ -383,11 +396,17 @@ impl Dispatcher {
         }
     }
 
-    /// Puts the page of `generation` into every device mapping; `of_a_bump` holds the core's
-    /// later actions until it is written.
-    fn store_device_page(&mut self, generation: u32, of_a_bump: bool) {
-        if let Some(message) = self.fuse.device_page_store(generation)
-            && self.effects.device_page.store(message) == Storing::Started
+    /// Puts the page of the current generation into every device mapping again.
+    fn store_current_page(&mut self) {
+        let (generation, id) = (self.device.generation(), self.device.generation_id());
+        self.store_device_page(generation, id, false);
+    }
+
+    /// Puts the page of `generation` and `id` into every device mapping; `of_a_bump` holds the
+    /// core's later actions until it is written.
+    fn store_device_page(&mut self, generation: u32, id: GenerationId, of_a_bump: bool) {
+        if let Some(messages) = self.fuse.device_page_store(generation, id)
+            && self.effects.device_page.store(messages) == Storing::Started
         {
             self.stores_in_flight.push_back(of_a_bump);
         }
@@ -424,6 +443,26 @@ mod tests {
 
     const TRIGGER: u32 = Ioctl::TriggerGenUpdate.cmd();
 
+    /// The device page stores of `generation` with the fake persist's ID: the sequence word
+    /// odd, the page, the sequence word even.
+    fn page_store(generation: u32) -> Vec<Vec<u8>> {
+        let even = sysgenid_abi::stable_sequence(generation);
+        let mut page = page_bytes(generation, fakes::id_of(generation), 0, 4096);
+        page[4..8].copy_from_slice(&(even - 1).to_ne_bytes());
+        vec![
+            reply::notify_store(wire::FUSE_ROOT_ID, 4, &(even - 1).to_ne_bytes()),
+            reply::notify_store(wire::FUSE_ROOT_ID, 0, &page),
+            reply::notify_store(wire::FUSE_ROOT_ID, 4, &even.to_ne_bytes()),
+        ]
+    }
+
+    fn sent_page_store(generation: u32) -> Vec<Effect> {
+        page_store(generation)
+            .into_iter()
+            .map(Effect::Sent)
+            .collect()
+    }
+
     /// INIT (with device mappings), then an open of a writable file as fh 1.
     fn mounted(generation: u32) -> Rig {
         let mut rig = rig(generation);
@@ -446,20 +485,19 @@ mod tests {
 
         rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
         let effects = rig.journal.take();
-        let expected = vec![
-            Effect::Persisted(5),
-            Effect::PageStored(5),
-            Effect::Sent(reply::notify_store(
-                wire::FUSE_ROOT_ID,
-                0,
-                &page_bytes(5, 0, 4096),
-            )),
+        let mut expected = vec![Effect::Persisted(5), Effect::PageStored(5)];
+        expected.extend(sent_page_store(5));
+        expected.extend([
             Effect::Status("serving generation 5".to_owned()),
             Effect::Sent(reply::ioctl(14, 0, &[])),
             Effect::Sent(reply::notify_poll(77)),
             Effect::Sent(reply::data(12, &encode_generation(5))),
-        ];
+        ]);
         assert_eq!(effects, expected);
+        assert_eq!(
+            rig.dispatcher.snapshot().status.generation_id,
+            fakes::id_of(5)
+        );
     }
 
     #[test]
@@ -497,12 +535,9 @@ mod tests {
         rig.dispatcher
             .on_request(&fakes::write(16, 1, &[9, 9, 9, 9], true));
         let sent = rig.journal.take_sent();
-        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent.len(), 4, "{sent:?}");
         assert_eq!(sent[0], reply::write(16, 4));
-        assert_eq!(
-            sent[1],
-            reply::notify_store(wire::FUSE_ROOT_ID, 0, &page_bytes(6, 0, 4096))
-        );
+        assert_eq!(sent[1..], page_store(6), "the page with its ID");
         assert_eq!(
             rig.dispatcher.device.generation(),
             6,
@@ -697,9 +732,11 @@ mod tests {
         assert!(rig.journal.take().is_empty(), "no second bump");
         assert!(!raised(&winner_ran) && !raised(&duplicate_ran));
 
-        rig.dispatcher.on_message(Message::Persisted(Ok(())));
-        assert!(
-            matches!(rig.journal.take()[0], Effect::Sent(_)),
+        rig.dispatcher
+            .on_message(Message::Persisted(Ok(fakes::id_of(1))));
+        assert_eq!(
+            rig.journal.take()[..3],
+            sent_page_store(1),
             "the device page store"
         );
         assert!(raised(&winner_ran) && raised(&duplicate_ran));
@@ -723,7 +760,8 @@ mod tests {
             "the published state: no bump yet"
         );
         assert_eq!(rig.dispatcher.snapshot().status.generation, 4);
-        rig.dispatcher.on_message(Message::Persisted(Ok(())));
+        rig.dispatcher
+            .on_message(Message::Persisted(Ok(fakes::id_of(5))));
         let sent = rig.journal.take_sent();
         assert!(
             sent.contains(&reply::ioctl(14, 0, &[])),
@@ -739,15 +777,13 @@ mod tests {
         rig.dispatcher.on_request(&fakes::read(12, 1, false));
         rig.journal.take();
         rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
-        let store = reply::notify_store(wire::FUSE_ROOT_ID, 0, &page_bytes(5, 0, 4096));
+        let store = page_store(5);
+        let mut expected = vec![Effect::Persisted(5), Effect::PageStored(5)];
+        expected.extend(sent_page_store(5));
+        expected.push(Effect::Status("serving generation 5".to_owned()));
         assert_eq!(
             rig.journal.take(),
-            [
-                Effect::Persisted(5),
-                Effect::PageStored(5),
-                Effect::Sent(store.clone()),
-                Effect::Status("serving generation 5".to_owned()),
-            ],
+            expected,
             "no wake and no reply while the store is being written"
         );
         // Meanwhile fills are answered at once (a faulting mapper holds the page lock the
@@ -755,14 +791,13 @@ mod tests {
         rig.dispatcher.on_request(&fakes::page_fill(16, 0, 4096));
         assert_eq!(
             rig.journal.take_sent(),
-            [reply::data(16, &page_bytes(5, 0, 4096))]
+            [reply::data(16, &page_bytes(5, fakes::id_of(5), 0, 4096))]
         );
         rig.dispatcher
             .on_request(&fakes::write(18, 1, &[1, 1, 1, 1], true));
-        assert_eq!(
-            rig.journal.take_sent(),
-            [reply::write(18, 4), store.clone()]
-        );
+        let mut written_then_stored = vec![reply::write(18, 4)];
+        written_then_stored.extend(store.clone());
+        assert_eq!(rig.journal.take_sent(), written_then_stored);
 
         // The bump's store is written first; the writeback's, still in flight, holds nothing.
         rig.dispatcher.on_message(Message::DeviceStored);

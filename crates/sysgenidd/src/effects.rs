@@ -7,7 +7,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use sysgenid_core::{Changes, Device, Time};
+use sysgenid_core::{Changes, Device, GenerationId, Time};
 use sysgenid_fuse::{Channel, Negotiated, Sent};
 
 use crate::caps::TriggerPolicy;
@@ -19,22 +19,23 @@ pub trait Kernel: Debug {
     fn send(&mut self, message: &[u8]);
 }
 
-/// Makes a new generation durable, then shows it in the page file, before anyone else sees it.
+/// Draws a new generation's random ID, makes both durable, then shows them in the page file,
+/// before anyone else sees them.
 ///
 /// The core waits for the outcome (`Event::PersistDone`) and keeps serving meanwhile, so a
 /// persist may finish at once or later: the daemon's writer
 /// ([`crate::workers::PersistWorker`]) runs on a thread of its own, answers
 /// [`Persisting::Started`] and sends its outcome through the inbox (`Message::Persisted`).
 pub trait Persist: Debug {
-    /// Starts making `generation` durable.
+    /// Starts making `generation` and a freshly drawn ID durable.
     fn persist(&mut self, generation: u32) -> Persisting;
 }
 
 /// What became of a persist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Persisting {
-    /// Finished: durable, or the reason it is not.
-    Done(Result<(), String>),
+    /// Finished: durable with this ID, or the reason it is not.
+    Done(Result<GenerationId, String>),
     /// Under way elsewhere: the outcome comes through the inbox as `Message::Persisted`.
     Started,
 }
@@ -44,8 +45,9 @@ pub enum Persisting {
 /// answers fills, so the daemon's store is written on a thread of its own
 /// ([`crate::workers::StoreWorker`]) and reports through the inbox (`Message::DeviceStored`).
 pub trait DeviceStore: Debug {
-    /// Starts storing this whole `FUSE_NOTIFY_STORE` message.
-    fn store(&mut self, message: Vec<u8>) -> Storing;
+    /// Starts storing these `FUSE_NOTIFY_STORE` messages, each whole and in order (the
+    /// seqlock steps of one page update), and reports once when the last is written.
+    fn store(&mut self, messages: Vec<Vec<u8>>) -> Storing;
 }
 
 /// What became of a device page store.

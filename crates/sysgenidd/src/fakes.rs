@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sysgenid_core::{Device, Time};
+use sysgenid_core::{Device, GenerationId, Time};
 use sysgenid_fuse::wire::{self, Wire};
 
 use crate::control::DaemonFacts;
@@ -23,6 +23,11 @@ use crate::inbox::Completion;
 
 /// The pid every test request comes from.
 pub const PID: u32 = 4242;
+
+/// The ID the fake persist draws for `generation`: known, and different for each generation.
+pub fn id_of(generation: u32) -> GenerationId {
+    GenerationId::from_words([generation, !generation, 0xfa4e, generation ^ 0x5a5a])
+}
 
 /// One side effect, as a fake saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +95,7 @@ impl Persist for FakeState {
             Persisting::Done(Err("disk full".to_owned()))
         } else {
             self.journal.push(Effect::PageStored(generation));
-            Persisting::Done(Ok(()))
+            Persisting::Done(Ok(id_of(generation)))
         }
     }
 }
@@ -104,8 +109,10 @@ struct FakeDeviceStore {
 }
 
 impl DeviceStore for FakeDeviceStore {
-    fn store(&mut self, message: Vec<u8>) -> Storing {
-        self.journal.push(Effect::Sent(message));
+    fn store(&mut self, messages: Vec<Vec<u8>>) -> Storing {
+        for message in messages {
+            self.journal.push(Effect::Sent(message));
+        }
         if self.defer.get() {
             Storing::Started
         } else {
@@ -224,7 +231,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         supervisor: Box::new(FakeSupervisor(journal.clone())),
     };
     let dispatcher = Dispatcher::new(
-        Device::new(generation),
+        Device::new(generation).with_generation_id(id_of(generation)),
         FuseAdapter::new(attributes(), true),
         effects,
         facts(),

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use sysgenid_abi::{Ioctl, PAGE_SIZE, encode_generation};
+use sysgenid_abi::{
+    GenerationId, Ioctl, PAGE_SIZE, SEQUENCE_OFFSET, encode_generation, encode_head,
+    stable_sequence,
+};
 use sysgenid_core::{Caller, Event, FileId, PollHandle, Reply, RequestId};
 use sysgenid_fuse::{InitWants, KernelInit, Negotiated, Operation, RequestHeader, reply, wire};
 
@@ -41,6 +44,8 @@ pub enum Routed<'a> {
 pub struct Context<'c> {
     /// The current generation, for page-cache fills.
     pub generation: u32,
+    /// Its ID, for page-cache fills.
+    pub generation_id: GenerationId,
     /// The clock, for ioctl deadlines.
     pub clock: &'c dyn Clock,
     /// The trigger policy, for `TRIGGER_GEN_UPDATE` callers.
@@ -159,12 +164,23 @@ impl FuseAdapter {
         }
     }
 
-    /// The message that updates resident pages of every device mapping in place, if the device
-    /// can be mapped.
-    pub fn device_page_store(&self, generation: u32) -> Option<Vec<u8>> {
+    /// The messages that update resident pages of every device mapping in place, if the device
+    /// can be mapped, to be sent in order: the sequence word odd, the whole page (with the
+    /// sequence word still odd), the sequence word even. One store is a copy with no order
+    /// inside it, but each one locks and unlocks the page in the kernel, so a mapper sees the
+    /// stores in the order they are sent: the seqlock rule of `docs/abi.md`.
+    pub fn device_page_store(&self, generation: u32, id: GenerationId) -> Option<Vec<Vec<u8>>> {
         self.device_mmap().then(|| {
-            let page = page_bytes(generation, 0, PAGE_SIZE as u32);
-            reply::notify_store(wire::FUSE_ROOT_ID, 0, &page)
+            let even = stable_sequence(generation);
+            let odd = even.wrapping_sub(1).to_ne_bytes();
+            let mut page = page_bytes(generation, id, 0, PAGE_SIZE as u32);
+            page[SEQUENCE_OFFSET..SEQUENCE_OFFSET + 4].copy_from_slice(&odd);
+            let sequence = SEQUENCE_OFFSET as u64;
+            vec![
+                reply::notify_store(wire::FUSE_ROOT_ID, sequence, &odd),
+                reply::notify_store(wire::FUSE_ROOT_ID, 0, &page),
+                reply::notify_store(wire::FUSE_ROOT_ID, sequence, &even.to_ne_bytes()),
+            ]
         })
     }
 
@@ -238,7 +254,7 @@ fn file_operation<'a>(header: &RequestHeader, op: Operation<'a>, cx: &Context<'_
             None => {
                 return Routed::Answer(reply::data(
                     unique,
-                    &page_bytes(cx.generation, offset, size),
+                    &page_bytes(cx.generation, cx.generation_id, offset, size),
                 ));
             }
             Some(_) => Event::Read {
@@ -306,10 +322,12 @@ fn ioctl<'a>(
     }
 }
 
-/// The device page from `offset`, at most `size` bytes: the generation, then zeros.
-pub fn page_bytes(generation: u32, offset: u64, size: u32) -> Vec<u8> {
+/// The device page from `offset`, at most `size` bytes: the generation, the sequence word of a
+/// stable page, the ID, then zeros.
+pub fn page_bytes(generation: u32, id: GenerationId, offset: u64, size: u32) -> Vec<u8> {
     let mut page = vec![0u8; PAGE_SIZE];
-    page[..4].copy_from_slice(&encode_generation(generation));
+    let head = encode_head(generation, id);
+    page[..head.len()].copy_from_slice(&head);
     let start = usize::try_from(offset).unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
     let end = start.saturating_add(size as usize).min(PAGE_SIZE);
     page[start..end].to_vec()
@@ -363,6 +381,7 @@ mod tests {
         let judge = FakeJudge(privileged);
         let cx = Context {
             generation: 7,
+            generation_id: fakes::id_of(7),
             clock: &clock,
             judge: &judge,
         };
@@ -498,10 +517,18 @@ mod tests {
         assert_eq!((header.unique, header.error), (6, 0));
         assert_eq!(body.len(), PAGE_SIZE);
         assert_eq!(&body[..4], encode_generation(7));
-        assert!(body[4..].iter().all(|&b| b == 0));
+        assert_eq!(
+            sysgenid_abi::decode_head(body),
+            Some((7, fakes::id_of(7))),
+            "a stable page with the ID"
+        );
+        assert!(body[24..].iter().all(|&b| b == 0));
 
         let part = answer(route(&fakes::page_fill(6, 2, 4)));
-        assert_eq!(split_reply(&part).1, &page_bytes(7, 0, 8)[2..6]);
+        assert_eq!(
+            split_reply(&part).1,
+            &page_bytes(7, fakes::id_of(7), 0, 8)[2..6]
+        );
         let past_the_end = answer(route(&fakes::page_fill(6, 8192, 16)));
         assert!(split_reply(&past_the_end).1.is_empty());
     }
@@ -574,22 +601,37 @@ mod tests {
         let judge = FakeJudge(false);
         let cx = Context {
             generation: 3,
+            generation_id: fakes::id_of(3),
             clock: &clock,
             judge: &judge,
         };
         let mut adapter = FuseAdapter::new(fakes::attributes(), true);
-        assert_eq!(adapter.device_page_store(3), None, "nothing before INIT");
+        assert_eq!(
+            adapter.device_page_store(3, fakes::id_of(3)),
+            None,
+            "nothing before INIT"
+        );
         let message = answer(adapter.route(&fakes::init(1), &cx));
         let out = wire::InitOut::decode(split_reply(&message).1).unwrap();
         assert_eq!(out.max_write, MAX_WRITE);
         assert!(adapter.device_mmap());
-        let store = adapter.device_page_store(3).unwrap();
-        assert_eq!(store, reply::notify_store(1, 0, &page_bytes(3, 0, 4096)));
+        let store = adapter.device_page_store(3, fakes::id_of(3)).unwrap();
+        let mut odd_page = page_bytes(3, fakes::id_of(3), 0, 4096);
+        odd_page[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        assert_eq!(
+            store,
+            [
+                reply::notify_store(1, 4, &7u32.to_ne_bytes()),
+                reply::notify_store(1, 0, &odd_page),
+                reply::notify_store(1, 4, &8u32.to_ne_bytes()),
+            ],
+            "sequence 2g + 1, the page, sequence 2g + 2"
+        );
 
         let mut unwanted = FuseAdapter::new(fakes::attributes(), false);
         unwanted.route(&fakes::init(1), &cx);
         assert!(!unwanted.device_mmap());
-        assert_eq!(unwanted.device_page_store(3), None);
+        assert_eq!(unwanted.device_page_store(3, fakes::id_of(3)), None);
     }
 
     #[test]

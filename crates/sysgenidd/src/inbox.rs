@@ -47,7 +47,7 @@ pub enum Message {
         key: u128,
     },
     /// The outcome of a persist that a [`crate::effects::Persist`] started elsewhere.
-    Persisted(Result<(), String>),
+    Persisted(Result<sysgenid_core::GenerationId, String>),
     /// A device page store was written (`effects::DeviceStore`).
     DeviceStored,
     /// The device path no longer shows this daemon's mount (`umount -l` from outside).

@@ -2,17 +2,18 @@
 //!
 //! The file is created whole (written under a temporary name, then renamed), so nobody ever
 //! maps an empty file. After that it is never replaced or truncated: existing mappings must keep
-//! seeing updates, so each new value is one atomic store into a shared mapping.
+//! seeing updates, so each new value and its ID are atomic stores into a shared mapping, by the
+//! seqlock rule of [`sysgenid_abi::write_head`].
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
-use sysgenid_abi::{GENERATION_OFFSET, PAGE_FILE_NAME, PAGE_SIZE, encode_generation};
+use sysgenid_abi::{GenerationId, PAGE_FILE_NAME, PAGE_HEAD_WORDS, PAGE_SIZE, encode_head};
 
 use crate::state_dir::StateDir;
 
@@ -27,14 +28,18 @@ pub struct PageFile {
     map: NonNull<u8>,
 }
 
-// SAFETY: the mapping is only ever accessed through atomic operations on its first word and
+// SAFETY: the mapping is only ever accessed through atomic operations on its head words and
 // lives until `drop`; nothing ties it to one thread.
 unsafe impl Send for PageFile {}
 
 impl PageFile {
     /// Opens the page file of `dir`, creating it whole if it is missing or not a whole page,
-    /// and stores `generation` in it.
-    pub fn open_or_create(dir: &StateDir, generation: u32) -> io::Result<PageFile> {
+    /// and stores `generation` and its `id` in it.
+    pub fn open_or_create(
+        dir: &StateDir,
+        generation: u32,
+        id: GenerationId,
+    ) -> io::Result<PageFile> {
         let found = existing_page(dir)?;
         if found != Some(true) {
             if found.is_some() {
@@ -45,13 +50,13 @@ impl PageFile {
                 );
             }
             let mut page = vec![0u8; PAGE_SIZE];
-            page[GENERATION_OFFSET..GENERATION_OFFSET + 4]
-                .copy_from_slice(&encode_generation(generation));
+            let head = encode_head(generation, id);
+            page[..head.len()].copy_from_slice(&head);
             dir.replace(PAGE_FILE_NAME, &page, PAGE_FILE_MODE)?;
         }
         let file = open_for_update(dir)?;
         let page = PageFile::map(&dir.path_of(PAGE_FILE_NAME), &file)?;
-        page.store(generation);
+        page.store(generation, id);
         Ok(page)
     }
 
@@ -75,21 +80,22 @@ impl PageFile {
         })
     }
 
-    fn counter(&self) -> &AtomicU32 {
-        // SAFETY: offset 0 of a page-aligned mapping is aligned for `u32`, the mapping lives as
-        // long as `self`, and every access to this word (ours and other processes') is a single
-        // aligned load or store.
-        unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(GENERATION_OFFSET).cast::<u32>()) }
+    fn head(&self) -> &[AtomicU32; PAGE_HEAD_WORDS] {
+        // SAFETY: the start of a page-aligned mapping of PAGE_SIZE bytes is aligned for `u32`
+        // and holds the PAGE_HEAD_WORDS words; the mapping lives as long as `self`; every access
+        // to these words (ours and other processes') is a single aligned load or store.
+        unsafe { &*self.map.as_ptr().cast::<[AtomicU32; PAGE_HEAD_WORDS]>() }
     }
 
-    /// Publishes a new generation with one atomic store.
-    pub fn store(&self, generation: u32) {
-        self.counter().store(generation, Ordering::Release);
+    /// Publishes a new generation and its ID: the generation word with one atomic store, the
+    /// pair under the sequence word.
+    pub fn store(&self, generation: u32, id: GenerationId) {
+        sysgenid_abi::write_head(self.head(), generation, id);
     }
 
-    /// The generation the page shows now.
-    pub fn load(&self) -> u32 {
-        self.counter().load(Ordering::Acquire)
+    /// The generation and ID the page shows now.
+    pub fn load(&self) -> (u32, GenerationId) {
+        sysgenid_abi::read_head(self.head()).expect("only this process writes the page")
     }
 
     /// The file's path.
@@ -105,13 +111,19 @@ impl Drop for PageFile {
     }
 }
 
-/// The generation an existing, whole page file of `dir` shows, if there is one.
-pub fn peek(dir: &StateDir) -> Option<u32> {
+/// The generation an existing, whole page file of `dir` shows, if there is one, with its ID if
+/// the page holds one and is not in the middle of an update (a daemon that died while writing
+/// it). The generation word alone is always whole.
+pub fn peek(dir: &StateDir) -> Option<(u32, Option<GenerationId>)> {
     let bytes = dir.read(PAGE_FILE_NAME).ok()??;
     if bytes.len() != PAGE_SIZE {
         return None;
     }
-    sysgenid_abi::decode_generation(&bytes)
+    let generation = sysgenid_abi::decode_generation(&bytes)?;
+    let id = sysgenid_abi::decode_head(&bytes)
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_none());
+    Some((generation, id))
 }
 
 /// Whether the page file is a whole page (`Some(true)`), something else (`Some(false)`), or
@@ -156,6 +168,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    fn id(seed: u8) -> GenerationId {
+        GenerationId([seed; 16])
+    }
+
     fn setup() -> (tempfile::TempDir, StateDir) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::open(&tmp.path().join("s")).unwrap();
@@ -172,27 +188,30 @@ mod tests {
     fn creates_a_whole_read_only_page() {
         let (_tmp, dir) = setup();
         let path = dir.path_of(PAGE_FILE_NAME);
-        let page = PageFile::open_or_create(&dir, 9).unwrap();
+        let page = PageFile::open_or_create(&dir, 9, id(9)).unwrap();
         assert_eq!(read_counter(&path), 9);
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, PAGE_FILE_MODE);
-        assert!(std::fs::read(&path).unwrap()[4..].iter().all(|&b| b == 0));
-        page.store(10);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes[..24], encode_head(9, id(9)));
+        assert!(bytes[24..].iter().all(|&b| b == 0));
+        page.store(10, id(10));
         assert_eq!(read_counter(&path), 10);
-        assert_eq!(page.load(), 10);
+        assert_eq!(page.load(), (10, id(10)));
+        assert_eq!(peek(&dir), Some((10, Some(id(10)))));
     }
 
     #[test]
     fn reopening_updates_in_place_so_old_readers_follow() {
         let (_tmp, dir) = setup();
         let path = dir.path_of(PAGE_FILE_NAME);
-        let first = PageFile::open_or_create(&dir, 1).unwrap();
+        let first = PageFile::open_or_create(&dir, 1, id(1)).unwrap();
         let ino = std::fs::metadata(&path).unwrap().ino();
         drop(first);
         let reader = File::open(&path).unwrap();
-        let second = PageFile::open_or_create(&dir, 2).unwrap();
+        let second = PageFile::open_or_create(&dir, 2, id(2)).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino, "same inode");
-        second.store(3);
+        second.store(3, id(3));
         let mut buf = [0u8; 4];
         std::os::unix::fs::FileExt::read_exact_at(&reader, &mut buf, 0).unwrap();
         assert_eq!(u32::from_ne_bytes(buf), 3);
@@ -202,8 +221,24 @@ mod tests {
     fn peek_reads_only_a_whole_page() {
         let (_tmp, dir) = setup();
         assert_eq!(peek(&dir), None);
-        drop(PageFile::open_or_create(&dir, 12).unwrap());
-        assert_eq!(peek(&dir), Some(12));
+        drop(PageFile::open_or_create(&dir, 12, id(12)).unwrap());
+        assert_eq!(peek(&dir), Some((12, Some(id(12)))));
+        let mut old = vec![0u8; PAGE_SIZE];
+        old[..4].copy_from_slice(&13u32.to_ne_bytes());
+        dir.replace(PAGE_FILE_NAME, &old, 0o444).unwrap();
+        assert_eq!(
+            peek(&dir),
+            Some((13, None)),
+            "an older daemon's page: no ID"
+        );
+        old[4..8].copy_from_slice(&27u32.to_ne_bytes());
+        old[8..24].copy_from_slice(&id(14).0);
+        dir.replace(PAGE_FILE_NAME, &old, 0o444).unwrap();
+        assert_eq!(
+            peek(&dir),
+            Some((13, None)),
+            "left mid-update: the counter, no ID"
+        );
         dir.replace(PAGE_FILE_NAME, &12u32.to_ne_bytes(), 0o444)
             .unwrap();
         assert_eq!(peek(&dir), None, "a short file is not a page");
@@ -213,8 +248,8 @@ mod tests {
     fn a_wrong_sized_file_is_replaced_whole() {
         let (_tmp, dir) = setup();
         dir.replace(PAGE_FILE_NAME, b"", 0o444).unwrap();
-        let page = PageFile::open_or_create(&dir, 5).unwrap();
+        let page = PageFile::open_or_create(&dir, 5, id(5)).unwrap();
         assert_eq!(read_counter(&dir.path_of(PAGE_FILE_NAME)), 5);
-        assert_eq!(page.load(), 5);
+        assert_eq!(page.load(), (5, id(5)));
     }
 }

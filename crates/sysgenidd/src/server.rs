@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use sysgenid_core::{BumpSource, Device};
+use sysgenid_core::{BumpSource, Device, GenerationId};
 use sysgenid_fuse::{Channel, Received, RequestBuffer};
 
 use crate::backends::dedupe::DEFAULT_WINDOW;
@@ -60,6 +60,8 @@ pub struct Serving {
     pub page: Option<PageFile>,
     /// The generation to start from.
     pub generation: u32,
+    /// Its ID.
+    pub generation_id: GenerationId,
     /// The starting value could not be made durable: status says so until a persist works.
     pub degraded: bool,
     /// Who may trigger a bump.
@@ -98,6 +100,7 @@ impl Serving {
             state: start.recovered.state,
             page: start.page,
             generation: start.recovered.generation,
+            generation_id: start.recovered.generation_id,
             degraded: start.recovered.degraded.is_some(),
             policy,
             inbox,
@@ -158,12 +161,18 @@ impl Server {
             supervisor: Box::new(SdNotify),
         };
         let (mut device, fuse) = match serving.resumed {
-            Some(snapshot) => (
-                Device::from_state(snapshot.device).map_err(ServerError::Snapshot)?,
+            Some(mut snapshot) => (
+                {
+                    // A snapshot of a daemon older than the ID: the start paired one with it.
+                    if snapshot.device.generation_id.is_none() {
+                        snapshot.device.generation_id = serving.generation_id;
+                    }
+                    Device::from_state(snapshot.device).map_err(ServerError::Snapshot)?
+                },
                 FuseAdapter::resumed(attributes, config.device_mmap, snapshot.fuse.into()),
             ),
             None => (
-                Device::new(serving.generation),
+                Device::new(serving.generation).with_generation_id(serving.generation_id),
                 FuseAdapter::new(attributes, config.device_mmap),
             ),
         };
@@ -173,6 +182,7 @@ impl Server {
         // A value the previous process made durable and died before showing.
         device.catch_up(
             serving.generation,
+            serving.generation_id,
             BumpSource::Backend("restart".to_owned()),
         );
         let mut dispatcher = Dispatcher::new(device, fuse, effects, serving.facts, DEFAULT_WINDOW);

@@ -428,7 +428,8 @@ mod tests {
 
     #[test]
     fn a_session_written_change_by_change_reads_back_as_the_lasting_state() {
-        let mut device = Device::new(3);
+        let id = sysgenid_abi::GenerationId([0x3c; 16]);
+        let mut device = Device::new(3).with_generation_id(id);
         let mut session = Session::create().unwrap();
         let a = opened(&mut device, 1, true);
         let b = opened(&mut device, 2, false);
@@ -465,6 +466,10 @@ mod tests {
         let (_reopened, snapshot) = Session::open(copy).unwrap();
         let snapshot = snapshot.expect("a header");
         assert_eq!(snapshot.device, device.lasting_state());
+        assert_eq!(
+            snapshot.device.generation_id, id,
+            "the ID lasts with the counter"
+        );
         assert_eq!(snapshot.fuse, header(&device).fuse);
     }
 

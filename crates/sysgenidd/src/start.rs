@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use sysgenid_abi::PAGE_FILE_NAME;
+use sysgenid_abi::{GenerationId, PAGE_FILE_NAME};
 use sysgenid_fuse::{Channel, Mount, MountMethod};
 
 use crate::config::Config;
@@ -42,7 +42,7 @@ pub struct Start {
 pub fn fresh(config: &Config, dir: Arc<StateDir>) -> Result<Start, DaemonError> {
     let recovered =
         state::recover(Arc::clone(&dir), page::peek(&dir)).map_err(setup("reading the boot id"))?;
-    let page = open_page(&dir, recovered.generation);
+    let page = open_page(&dir, recovered.generation, recovered.generation_id);
     let session = Session::create().map_err(setup("creating the session"))?;
     let made = device_path::prepare_device_path(&config.device)?;
     let (mount, channel) = match device_path::mount_device(&config.device) {
@@ -87,16 +87,19 @@ pub fn take_over(config: &Config, in_use: StateDirError) -> Result<Start, Daemon
     let snapshot = taken.snapshot;
     log_continued("took the device over", &snapshot);
     let generation = snapshot.device.generation;
+    let generation_id = state::known_or_drawn(snapshot.device.generation_id)
+        .map_err(setup("drawing a generation ID"))?;
     let recovered = state::Recovered {
         state: state::StateFile::new(Arc::clone(&dir)).map_err(setup("reading the boot id"))?,
         generation,
+        generation_id,
         degraded: snapshot
             .device
             .degraded
             .then(|| "the previous daemon was degraded".into()),
     };
     Ok(Start {
-        page: open_page(&dir, generation),
+        page: open_page(&dir, generation, generation_id),
         dir,
         recovered,
         mount: existing_mount(config, &snapshot),
@@ -146,7 +149,10 @@ pub fn resume(config: &Config, fuse: OwnedFd, session: OwnedFd) -> Result<Start,
         state::recover(Arc::clone(&dir), page::peek(&dir)).map_err(setup("reading the boot id"))?;
     if let Some(snapshot) = &snapshot {
         log_continued("continuing the connection after a crash", snapshot);
-        recovered.generation = recovered.generation.max(snapshot.device.generation);
+        let device = &snapshot.device;
+        recovered
+            .continue_from(device.generation, device.generation_id)
+            .map_err(setup("drawing a generation ID"))?;
     }
     let made = snapshot.as_ref().is_some_and(|s| s.made_device_file);
     let mount = match &snapshot {
@@ -154,7 +160,7 @@ pub fn resume(config: &Config, fuse: OwnedFd, session: OwnedFd) -> Result<Start,
         None => Mount::existing(&config.device, MountMethod::Syscall),
     };
     Ok(Start {
-        page: open_page(&dir, recovered.generation),
+        page: open_page(&dir, recovered.generation, recovered.generation_id),
         dir,
         recovered,
         mount,
@@ -204,9 +210,10 @@ fn log_continued(what: &str, snapshot: &Snapshot) {
     );
 }
 
-/// The page file at `generation`, or `None` (logged) where the state directory takes no writes.
-fn open_page(dir: &StateDir, generation: u32) -> Option<page::PageFile> {
-    match page::PageFile::open_or_create(dir, generation) {
+/// The page file at `generation` and `id`, or `None` (logged) where the state directory takes
+/// no writes.
+fn open_page(dir: &StateDir, generation: u32, id: GenerationId) -> Option<page::PageFile> {
+    match page::PageFile::open_or_create(dir, generation, id) {
         Ok(page) => Some(page),
         // A read-only or full state directory: serve anyway. Without a page file probes fall
         // back to the device; one that cannot be opened for update shows this generation, and

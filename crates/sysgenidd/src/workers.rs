@@ -1,7 +1,8 @@
 //! The two jobs that may wait on a disk or on the kernel run on threads of their own, so the
-//! thread that reads `/dev/fuse` never waits on them: the persist of a new generation and its
-//! store into the page file (a frozen or slow state directory), and the device page store (`FUSE_NOTIFY_STORE` waits for a page
-//! lock that a faulting mapper holds until the serving thread answers its fill).
+//! thread that reads `/dev/fuse` never waits on them: the persist of a new generation with its
+//! freshly drawn ID and their store into the page file (a frozen or slow state directory), and
+//! the device page store (`FUSE_NOTIFY_STORE` waits for a page lock that a faulting mapper holds
+//! until the serving thread answers its fill).
 //!
 //! Each worker takes jobs in order from a channel and reports each outcome through the inbox.
 //! It ends when the dispatcher drops its sender.
@@ -15,11 +16,11 @@ use sysgenid_fuse::{Channel, Sent};
 use crate::effects::{DeviceStore, Persist, Persisting, Storing};
 use crate::inbox::{Inbox, Message};
 use crate::page::PageFile;
-use crate::state::StateFile;
+use crate::state::{self, StateFile};
 
-/// Persists, then stores into the page file, on its own thread; the outcome comes back as
-/// `Message::Persisted`. A store into the page file's mapping faults, and so waits, while its
-/// file system is frozen.
+/// Draws the new generation's ID from the kernel, persists both, then stores them into the page
+/// file, on its own thread; the outcome (the ID) comes back as `Message::Persisted`. A store
+/// into the page file's mapping faults, and so waits, while its file system is frozen.
 #[derive(Debug)]
 pub struct PersistWorker {
     jobs: mpsc::Sender<u32>,
@@ -37,9 +38,14 @@ impl PersistWorker {
             .name("persist".to_owned())
             .spawn(move || {
                 for generation in queue {
-                    let result = state.persist(generation).map_err(|e| e.to_string());
-                    if let (Ok(()), Some(page)) = (&result, &page) {
-                        page.store(generation);
+                    let result = state::draw_id()
+                        .map_err(|e| format!("cannot draw a generation ID: {e}"))
+                        .and_then(|id| {
+                            state.persist(generation, id).map_err(|e| e.to_string())?;
+                            Ok(id)
+                        });
+                    if let (Ok(id), Some(page)) = (&result, &page) {
+                        page.store(generation, *id);
                     }
                     inbox.send(Message::Persisted(result));
                 }
@@ -57,11 +63,11 @@ impl Persist for PersistWorker {
     }
 }
 
-/// Writes device page stores on its own thread; each completion comes back as
-/// `Message::DeviceStored`.
+/// Writes device page stores on its own thread, the messages of one job in order; each job's
+/// completion comes back as `Message::DeviceStored`.
 #[derive(Debug)]
 pub struct StoreWorker {
-    jobs: mpsc::Sender<Vec<u8>>,
+    jobs: mpsc::Sender<Vec<Vec<u8>>>,
 }
 
 /// How long the first store waits for a previous serving process that is still exiting.
@@ -81,7 +87,7 @@ impl StoreWorker {
         inbox: Inbox,
         gate: Option<mpsc::Receiver<()>>,
     ) -> std::io::Result<StoreWorker> {
-        let (jobs, queue) = mpsc::channel::<Vec<u8>>();
+        let (jobs, queue) = mpsc::channel::<Vec<Vec<u8>>>();
         std::thread::Builder::new()
             .name("page-store".to_owned())
             .spawn(move || {
@@ -95,10 +101,12 @@ impl StoreWorker {
                         "the previous serving process has not exited in {GATE_LIMIT:?}; storing the page anyway"
                     );
                 }
-                for message in queue {
-                    match channel.send(&message) {
-                        Ok(Sent::Delivered | Sent::NotFound | Sent::Unmounted) => {}
-                        Err(e) => tracing::warn!(error = %e, "cannot store the device page"),
+                for messages in queue {
+                    for message in messages {
+                        match channel.send(&message) {
+                            Ok(Sent::Delivered | Sent::NotFound | Sent::Unmounted) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot store the device page"),
+                        }
                     }
                     inbox.send(Message::DeviceStored);
                 }
@@ -108,8 +116,8 @@ impl StoreWorker {
 }
 
 impl DeviceStore for StoreWorker {
-    fn store(&mut self, message: Vec<u8>) -> Storing {
-        match self.jobs.send(message) {
+    fn store(&mut self, messages: Vec<Vec<u8>>) -> Storing {
+        match self.jobs.send(messages) {
             Ok(()) => Storing::Started,
             Err(_) => {
                 tracing::warn!("the page-store thread is gone; device mappings miss this value");
@@ -143,36 +151,45 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Arc::new(StateDir::open(&tmp.path().join("s")).unwrap());
         let state = StateFile::with_boot_id(Arc::clone(&dir), "a".to_owned());
-        let page_file = PageFile::open_or_create(&dir, 3).unwrap();
+        let page_file = PageFile::open_or_create(&dir, 3, state::draw_id().unwrap()).unwrap();
         let (inbox, receiver) = crate::inbox::inbox().unwrap();
         let mut worker = PersistWorker::start(state, Some(page_file), inbox).unwrap();
 
         assert_eq!(worker.persist(4), Persisting::Started);
-        assert!(matches!(
-            next_message(&receiver),
-            Message::Persisted(Ok(()))
-        ));
+        let Message::Persisted(Ok(id)) = next_message(&receiver) else {
+            panic!("the persist failed");
+        };
         assert_eq!(
             page::peek(&dir),
-            Some(4),
-            "the page file shows the persisted value"
+            Some((4, Some(id))),
+            "the page file shows the persisted value and its new ID"
         );
+        let loaded = StateFile::with_boot_id(Arc::clone(&dir), "a".to_owned()).load();
+        assert_eq!(
+            loaded.unwrap(),
+            crate::state::Loaded::Continued(4, Some(id))
+        );
+        assert_eq!(worker.persist(5), Persisting::Started);
+        let Message::Persisted(Ok(next)) = next_message(&receiver) else {
+            panic!("the persist failed");
+        };
+        assert_ne!(next, id, "every bump draws a fresh ID");
 
         // A state file that refuses bumps: the persist fails and the page keeps its value.
         std::fs::write(tmp.path().join("s/state"), "garbage\n").unwrap();
         let mut refusing = StateFile::with_boot_id(Arc::clone(&dir), "a".to_owned());
         refusing.refuse_bumps("damaged".to_owned());
         let (inbox, receiver) = crate::inbox::inbox().unwrap();
-        let page_file = PageFile::open_or_create(&dir, 4).unwrap();
+        let page_file = PageFile::open_or_create(&dir, 5, next).unwrap();
         let mut worker = PersistWorker::start(refusing, Some(page_file), inbox).unwrap();
-        assert_eq!(worker.persist(5), Persisting::Started);
+        assert_eq!(worker.persist(6), Persisting::Started);
         assert!(matches!(
             next_message(&receiver),
             Message::Persisted(Err(_))
         ));
         assert_eq!(
             page::peek(&dir),
-            Some(4),
+            Some((5, Some(next))),
             "a failed persist publishes nothing"
         );
     }

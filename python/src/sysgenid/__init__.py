@@ -10,6 +10,7 @@ to the daemon's page file and to its control socket, in pure Python.
 you want                               use
 =====================================  ==============================================
 the current generation, in a hot path  :func:`generation` or a :class:`Probe`
+which clone this is                    :func:`generation_id`, :func:`generation_with_id`
 to be told of changes                  :class:`Watcher`: ``wait``, ``try_read``,
                                        ``fileno`` for selectors, ``wait_async``
 to renew state and then acknowledge    ``@after_restore`` callbacks, or ``Watcher.ack``
@@ -57,7 +58,7 @@ from .errors import (
     WriteAccessDenied,
 )
 from .paths import Paths
-from .probe import Probe, generation
+from .probe import Probe, generation, generation_id, generation_with_id
 from .restore import Registry, RestoreThread, after_restore
 from .watcher import Watcher, trigger, wait_watchers
 
@@ -99,6 +100,8 @@ __all__ = [
     "WriteAccessDenied",
     "after_restore",
     "generation",
+    "generation_id",
+    "generation_with_id",
     "status",
     "trigger",
     "trigger_if",

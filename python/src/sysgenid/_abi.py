@@ -19,6 +19,14 @@ TRIGGER_GEN_UPDATE = _io(3)
 
 PAGE_SIZE = 4096
 """Size of the counter page; the generation is its first 4 bytes, native-endian."""
+SEQUENCE_WORD = 1
+"""The page's sequence word, as an index of 4-byte words (byte offset 4): odd while the daemon
+writes the page, ``2 * generation + 2`` (modulo 2**32) once it is done."""
+GENERATION_ID_WORDS = slice(2, 6)
+"""The generation ID, 16 random bytes at byte offset 8, as 4-byte words; all zero when the page
+holds none."""
+READ_TRIES = 10_000
+"""How often a reader tries for a stable page before it gives up (a daemon that died mid-write)."""
 GENERATION_SIZE = 4
 """Size of the generation, and the only valid length of an acknowledgement."""
 U32_MAX = 0xFFFF_FFFF
@@ -30,7 +38,7 @@ STATE_DIR_ENV = "SYSGENID_STATE_DIR"
 PAGE_FILE_NAME = "generation"
 CONTROL_SOCKET_NAME = "control.sock"
 
-STATUS_VERSION = 3
+STATUS_VERSION = 4
 """The status document version this library knows."""
 STATUS_V1_FIELDS = (
     "generation",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import struct
 import threading
-from typing import Optional
+import time
+from typing import Optional, Tuple
 
 from . import _abi, _trust
 from .errors import NotServed, Op, SysgenidError, Unexpected, from_errno, untrusted
@@ -76,6 +78,40 @@ class Probe:
     def generation(self) -> int:
         """The current generation: one load from the shared page, no system call."""
         return int(self._word[0])
+
+    def generation_with_id(self) -> Optional[Tuple[int, str]]:
+        """The current generation and its random ID (32 lowercase hex digits), a consistent
+        pair read by the page's sequence-word rule (``docs/abi.md``) with no system call while
+        the page is stable. Two clones of one snapshot read the same generation and different
+        IDs.
+
+        ``None`` where the page holds no ID (a daemon older than the ID, a kernel driver) or
+        stays in the middle of an update (a daemon that died while writing it).
+        """
+        words = self._word
+        for attempt in range(_abi.READ_TRIES):
+            before = words[_abi.SEQUENCE_WORD]
+            generation = words[0]
+            id_words = words[_abi.GENERATION_ID_WORDS].tolist()
+            after = words[_abi.SEQUENCE_WORD]
+            if before % 2 == 0 and before == after:
+                drawn = struct.pack("=4I", *id_words)
+                # A word other than 2g + 2: an older daemon wrote this generation, with no ID.
+                if drawn == bytes(16) or before != (2 * generation + 2) & _abi.U32_MAX:
+                    return None
+                return int(generation), drawn.hex()
+            if attempt < 1000:
+                os.sched_yield()
+            else:
+                time.sleep(0.0001)
+        return None
+
+    @property
+    def generation_id(self) -> Optional[str]:
+        """The current generation's random ID: :meth:`generation_with_id` without the
+        generation."""
+        pair = self.generation_with_id()
+        return None if pair is None else pair[1]
 
     def close(self) -> None:
         """Unmaps the page."""
@@ -173,6 +209,22 @@ def generation(paths: Optional[Paths] = None) -> int:
                 probe = Probe.open(paths)
                 _GLOBAL[paths] = probe
     return probe.generation
+
+
+def generation_with_id(paths: Optional[Paths] = None) -> Optional[Tuple[int, str]]:
+    """The current generation and its random ID (32 lowercase hex digits), a consistent pair
+    from the process-wide mapping of :func:`generation`; ``None`` where the page holds no ID
+    (see :meth:`Probe.generation_with_id`)."""
+    generation(paths)
+    return _GLOBAL[resolve(paths)].generation_with_id()
+
+
+def generation_id(paths: Optional[Paths] = None) -> Optional[str]:
+    """The current generation's random ID, from the process-wide mapping of :func:`generation`:
+    two clones of one snapshot read the same generation and different IDs. ``None`` where the
+    page holds no ID."""
+    pair = generation_with_id(paths)
+    return None if pair is None else pair[1]
 
 
 def current_generation(paths: Paths) -> Optional[int]:

@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The version of the status document this crate writes, and the newest it knows.
-pub const STATUS_VERSION: u32 = 3;
+pub const STATUS_VERSION: u32 = 4;
 
 /// Each field added after version 1, with the version that added it, oldest first.
 pub const ADDED_FIELDS: &[(u32, &str)] = &[
     (2, "version"),
     (3, "daemon.serving_pid"),
     (3, "daemon.restarts"),
+    (4, "generation_id"),
 ];
 
 /// The top-level fields of version 1: every daemon writes them, so a document without one of
@@ -51,6 +52,10 @@ pub struct Status {
     pub version: u32,
     /// The current generation.
     pub generation: u32,
+    /// The current generation's random ID ([`crate::GenerationId`], 32 lowercase hex digits in
+    /// the document). Daemons older than the field leave it out.
+    #[serde(default)]
+    pub generation_id: Option<crate::GenerationId>,
     /// The device is mounted and answered the daemon's own first `stat`.
     pub serving: bool,
     /// The last persist failed: the last bump was refused with `EIO` and the counter is durable
@@ -227,6 +232,7 @@ mod tests {
         Status {
             version: STATUS_VERSION,
             generation: 7,
+            generation_id: crate::GenerationId::from_hex("00112233445566778899aabbccddeeff"),
             serving: true,
             degraded: true,
             open_files: 3,
@@ -275,7 +281,9 @@ mod tests {
         let status = sample();
         let json = serde_json::to_string(&status).unwrap();
         assert!(
-            json.starts_with(r#"{"version":3,"generation":7,"#),
+            json.starts_with(
+                r#"{"version":4,"generation":7,"generation_id":"00112233445566778899aabbccddeeff","#
+            ),
             "{json}"
         );
         assert!(json.contains(r#""source":"backend","pid":null,"backend":"fw-cfg""#));
@@ -292,8 +300,14 @@ mod tests {
         assert_eq!(status.version, 1);
         assert_eq!(
             status.missing_fields(),
-            ["version", "daemon.serving_pid", "daemon.restarts"]
+            [
+                "version",
+                "daemon.serving_pid",
+                "daemon.restarts",
+                "generation_id"
+            ]
         );
+        assert_eq!(status.generation_id, None);
         assert_eq!(status.generation, 2);
         assert_eq!(status.outdated_files.len(), 2);
         assert_eq!(status.last_bump.unwrap().source, BumpSource::Trigger);
@@ -305,7 +319,7 @@ mod tests {
     #[test]
     fn a_newer_document_parses_and_says_so() {
         let mut value = serde_json::to_value(sample()).unwrap();
-        value["version"] = 4.into();
+        value["version"] = 5.into();
         value["uptime_s"] = 12.into();
         value["last_bump"]["source"] = "hypervisor".into();
         value["last_bump"]["at"] = "now".into();

@@ -5,8 +5,14 @@ use sysgenid_abi::{
     Errno, SYSGENID_SET_WATCHER_TRACKING, SYSGENID_TRIGGER_GEN_UPDATE, SYSGENID_WAIT_WATCHERS,
 };
 use sysgenid_core::{
-    Action, BumpToken, Caller, Device, Event, FileId, PollHandle, Reply, RequestId, Time,
+    Action, BumpToken, Caller, Device, Event, FileId, GenerationId, PollHandle, Reply, RequestId,
+    Time,
 };
+
+/// The ID the test persist gives `generation`: known, and different for each generation.
+pub fn id_of(generation: u32) -> GenerationId {
+    GenerationId::from_words([generation, !generation, 0x5eed, generation ^ 0xa5a5])
+}
 
 pub const ROOT: Caller = Caller {
     pid: 1,
@@ -49,11 +55,11 @@ impl Harness {
         self.dev.handle(event);
         let mut out = Vec::new();
         while let Some(action) = self.dev.poll_action() {
-            if let Action::Persist(_) = action {
+            if let Action::Persist(generation) = action {
                 let result = if self.fail_persist {
                     Err("disk on fire".to_owned())
                 } else {
-                    Ok(())
+                    Ok(id_of(generation))
                 };
                 self.log.push(action.clone());
                 out.push(action);

@@ -11,6 +11,7 @@
  */
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -27,6 +28,7 @@ int main(void)
 {
     uint32_t generation = 0;
     uint32_t changed = 0;
+    uint8_t id[SYSGENID_ID_SIZE];
     sysgenid_watcher *watcher = NULL;
     int err;
 
@@ -37,6 +39,15 @@ int main(void)
     if (err != 0)
         return fail("sysgenid_generation", err);
     printf("generation %" PRIu32 "\n", generation);
+
+    /* Which clone this is: two clones of one snapshot share the generation, not its ID. */
+    err = sysgenid_generation_id(&generation, id);
+    if (err != 0)
+        return fail("sysgenid_generation_id", err);
+    printf("id ");
+    for (size_t i = 0; i < SYSGENID_ID_SIZE; i++)
+        printf("%02x", id[i]);
+    printf("\n");
 
     /* Tracked: an overseer's sysgenid_wait_watchers waits until we acknowledge. */
     err = sysgenid_watcher_open(SYSGENID_TRACK, &watcher);

@@ -11,6 +11,11 @@
 #include <stdint.h>
 
 /**
+ * The size in bytes of a generation ID, as `sysgenid_generation_id` writes it.
+ */
+#define SYSGENID_ID_SIZE 16
+
+/**
  * Flag of `sysgenid_watcher_open`: turn tracking on at open, so that an overseer's
  * `sysgenid_wait_watchers` waits until this watcher acknowledges each change.
  */
@@ -83,6 +88,23 @@ extern "C" {
 int sysgenid_generation(uint32_t *out);
 
 /**
+ * Reads the current generation into `*generation` and its random ID into the
+ * `SYSGENID_ID_SIZE` (16) bytes at `id`, a consistent pair, from the process-wide mapping of
+ * `sysgenid_generation` (no syscall after the first call). Two clones of one snapshot read
+ * the same generation and different IDs; print an ID as 32 hex digits, bytes in order.
+ *
+ * Returns 0, or `-EINVAL` (an argument NULL), `-ENODATA` (the page holds no ID: a daemon older
+ * than the ID, a kernel driver, or a page left mid-update by a daemon that died), or the
+ * errors of `sysgenid_generation`; nothing is written unless it returns 0.
+ *
+ * # Safety
+ *
+ * `generation` must be NULL or valid for writing a `uint32_t`; `id` must be NULL or valid for
+ * writing `SYSGENID_ID_SIZE` bytes.
+ */
+int sysgenid_generation_id(uint32_t *generation, uint8_t *id);
+
+/**
  * Opens a probe of the paths from `SYSGENID_DEVICE` and `SYSGENID_STATE_DIR` (defaults
  * `/dev/sysgenid` and `/run/sysgenid`) into `*out`; see `sysgenid_probe_open_at`.
  *
@@ -118,6 +140,22 @@ int sysgenid_probe_open_at(const char *device, const char *state_dir, sysgenid_p
  * NULL or valid for writing a `uint32_t`.
  */
 int sysgenid_probe_generation(const sysgenid_probe *probe, uint32_t *out);
+
+/**
+ * Reads the current generation of `probe` into `*generation` and its random ID into the
+ * `SYSGENID_ID_SIZE` (16) bytes at `id`: a consistent pair, read by the page's sequence rule
+ * with no syscall. Any number of threads may call it on the same probe at once.
+ *
+ * Returns 0, or `-EINVAL` if an argument is NULL, or `-ENODATA` if the page holds no ID (see
+ * `sysgenid_generation_id`); nothing is written unless it returns 0.
+ *
+ * # Safety
+ *
+ * `probe` must be NULL or a probe from `sysgenid_probe_open*` not yet freed; `generation`
+ * must be NULL or valid for writing a `uint32_t`; `id` must be NULL or valid for writing
+ * `SYSGENID_ID_SIZE` bytes.
+ */
+int sysgenid_probe_generation_id(const sysgenid_probe *probe, uint32_t *generation, uint8_t *id);
 
 /**
  * Unmaps and frees `probe`. NULL is ignored.
