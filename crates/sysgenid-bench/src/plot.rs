@@ -1,0 +1,166 @@
+//! SVG plots of a run (`--plots DIR`): the fan-out curve and the per-call distributions.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::fanout::Point;
+use crate::report::Report;
+use crate::stats::Summary;
+use crate::watcher::{Kind, Mode};
+
+type Error = Box<dyn std::error::Error>;
+
+const SIZE: (u32, u32) = (900, 560);
+const COLOURS: [RGBColor; 9] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(23, 190, 207),
+];
+
+/// Writes `fanout.svg` and `per-call.svg` into `dir`.
+pub fn write(dir: &Path, report: &Report, points: &[Point]) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    if !points.is_empty() {
+        fanout(&dir.join("fanout.svg"), points)?;
+    }
+    per_call(&dir.join("per-call.svg"), report)?;
+    Ok(())
+}
+
+/// `(N, median ms)` of each point of one series.
+fn series(points: &[Point], kind: Kind, mode: Mode) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .filter(|p| p.kind == kind && p.mode == mode && !p.all_acked.is_empty())
+        .map(|p| {
+            let median = Summary::of(&mut p.all_acked.clone()).median;
+            (p.n as f64, median / 1e6)
+        })
+        .collect()
+}
+
+fn fanout(path: &Path, points: &[Point]) -> Result<(), Error> {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let all: Vec<f64> = [Kind::Device, Kind::Eventfd]
+        .into_iter()
+        .flat_map(|k| [Mode::Read, Mode::Epoll].map(|m| (k, m)))
+        .flat_map(|(k, m)| series(points, k, m))
+        .map(|(_, ms)| ms)
+        .collect();
+    let top = all.iter().copied().fold(1.0, f64::max) * 2.0;
+    let bottom = all.iter().copied().fold(top, f64::min) / 2.0;
+    let max_n = points.iter().map(|p| p.n).max().unwrap_or(1) as f64 * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Fan-out: trigger → all acknowledged (median)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0.7f64..max_n).log_scale(), (bottom..top).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("tracked watchers N")
+        .y_desc("ms")
+        .draw()?;
+    let lines = [
+        (Kind::Device, Mode::Read, "device, watchers blocked in read"),
+        (Kind::Device, Mode::Epoll, "device, watchers in epoll"),
+        (Kind::Eventfd, Mode::Read, "eventfd proxy, blocked in read"),
+        (Kind::Eventfd, Mode::Epoll, "eventfd proxy, in epoll"),
+    ];
+    for (i, (kind, mode, label)) in lines.into_iter().enumerate() {
+        let data = series(points, kind, mode);
+        let colour = COLOURS[i];
+        chart
+            .draw_series(LineSeries::new(data.clone(), colour.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        chart.draw_series(data.into_iter().map(|p| Circle::new(p, 4, colour.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The rows drawn as distributions, by id.
+const PER_CALL: &[&str] = &[
+    "dev.read",
+    "floor.read",
+    "fuser.read",
+    "dev.ack",
+    "floor.write",
+    "fuser.write",
+    "floor.ioctl",
+    "fuser.ioctl",
+    "dev.trigger.tmpfs",
+];
+
+fn per_call(path: &Path, report: &Report) -> Result<(), Error> {
+    let rows: Vec<_> = PER_CALL.iter().filter_map(|id| report.row(id)).collect();
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let lo = rows
+        .iter()
+        .filter_map(|r| r.quantiles.first())
+        .copied()
+        .fold(f64::MAX, f64::min)
+        .min(1e6)
+        / 1e3;
+    let hi = rows
+        .iter()
+        .filter_map(|r| r.quantiles.last())
+        .copied()
+        .fold(1.0, f64::max)
+        / 1e3;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Per-call distributions (CDF, p0.5 to p99.5)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0f64..100f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("µs per call")
+        .y_desc("percentile")
+        .draw()?;
+    for (i, row) in rows.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let n = row.quantiles.len() as f64;
+        let data: Vec<(f64, f64)> = row
+            .quantiles
+            .iter()
+            .enumerate()
+            .map(|(k, ns)| (ns / 1e3, (k as f64 + 0.5) * 100.0 / n))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(data, colour.stroke_width(2)))?
+            .label(format!("{} ({})", row.id, row.short))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
