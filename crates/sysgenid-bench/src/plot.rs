@@ -97,44 +97,52 @@ fn fanout(path: &Path, points: &[Point]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The rows drawn as distributions, by id.
-const PER_CALL: &[&str] = &[
-    "dev.read",
-    "floor.read",
-    "fuser.read",
-    "dev.ack",
-    "floor.write",
-    "fuser.write",
-    "floor.ioctl",
-    "fuser.ioctl",
-    "dev.trigger.tmpfs",
+/// The panels of per-call distributions: title and row ids.
+const PER_CALL: [(&str, &[&str]); 3] = [
+    ("read(2)", &["dev.read", "floor.read", "fuser.read"]),
+    ("write(2)", &["dev.ack", "floor.write", "fuser.write"]),
+    (
+        "ioctl(2)",
+        &["floor.ioctl", "fuser.ioctl", "dev.trigger.tmpfs"],
+    ),
 ];
 
 fn per_call(path: &Path, report: &Report) -> Result<(), Error> {
-    let rows: Vec<_> = PER_CALL.iter().filter_map(|id| report.row(id)).collect();
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    let root = SVGBackend::new(path, (1350, 480)).into_drawing_area();
     root.fill(&WHITE)?;
-    let lo = rows
-        .iter()
-        .filter_map(|r| r.quantiles.first())
-        .copied()
-        .fold(f64::MAX, f64::min)
-        .min(1e6)
-        / 1e3;
-    let hi = rows
-        .iter()
-        .filter_map(|r| r.quantiles.last())
-        .copied()
-        .fold(1.0, f64::max)
-        / 1e3;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Per-call distributions (CDF, p0.5 to p99.5)",
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
+    let root = root.titled(
+        "Per-call distributions (CDF, p0.25 to p99.75, log time)",
+        ("sans-serif", 20),
+    )?;
+    let panels = root.split_evenly((1, PER_CALL.len()));
+    for (area, (title, ids)) in panels.iter().zip(PER_CALL) {
+        let rows: Vec<_> = ids.iter().filter_map(|id| report.row(id)).collect();
+        cdf_panel(area, title, &rows)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn cdf_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    rows: &[&crate::report::Row],
+) -> Result<(), Error>
+where
+    DB::ErrorType: 'static,
+{
+    let ends = |pick: fn(&[f64]) -> Option<&f64>| {
+        rows.iter()
+            .filter_map(move |r| pick(&r.quantiles))
+            .map(|ns| ns / 1e3)
+    };
+    let lo = ends(|q| q.first()).fold(f64::MAX, f64::min).min(1e3);
+    let hi = ends(|q| q.last()).fold(lo * 2.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(45)
         .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0f64..100f64)?;
     chart
         .configure_mesh()
@@ -161,6 +169,5 @@ fn per_call(path: &Path, report: &Report) -> Result<(), Error> {
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }

@@ -140,25 +140,7 @@ impl Report {
             out.push_str(&format!("{key}: {value}\n"));
         }
         out.push('\n');
-        out.push_str(HEADER);
-        out.push_str("\n--- | ---: | ---: | ---: | ---: | ---\n");
-        let mut section = "";
-        for row in &self.rows {
-            if row.section != section {
-                section = row.section;
-                out.push_str(&format!("**{section}** | | | | |\n"));
-            }
-            let s = &row.summary;
-            out.push_str(&format!(
-                "{} | {} | {} | {} | {} | {}\n",
-                row.label,
-                fmt_ns(s.median),
-                fmt_ns(s.p90),
-                fmt_ns(s.p99),
-                fmt_ns(s.mean),
-                self.ratio_cell(row)
-            ));
-        }
+        out.push_str(&self.rows_markdown());
         out.push_str(&self.placement_markdown());
         out.push_str(&self.fanout_markdown());
         out.push_str(&self.goals_markdown());
@@ -216,6 +198,31 @@ impl Report {
 }
 
 impl Report {
+    fn rows_markdown(&self) -> String {
+        if self.rows.is_empty() {
+            return String::new();
+        }
+        let mut out = format!("{HEADER}\n--- | ---: | ---: | ---: | ---: | ---\n");
+        let mut section = "";
+        for row in &self.rows {
+            if row.section != section {
+                section = row.section;
+                out.push_str(&format!("**{section}** | | | | |\n"));
+            }
+            let s = &row.summary;
+            out.push_str(&format!(
+                "{} | {} | {} | {} | {} | {}\n",
+                row.label,
+                fmt_ns(s.median),
+                fmt_ns(s.p90),
+                fmt_ns(s.p99),
+                fmt_ns(s.mean),
+                self.ratio_cell(row)
+            ));
+        }
+        out
+    }
+
     fn placement_markdown(&self) -> String {
         if self.placements.is_empty() {
             return String::new();
