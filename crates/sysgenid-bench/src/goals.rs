@@ -81,22 +81,27 @@ pub fn of(report: &Report) -> Vec<Goal> {
 }
 
 fn read_p90_ratio(report: &Report) -> Option<(String, bool)> {
-    let ratios: Vec<f64> = report
+    let runs: Vec<Option<f64>> = report
         .placements
         .iter()
         .filter(|p| p.id == "dev.read" || p.id == "dev.read.again")
-        .filter_map(|p| p.p90_over_same())
+        .map(|p| p.p90_over_same())
         .collect();
+    let ratios: Vec<f64> = runs.iter().flatten().copied().collect();
     if ratios.is_empty() {
         return None;
     }
     let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
-    let each: Vec<String> = ratios.iter().map(|&r| fmt_ratio(r)).collect();
+    let each: Vec<String> = runs
+        .iter()
+        .map(|r| r.map_or("— (too few same-vCPU calls)".to_owned(), fmt_ratio))
+        .collect();
     Some((
         format!(
-            "{} (mean of {} runs: {})",
+            "{} (mean of the {} of {} runs with a same-vCPU median: {})",
             fmt_ratio(mean),
             ratios.len(),
+            runs.len(),
             each.join(", ")
         ),
         mean <= 2.0,

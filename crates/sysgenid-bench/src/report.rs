@@ -228,8 +228,9 @@ impl Report {
             return String::new();
         }
         let mut out = String::from(
-            "\n**6. vCPU placement of per-call rows** (caller against serving thread)\n\n\
-             operation | calls | same vCPU | same-vCPU median | cross-vCPU median | p90 (all) \
+            "\n**6. vCPU placement of per-call rows** (caller against serving thread; a median \
+             needs 20 calls and 1% of the row)\n\n\
+             operation | calls | same vCPU (calls) | same-vCPU median | cross-vCPU median | p90 (all) \
              | p90 / same-vCPU median\n--- | ---: | ---: | ---: | ---: | ---: | ---:\n",
         );
         for p in &self.placements {
@@ -324,6 +325,7 @@ fn placement_json(p: &Placement) -> Value {
         "id": p.id,
         "operation": p.label,
         "calls": p.calls,
+        "same_vcpu_calls": p.same_calls,
         "same_vcpu_share": p.same_share,
         "same_vcpu_median_ns": p.same.map(|s| s.median),
         "cross_vcpu_median_ns": p.cross.map(|s| s.median),

@@ -107,6 +107,15 @@ pub fn time_each_placed(
     placed
 }
 
+/// Fewest calls of one kind (same or cross vCPU) whose median is given, whatever the row's
+/// size: below that, a handful of stray calls would stand for a mode that did not happen.
+pub const MIN_CALLS: usize = 20;
+
+/// Calls of one kind needed for its median: [`MIN_CALLS`], and at least 1% of the row.
+fn enough(kind: usize, calls: usize) -> bool {
+    kind >= MIN_CALLS.max(calls / 100)
+}
+
 /// Same-vCPU share and the two medians of one row.
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -116,11 +125,13 @@ pub struct Placement {
     pub label: String,
     /// Calls placed.
     pub calls: usize,
+    /// Calls with caller and server on the same vCPU.
+    pub same_calls: usize,
     /// Share of placed calls with caller and server on the same vCPU.
     pub same_share: f64,
-    /// Median of the same-vCPU calls.
+    /// Median of the same-vCPU calls (see [`enough`]).
     pub same: Option<Summary>,
-    /// Median of the cross-vCPU calls.
+    /// Median of the cross-vCPU calls (see [`enough`]).
     pub cross: Option<Summary>,
     /// p90 of all calls.
     pub p90: f64,
@@ -144,9 +155,10 @@ impl Placement {
             id,
             label: label.into(),
             calls,
+            same_calls: same.len(),
             same_share: same.len() as f64 / calls.max(1) as f64,
-            same: (!same.is_empty()).then(|| Summary::of(&mut same)),
-            cross: (!cross.is_empty()).then(|| Summary::of(&mut cross)),
+            same: enough(same.len(), calls).then(|| Summary::of(&mut same)),
+            cross: enough(cross.len(), calls).then(|| Summary::of(&mut cross)),
             p90: Summary::of(&mut all).p90,
         }
     }
@@ -160,15 +172,39 @@ impl Placement {
     pub fn markdown_row(&self) -> String {
         let median = |s: Option<Summary>| s.map_or("—".to_owned(), |s| fmt_ns(s.median));
         format!(
-            "{} | {} | {:.0}% | {} | {} | {} | {}",
+            "{} | {} | {:.1}% ({}) | {} | {} | {} | {}",
             self.label,
             self.calls,
             self.same_share * 100.0,
+            self.same_calls,
             median(self.same),
             median(self.cross),
             fmt_ns(self.p90),
             self.p90_over_same()
                 .map_or("—".to_owned(), |r| format!("{r:.2}×"))
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_calls_and_gives_no_median_for_a_stray_few() {
+        let mut placed = Placed::default();
+        for i in 0..1000 {
+            let same = i % 100 == 0;
+            placed.samples.push(if same { 8_000.0 } else { 45_000.0 });
+            placed.same.push(Some(same));
+        }
+        placed.samples.push(1.0);
+        placed.same.push(None);
+        let p = Placement::of("x", "x", &placed);
+        assert_eq!((p.calls, p.same_calls), (1000, 10));
+        assert!((p.same_share - 0.01).abs() < 1e-9);
+        assert!(p.same.is_none(), "10 calls are too few for a median");
+        assert_eq!(p.cross.map(|s| s.median), Some(45_000.0));
+        assert_eq!(p.p90_over_same(), None);
     }
 }
