@@ -136,16 +136,18 @@ where
             .filter_map(move |r| pick(&r.quantiles))
             .map(|ns| ns / 1e3)
     };
-    let lo = ends(|q| q.first()).fold(f64::MAX, f64::min).min(1e3);
-    let hi = ends(|q| q.last()).fold(lo * 2.0, f64::max);
+    // Whole decades, so that a log axis over a narrow range still gets readable labels.
+    let lo = decade_below(ends(|q| q.first()).fold(f64::MAX, f64::min).min(1e3));
+    let hi = decade_above(ends(|q| q.last()).fold(lo * 2.0, f64::max)).max(lo * 100.0);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(45)
-        .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0f64..100f64)?;
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..100f64)?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|us| format!("{us:.0}"))
         .x_desc("µs per call")
         .y_desc("percentile")
         .draw()?;
@@ -170,4 +172,12 @@ where
         .border_style(BLACK)
         .draw()?;
     Ok(())
+}
+
+fn decade_below(x: f64) -> f64 {
+    10f64.powf(x.max(1e-3).log10().floor())
+}
+
+fn decade_above(x: f64) -> f64 {
+    10f64.powf(x.max(1e-3).log10().ceil())
 }
