@@ -77,7 +77,7 @@ fn set_inherited(fd: &OwnedFd, inherited: bool) {
 }
 
 impl Watchers {
-    fn spawn(kind: Kind, mode: Mode, n: usize, device: &Path) -> Watchers {
+    fn spawn(kind: Kind, mode: Mode, n: usize, device: &Path, state_dir: &Path) -> Watchers {
         let shared_fd = Shared::create();
         let shared = Shared::map(&shared_fd);
         let done = eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd");
@@ -94,6 +94,7 @@ impl Watchers {
                 .arg(shared_fd.as_raw_fd().to_string())
                 .arg(done.as_raw_fd().to_string())
                 .arg(device)
+                .arg(state_dir)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -220,7 +221,8 @@ pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds
     let trigger = DevFile::rw(device);
     let waiter = DevFile::rw(device);
     let page = PageMap::page_file(served);
-    let watchers = Watchers::spawn(Kind::Device, mode, n, device);
+    let state_dir = &served.daemon.state_dir;
+    let watchers = Watchers::spawn(Kind::Device, mode, n, device, state_dir);
     let serving = served.daemon.serving_pid();
     let mut point = Point::new(Kind::Device, mode, n);
     wait_armed(served, &watchers, mode, true, Instant::now() + ROUND_LIMIT);
@@ -277,7 +279,7 @@ fn wait_closed(served: &Served) {
 
 /// Runs `warmup + rounds` rounds of the eventfd proxy with `n` watchers waiting in `mode`.
 pub fn eventfd_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
-    let watchers = Watchers::spawn(Kind::Eventfd, mode, n, Path::new(""));
+    let watchers = Watchers::spawn(Kind::Eventfd, mode, n, Path::new(""), Path::new(""));
     let mut point = Point::new(Kind::Eventfd, mode, n);
     let one = 1u64.to_ne_bytes();
     let mut buf = [0u8; 8];

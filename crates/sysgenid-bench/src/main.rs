@@ -69,7 +69,9 @@ const NOTES: &[&str] = &[
      µs further apart. A trigger is placed by the thread that reads /dev/fuse, not its workers.",
     "Fan-out (section 7): up to 100 watcher processes (N/100 tracked files each), one thread per \
      file blocked in read(2), or one thread in epoll_wait(2) reading each ready file; each \
-     watcher reads the new generation and acks it with write(2). The benchmark calls \
+     watcher reads the new generation and acks it with write(2). Device only: 'poll' is one \
+     thread per file in poll(2), then read and ack; 'client' is one thread per file in the Rust \
+     client's Watcher::next_change (poll, then the page file) and Watcher::ack. The benchmark calls \
      TRIGGER_GEN_UPDATE, then at once WAIT_WATCHERS on another file: 'trigger → all \
      acknowledged' runs from before the trigger to the wait's return. The proxy writes 1 to N \
      eventfds; each watcher reads its eventfd and decrements a shared counter, the last one \
@@ -319,8 +321,9 @@ fn run_per_call(plan: Plan, report: &mut Report) {
     add_poll_rows(efd_poll, dev_poll, fast_place, report);
 }
 
-/// The fan-out at each size: eventfd proxy and device, watchers in read then in epoll, against
-/// a daemon of its own with its state on tmpfs.
+/// The fan-out at each size: eventfd proxy and device, watchers in read then in epoll, then the
+/// device alone with watchers in poll and in the Rust client, against a daemon of its own with
+/// its state on tmpfs.
 fn measure_fanout(plan: Plan, report: &mut Report) -> Vec<fanout::Point> {
     let largest = plan.fanout.iter().copied().max().unwrap_or(1) as u64;
     fanout::raise_open_files(largest + 4_096);
@@ -338,6 +341,12 @@ fn measure_fanout(plan: Plan, report: &mut Report) -> Vec<fanout::Point> {
                 mode.name()
             ));
             points.push(fanout::eventfd_point(mode, n, 1, rounds));
+            progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
+            points.push(fanout::device_point(&served, mode, n, 1, rounds));
+        }
+        // The client's page lever, in one run: poll then read, against the Rust `Watcher`
+        // (poll, then the value from the page file).
+        for mode in [Mode::Poll, Mode::Client] {
             progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
             points.push(fanout::device_point(&served, mode, n, 1, rounds));
         }

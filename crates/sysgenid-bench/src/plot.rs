@@ -46,13 +46,30 @@ fn series(points: &[Point], kind: Kind, mode: Mode) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The lines of the fan-out plot.
+const FANOUT_LINES: [(Kind, Mode, &str); 6] = [
+    (Kind::Device, Mode::Read, "device, watchers blocked in read"),
+    (Kind::Device, Mode::Epoll, "device, watchers in epoll"),
+    (
+        Kind::Device,
+        Mode::Poll,
+        "device, watchers in poll, then read",
+    ),
+    (
+        Kind::Device,
+        Mode::Client,
+        "device, Rust Watcher (poll, then page)",
+    ),
+    (Kind::Eventfd, Mode::Read, "eventfd proxy, blocked in read"),
+    (Kind::Eventfd, Mode::Epoll, "eventfd proxy, in epoll"),
+];
+
 fn fanout(path: &Path, points: &[Point]) -> Result<(), Error> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let all: Vec<f64> = [Kind::Device, Kind::Eventfd]
-        .into_iter()
-        .flat_map(|k| [Mode::Read, Mode::Epoll].map(|m| (k, m)))
-        .flat_map(|(k, m)| series(points, k, m))
+    let all: Vec<f64> = FANOUT_LINES
+        .iter()
+        .flat_map(|&(k, m, _)| series(points, k, m))
         .map(|(_, ms)| ms)
         .collect();
     let top = all.iter().copied().fold(1.0, f64::max) * 2.0;
@@ -72,13 +89,7 @@ fn fanout(path: &Path, points: &[Point]) -> Result<(), Error> {
         .x_desc("tracked watchers N")
         .y_desc("ms")
         .draw()?;
-    let lines = [
-        (Kind::Device, Mode::Read, "device, watchers blocked in read"),
-        (Kind::Device, Mode::Epoll, "device, watchers in epoll"),
-        (Kind::Eventfd, Mode::Read, "eventfd proxy, blocked in read"),
-        (Kind::Eventfd, Mode::Epoll, "eventfd proxy, in epoll"),
-    ];
-    for (i, (kind, mode, label)) in lines.into_iter().enumerate() {
+    for (i, &(kind, mode, label)) in FANOUT_LINES.iter().enumerate() {
         let data = series(points, kind, mode);
         let colour = COLOURS[i];
         chart

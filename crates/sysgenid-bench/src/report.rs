@@ -255,10 +255,9 @@ impl Report {
                 q.n == p.n && q.mode == p.mode && q.kind == crate::watcher::Kind::Eventfd
             });
             let ratio = match proxy {
-                Some(q) if q.kind != p.kind => {
-                    fmt_ratio(median(&p.all_acked) / median(&q.all_acked))
-                }
-                _ => "1 (baseline)".to_owned(),
+                _ if p.kind == crate::watcher::Kind::Eventfd => "1 (baseline)".to_owned(),
+                Some(q) => fmt_ratio(median(&p.all_acked) / median(&q.all_acked)),
+                None => "—".to_owned(),
             };
             let cpu = if p.cpu_per_watcher.is_empty() {
                 "—".to_owned()

@@ -6,7 +6,10 @@
 //! `read(2)` of the counter then a decrement of the shared `acks_left`, the last one writing the
 //! shared `done` eventfd. After each acknowledgement it adds one to the shared `rearmed` count and
 //! waits again. In `read` mode one thread per file blocks in `read(2)`; in `epoll` mode one thread
-//! waits in `epoll_wait(2)` on all its files and reads each ready one.
+//! waits in `epoll_wait(2)` on all its files and reads each ready one. Two more modes, device
+//! only, show the client's page lever: in `poll` mode one thread per file waits in `poll(2)`,
+//! then reads and acks; in `client` mode one thread per file runs the Rust client's
+//! `Watcher::next_change` (poll, then the value from the mapped page file) and `Watcher::ack`.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rustix::event::epoll;
-use rustix::event::{EventfdFlags, eventfd};
+use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd};
 use rustix::fs::OFlags;
 use sysgenid_e2e::DevFile;
 
@@ -40,6 +43,10 @@ pub enum Mode {
     Read,
     /// One thread in `epoll_wait(2)` on all files.
     Epoll,
+    /// One thread per file in `poll(2)`, then `read(2)` (device only).
+    Poll,
+    /// One thread per file in the Rust client's `Watcher::next_change` (device only).
+    Client,
 }
 
 impl Kind {
@@ -58,6 +65,8 @@ impl Mode {
         match self {
             Mode::Read => "read",
             Mode::Epoll => "epoll",
+            Mode::Poll => "poll",
+            Mode::Client => "client",
         }
     }
 }
@@ -71,6 +80,7 @@ struct Args {
     shared_fd: RawFd,
     done_fd: RawFd,
     device: PathBuf,
+    state_dir: PathBuf,
 }
 
 fn parse(args: &[String]) -> Args {
@@ -83,6 +93,8 @@ fn parse(args: &[String]) -> Args {
     let mode = match get(1) {
         "read" => Mode::Read,
         "epoll" => Mode::Epoll,
+        "poll" => Mode::Poll,
+        "client" => Mode::Client,
         other => panic!("watcher: unknown mode {other:?}"),
     };
     Args {
@@ -92,6 +104,7 @@ fn parse(args: &[String]) -> Args {
         shared_fd: get(3).parse().expect("watcher: shared fd"),
         done_fd: get(4).parse().expect("watcher: done fd"),
         device: PathBuf::from(get(5)),
+        state_dir: PathBuf::from(get(6)),
     }
 }
 
@@ -99,11 +112,18 @@ fn parse(args: &[String]) -> Args {
 enum Watched {
     Device(DevFile),
     Eventfd(OwnedFd),
+    Client(Box<sysgenid::Watcher>),
 }
 
 impl Watched {
     fn open(args: &Args) -> Watched {
         match args.kind {
+            Kind::Device if args.mode == Mode::Client => {
+                let paths = sysgenid::Paths::new(&args.device, &args.state_dir);
+                let options = sysgenid::WatcherOptions::new().tracking(true);
+                let watcher = sysgenid::Watcher::open_with(&paths, options).expect("open");
+                Watched::Client(Box::new(watcher))
+            }
             Kind::Device => {
                 let file = DevFile::open(&args.device, OFlags::RDWR).expect("open the device");
                 assert_eq!(file.track(true), Ok(0), "SET_WATCHER_TRACKING");
@@ -111,8 +131,8 @@ impl Watched {
             }
             Kind::Eventfd => {
                 let flags = match args.mode {
-                    Mode::Read => EventfdFlags::CLOEXEC,
                     Mode::Epoll => EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+                    _ => EventfdFlags::CLOEXEC,
                 };
                 Watched::Eventfd(eventfd(0, flags).expect("eventfd"))
             }
@@ -123,12 +143,32 @@ impl Watched {
         match self {
             Watched::Device(file) => file.raw_fd(),
             Watched::Eventfd(fd) => fd.as_raw_fd(),
+            Watched::Client(watcher) => watcher.as_raw_fd(),
+        }
+    }
+
+    /// Waits in `poll(2)` until the file is readable.
+    fn wait_pollin(&self) {
+        // SAFETY: the descriptor belongs to `self`, which outlives this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.raw()) };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDNORM)];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("poll: {e}"),
         }
     }
 
     /// Takes the change and acknowledges it.
-    fn take_and_ack(&self, last: &mut u32, ctx: &Context) {
+    fn take_and_ack(&mut self, last: &mut u32, ctx: &Context) {
         match self {
+            Watched::Client(watcher) => {
+                let change = watcher.next_change().expect("next change");
+                if change.generation <= *last {
+                    ctx.shared.errors().fetch_add(1, Ordering::SeqCst);
+                }
+                *last = change.generation;
+                watcher.ack(change.generation).expect("ack");
+            }
             Watched::Device(file) => {
                 let generation = file.read().expect("read the generation");
                 if generation <= *last {
@@ -174,8 +214,8 @@ pub fn main(args: &[String]) -> ! {
     let files: Vec<Watched> = (0..args.count).map(|_| Watched::open(&args)).collect();
     let fds: Vec<String> = files.iter().map(|f| f.raw().to_string()).collect();
     match args.mode {
-        Mode::Read => spawn_readers(files, &ctx),
         Mode::Epoll => spawn_epoll(files, &ctx),
+        mode => spawn_readers(files, mode, &ctx),
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready {}", fds.join(" ")).expect("stdout");
@@ -186,14 +226,19 @@ pub fn main(args: &[String]) -> ! {
     std::process::exit(0);
 }
 
-fn spawn_readers(files: Vec<Watched>, ctx: &Arc<Context>) {
-    for file in files {
+/// One thread per file: in `poll` mode it waits in `poll(2)` first; in `read` and `client` modes
+/// the read or `next_change` waits.
+fn spawn_readers(files: Vec<Watched>, mode: Mode, ctx: &Arc<Context>) {
+    for mut file in files {
         let ctx = Arc::clone(ctx);
         std::thread::Builder::new()
             .stack_size(READER_STACK)
             .spawn(move || {
                 let mut last = 0;
                 loop {
+                    if mode == Mode::Poll {
+                        file.wait_pollin();
+                    }
                     file.take_and_ack(&mut last, &ctx);
                 }
             })
@@ -216,6 +261,7 @@ fn spawn_epoll(files: Vec<Watched>, ctx: &Arc<Context>) {
             )
             .expect("epoll_ctl add");
         }
+        let mut files = files;
         let mut last = vec![0u32; files.len()];
         let mut events = Vec::with_capacity(files.len().clamp(1, 1024));
         loop {
