@@ -34,6 +34,14 @@ SYSGENID_SNAPSHOT_FORMAT_NEXT=1 cargo build -p sysgenidd --target-dir "${CARGO_T
 
 log "unit, property, conformance and end-to-end tests"
 cargo nextest run --workspace --all-targets --all-features --no-fail-fast
+log "benchmark smoke run (N = 1 and 100, a few iterations): it runs and prints figures; no time is asserted"
+bench_out=$(mktemp -d)
+"${CARGO_TARGET_DIR:-target}/debug/sysgenid-bench" --smoke --plots "$bench_out" >"$bench_out/report.md"
+for expected in 'device read(2), O_NONBLOCK' 'minimal fuser read(2)' 'vCPU placement' '100 | epoll | device |'; do
+    grep -qF "$expected" "$bench_out/report.md" || { cat "$bench_out/report.md"; echo "bench smoke: no '$expected'" >&2; exit 1; }
+done
+test -s "$bench_out/fanout.svg" && test -s "$bench_out/per-call.svg"
+rm -rf "$bench_out"
 log "the Python client: wheel, mypy --strict, pytest against the daemon built above"
 scripts/test-python.sh
 log "doc tests"

@@ -11,7 +11,7 @@ use sysgenid_e2e::{Daemon, DaemonOptions, DevFile};
 
 use crate::baselines::time_loads;
 use crate::facts;
-use crate::stats::time_each;
+use crate::vcpu::{Placed, ServerThread, time_each_placed};
 use crate::wakeup::{self, TaskState, WakeupSamples};
 
 /// A running daemon and the file system its state directory is on.
@@ -23,6 +23,8 @@ pub struct Served {
     pub fs: String,
     /// The directory holding the daemon's directory.
     pub parent_dir: String,
+    /// The serving process's thread that reads `/dev/fuse`.
+    pub server: ServerThread,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -51,10 +53,18 @@ impl Served {
             .unwrap_or(Path::new("/"))
             .display()
             .to_string();
+        let server = {
+            let file = DevFile::rw_nonblock(&daemon.device);
+            let mut buf = [0u8; 4];
+            ServerThread::find(daemon.serving_pid(), || {
+                let _ = rustix::io::read(&file, &mut buf);
+            })
+        };
         Served {
             daemon,
             fs,
             parent_dir,
+            server,
             _dir: dir,
         }
     }
@@ -70,11 +80,11 @@ impl Served {
 }
 
 /// `read(2)` of 4 bytes on an up-to-date `O_NONBLOCK` file: `EAGAIN`, a round trip to the daemon.
-pub fn nonblocking_reads(served: &Served, warmup: usize, iters: usize) -> Vec<f64> {
+pub fn nonblocking_reads(served: &Served, warmup: usize, iters: usize) -> Placed {
     let file = DevFile::rw_nonblock(&served.daemon.device);
     let mut buf = [0u8; 4];
     let mut wrong = 0usize;
-    let samples = time_each(warmup, iters, || {
+    let samples = time_each_placed(warmup, iters, &served.server, || {
         if rustix::io::read(&file, &mut buf) != Err(Errno::AGAIN) {
             wrong += 1;
         }
@@ -87,11 +97,11 @@ pub fn nonblocking_reads(served: &Served, warmup: usize, iters: usize) -> Vec<f6
 }
 
 /// `write(2)` of the current generation on an up-to-date file: returns 4.
-pub fn acks(served: &Served, warmup: usize, iters: usize) -> Vec<f64> {
+pub fn acks(served: &Served, warmup: usize, iters: usize) -> Placed {
     let file = DevFile::rw(&served.daemon.device);
     let current = served.generation().to_ne_bytes();
     let mut wrong = 0usize;
-    let samples = time_each(warmup, iters, || {
+    let samples = time_each_placed(warmup, iters, &served.server, || {
         if rustix::io::write(&file, &current) != Ok(4) {
             wrong += 1;
         }
@@ -101,10 +111,10 @@ pub fn acks(served: &Served, warmup: usize, iters: usize) -> Vec<f64> {
 }
 
 /// `TRIGGER_GEN_UPDATE(0)` with nobody blocked: persist (write, fsync, rename), publish, reply.
-pub fn triggers(served: &Served, warmup: usize, iters: usize) -> Vec<f64> {
+pub fn triggers(served: &Served, warmup: usize, iters: usize) -> Placed {
     let file = DevFile::rw(&served.daemon.device);
     let mut wrong = 0usize;
-    let samples = time_each(warmup, iters, || {
+    let samples = time_each_placed(warmup, iters, &served.server, || {
         if file.trigger(0) != Ok(0) {
             wrong += 1;
         }
@@ -152,11 +162,24 @@ pub fn poll_wakeups(served: &Served, warmup: usize, iters: usize) -> WakeupSampl
 }
 
 /// A read-only shared mapping of one page.
-struct PageMap {
+#[derive(Debug)]
+pub struct PageMap {
     ptr: *mut std::ffi::c_void,
 }
 
 impl PageMap {
+    /// Maps the page of the daemon's page file.
+    pub fn page_file(served: &Served) -> PageMap {
+        let file = std::fs::File::open(served.daemon.page_file()).expect("open the page file");
+        PageMap::new(&file).expect("mmap the page file")
+    }
+
+    /// The generation the page shows now.
+    pub fn generation(&self) -> u32 {
+        // SAFETY: the mapping is one whole page, page-aligned, and lives as long as `self`.
+        unsafe { self.generation_ptr().read_volatile() }
+    }
+
     fn new(fd: impl AsFd) -> rustix::io::Result<PageMap> {
         // SAFETY: a new read-only shared mapping at an address the kernel picks; nothing else
         // in this process refers to that range.
@@ -196,9 +219,7 @@ impl Drop for PageMap {
 
 /// Volatile loads from the mmapped page file, `<state-dir>/generation`.
 pub fn page_file_loads(served: &Served, warmup: usize, batches: usize, per: usize) -> Vec<f64> {
-    let file = std::fs::File::open(served.daemon.page_file()).expect("open the page file");
-    let map = PageMap::new(&file).expect("mmap the page file");
-    map.time_loads(warmup, batches, per)
+    PageMap::page_file(served).time_loads(warmup, batches, per)
 }
 
 /// Volatile loads from a mapping of the device itself, if the daemon allows it (Linux 6.6+).

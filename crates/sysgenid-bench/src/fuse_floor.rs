@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,10 +19,11 @@ use sysgenid_fuse::{
     negotiate, parse, reply,
 };
 
-use crate::stats::time_each;
+use crate::vcpu::{Placed, ServerThread, time_each_placed};
 
 const PAGE: u64 = 4096;
-const DATA: &[u8; 4] = b"gen1";
+/// What a floor read returns and a floor write sends.
+pub const DATA: &[u8; 4] = b"gen1";
 
 /// A mounted floor server.
 #[derive(Debug)]
@@ -61,54 +62,9 @@ impl Floor {
         }
     }
 
-    fn open(&self) -> File {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.file)
-            .expect("open the floor file")
-    }
-
-    /// `read(2)` of 4 bytes per call.
-    pub fn reads(&self, warmup: usize, iters: usize) -> Vec<f64> {
-        let file = self.open();
-        let mut buf = [0u8; 4];
-        let mut wrong = 0usize;
-        let samples = time_each(warmup, iters, || {
-            if rustix::io::read(&file, &mut buf) != Ok(4) {
-                wrong += 1;
-            }
-        });
-        assert_eq!(wrong, 0, "a floor read did not return 4 bytes");
-        samples
-    }
-
-    /// `write(2)` of 4 bytes per call.
-    pub fn writes(&self, warmup: usize, iters: usize) -> Vec<f64> {
-        let file = self.open();
-        let mut wrong = 0usize;
-        let samples = time_each(warmup, iters, || {
-            if rustix::io::write(&file, DATA) != Ok(4) {
-                wrong += 1;
-            }
-        });
-        assert_eq!(wrong, 0, "a floor write did not return 4");
-        samples
-    }
-
-    /// `ioctl(2)` with an integer argument (the trigger's command number), answered with 0.
-    pub fn ioctls(&self, warmup: usize, iters: usize) -> Vec<f64> {
-        let file = self.open();
-        let fd = file.as_raw_fd();
-        let cmd = sysgenid_abi::SYSGENID_TRIGGER_GEN_UPDATE;
-        let mut wrong = 0usize;
-        let samples = time_each(warmup, iters, || {
-            if sysgenid_e2e::raw_ioctl(fd, cmd, 0) != Ok(0) {
-                wrong += 1;
-            }
-        });
-        assert_eq!(wrong, 0, "a floor ioctl did not return 0");
-        samples
+    /// The mounted file.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     /// Unmounts and waits for the server thread to end.
@@ -161,4 +117,63 @@ fn serve(channel: &Channel) {
         // After an unmount the kernel may refuse a late reply; that is fine.
         let _ = channel.send(&answer);
     }
+}
+
+fn open(file: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .expect("open the floor file")
+}
+
+/// The thread serving `file`, a floor file of this process.
+pub fn server_thread(file: &Path) -> ServerThread {
+    let f = open(file);
+    let mut buf = [0u8; 4];
+    ServerThread::find(std::process::id(), || {
+        let _ = rustix::io::read(&f, &mut buf);
+    })
+}
+
+/// `read(2)` of 4 bytes per call on a floor file.
+pub fn reads(file: &Path, server: &ServerThread, warmup: usize, iters: usize) -> Placed {
+    let file = open(file);
+    let mut buf = [0u8; 4];
+    let mut wrong = 0usize;
+    let placed = time_each_placed(warmup, iters, server, || {
+        if rustix::io::read(&file, &mut buf) != Ok(4) {
+            wrong += 1;
+        }
+    });
+    assert_eq!(wrong, 0, "a floor read did not return 4 bytes");
+    placed
+}
+
+/// `write(2)` of 4 bytes per call on a floor file.
+pub fn writes(file: &Path, server: &ServerThread, warmup: usize, iters: usize) -> Placed {
+    let file = open(file);
+    let mut wrong = 0usize;
+    let placed = time_each_placed(warmup, iters, server, || {
+        if rustix::io::write(&file, DATA) != Ok(4) {
+            wrong += 1;
+        }
+    });
+    assert_eq!(wrong, 0, "a floor write did not return 4");
+    placed
+}
+
+/// `ioctl(2)` with an integer argument (the trigger's command number), answered with 0.
+pub fn ioctls(file: &Path, server: &ServerThread, warmup: usize, iters: usize) -> Placed {
+    let file = open(file);
+    let fd = file.as_raw_fd();
+    let cmd = sysgenid_abi::SYSGENID_TRIGGER_GEN_UPDATE;
+    let mut wrong = 0usize;
+    let placed = time_each_placed(warmup, iters, server, || {
+        if sysgenid_e2e::raw_ioctl(fd, cmd, 0) != Ok(0) {
+            wrong += 1;
+        }
+    });
+    assert_eq!(wrong, 0, "a floor ioctl did not return 0");
+    placed
 }

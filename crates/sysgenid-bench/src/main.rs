@@ -1,28 +1,44 @@
 //! `sysgenid-bench`: measures the device's per-call costs against baselines in the same run.
 //!
 //! Run as root (it mounts FUSE) from a release build: `target/release/sysgenid-bench
-//! [--quick] [--json]`. It finds `sysgenidd` next to its own executable unless
-//! `SYSGENID_BIN_DIR` says otherwise. Figures are printed, never asserted.
+//! [--quick | --smoke] [--fanout-only] [--json] [--plots DIR]`. It finds `sysgenidd` next to
+//! its own executable unless `SYSGENID_BIN_DIR` says otherwise. Figures are printed, never
+//! asserted. The same executable, run as `sysgenid-bench --watcher ...`, is a fan-out watcher.
 
 mod baselines;
 mod device;
 mod facts;
+mod fanout;
 mod fuse_floor;
+mod fuser_floor;
+mod goals;
+mod plot;
 mod report;
+mod shared;
 mod stats;
+mod vcpu;
 mod wakeup;
+mod watcher;
 
 use std::time::Instant;
 
+use std::path::PathBuf;
+
 use device::Served;
 use report::Report;
+use vcpu::{Placed, Placement};
 use wakeup::WakeupSamples;
+use watcher::Mode;
 
-const USAGE: &str = "usage: sysgenid-bench [--quick] [--json]
+const USAGE: &str =
+    "usage: sysgenid-bench [--quick | --smoke] [--fanout-only] [--json] [--plots DIR]
 
-Measures, in one run, the device served by a real sysgenidd against eventfd and a minimal
-FUSE server, and prints median, p90, p99 and mean per operation with ratios of medians.
-Needs root. --quick takes about a tenth of the iterations; --json prints JSON instead.";
+Measures, in one run, the device served by a real sysgenidd against eventfd and two minimal
+FUSE servers (our own and one on fuser), and prints median, p90, p99 and mean per operation with
+ratios of medians, the vCPU placement of per-call rows and the fan-out to N tracked watchers.
+Needs root. --quick takes about a tenth of the iterations; --smoke a few, with N = 1 and 100
+only (for CI: it checks that the benchmark runs); --fanout-only measures only the fan-out;
+--json prints JSON instead; --plots DIR writes fanout.svg and per-call.svg into DIR.";
 
 const S1: &str = "1. nonblocking read, up to date (EAGAIN), per call";
 const S2: &str = "2. ack write, per call";
@@ -45,7 +61,33 @@ const NOTES: &[&str] = &[
      written by a second worker thread before the reply goes out.",
     "Probe rows: batches of volatile loads timed together and divided; percentiles are over \
      batches.",
+    "The second floor is the same one-file server on the fuser crate (one thread, mounted on a \
+     directory); its rows are timed exactly like the first floor's.",
+    "Placement (section 6): after each timed call, sched_getcpu() gives the caller's vCPU and \
+     field 39 of /proc/<pid>/task/<tid>/stat the vCPU the serving thread last ran on (it has just \
+     sent the reply). That /proc read lies outside the timed span, but spaces the calls a few \
+     µs further apart. A trigger is placed by the thread that reads /dev/fuse, not its workers.",
+    "Fan-out (section 7): up to 100 watcher processes (N/100 tracked files each), one thread per \
+     file blocked in read(2), or one thread in epoll_wait(2) reading each ready file; each \
+     watcher reads the new generation and acks it with write(2). Device only: 'poll' is one \
+     thread per file in poll(2), then read and ack; 'client' is one thread per file in the Rust \
+     client's Watcher::next_change (poll, then the page file) and Watcher::ack. The benchmark calls \
+     TRIGGER_GEN_UPDATE, then at once WAIT_WATCHERS on another file: 'trigger → all \
+     acknowledged' runs from before the trigger to the wait's return. The proxy writes 1 to N \
+     eventfds; each watcher reads its eventfd and decrements a shared counter, the last one \
+     writing a done eventfd the benchmark blocks on. Daemon CPU is the growth of the serving \
+     process's threads' schedstat run time over trigger → wait returns, divided by N. Rounds \
+     start once every watcher is asleep again (and for device reads once the daemon holds N).",
+    "Figures taken on a shared or loaded machine are provisional.",
 ];
+
+/// How much to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Size {
+    Full,
+    Quick,
+    Smoke,
+}
 
 /// Iteration counts.
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +103,18 @@ struct Plan {
     /// Probe batches, and loads per batch.
     probe_batches: usize,
     probe_per: usize,
-    /// Whether this is the quick plan.
-    quick: bool,
+    /// Runs of the nonblocking device read for its placement (p90 against same-vCPU median).
+    placement_runs: usize,
+    /// Fan-out sizes.
+    fanout: &'static [usize],
+    /// Full, quick or smoke.
+    size: Size,
+    /// Only the fan-out.
+    fanout_only: bool,
 }
 
 impl Plan {
-    fn new(quick: bool) -> Plan {
+    fn new(size: Size, fanout_only: bool) -> Plan {
         let full = Plan {
             syscall: 200_000,
             fuse: 50_000,
@@ -74,19 +122,44 @@ impl Plan {
             slow: 2_000,
             probe_batches: 20_000,
             probe_per: 4_096,
-            quick: false,
+            placement_runs: 5,
+            fanout: &[1, 100, 1_000, 10_000],
+            size,
+            fanout_only,
         };
-        if !quick {
-            return full;
-        }
+        let divisor = match size {
+            Size::Full => return full,
+            Size::Quick => 10,
+            Size::Smoke => 100,
+        };
         Plan {
-            syscall: full.syscall / 10,
-            fuse: full.fuse / 10,
-            wake: full.wake / 10,
-            slow: full.slow / 10,
-            probe_batches: full.probe_batches / 10,
-            quick: true,
+            syscall: full.syscall / divisor,
+            fuse: full.fuse / divisor,
+            wake: full.wake / divisor,
+            slow: full.slow / divisor,
+            probe_batches: full.probe_batches / divisor,
+            placement_runs: if size == Size::Smoke { 1 } else { 5 },
+            fanout: if size == Size::Smoke {
+                &[1, 100]
+            } else {
+                full.fanout
+            },
             ..full
+        }
+    }
+
+    /// Timed fan-out rounds for `n` watchers (one more, untimed, comes first).
+    fn fanout_rounds(self, n: usize) -> usize {
+        let full = match n {
+            0..=1 => 200,
+            2..=100 => 40,
+            101..=1_000 => 15,
+            _ => 5,
+        };
+        match self.size {
+            Size::Full => full,
+            Size::Quick => (full / 4).max(3),
+            Size::Smoke => 3,
         }
     }
 }
@@ -113,29 +186,60 @@ fn point_harness_at_our_binaries() {
     unsafe { std::env::set_var("SYSGENID_BIN_DIR", dir) };
 }
 
-fn main() {
-    point_harness_at_our_binaries();
-    let (mut quick, mut json) = (false, false);
-    for arg in std::env::args().skip(1) {
+/// The command line.
+struct Args {
+    size: Size,
+    fanout_only: bool,
+    json: bool,
+    plots: Option<PathBuf>,
+}
+
+fn parse_args(args: &[String]) -> Args {
+    let mut parsed = Args {
+        size: Size::Full,
+        fanout_only: false,
+        json: false,
+        plots: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--quick" => quick = true,
-            "--json" => json = true,
+            "--quick" => parsed.size = Size::Quick,
+            "--smoke" => parsed.size = Size::Smoke,
+            "--fanout-only" => parsed.fanout_only = true,
+            "--json" => parsed.json = true,
+            "--plots" => match args.next() {
+                Some(dir) => parsed.plots = Some(PathBuf::from(dir)),
+                None => usage_error("--plots needs a directory"),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
-                return;
+                std::process::exit(0);
             }
-            other => {
-                eprintln!("sysgenid-bench: unknown argument {other:?}\n{USAGE}");
-                std::process::exit(2);
-            }
+            other => usage_error(&format!("unknown argument {other:?}")),
         }
     }
+    parsed
+}
+
+fn usage_error(what: &str) -> ! {
+    eprintln!("sysgenid-bench: {what}\n{USAGE}");
+    std::process::exit(2);
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--watcher") {
+        watcher::main(&argv[1..]);
+    }
+    point_harness_at_our_binaries();
+    let args = parse_args(&argv);
     if !rustix::process::geteuid().is_root() {
         eprintln!("sysgenid-bench: run as root: it mounts FUSE file systems with mount(2)");
         std::process::exit(1);
     }
     let started = Instant::now();
-    let plan = Plan::new(quick);
+    let plan = Plan::new(args.size, args.fanout_only);
     let mut report = Report::default();
     run(plan, &mut report);
     report.facts.insert(0, ("command", facts::command_line()));
@@ -147,7 +251,11 @@ fn main() {
         "run time",
         format!("{:.1} s", started.elapsed().as_secs_f64()),
     ));
-    if json {
+    if let Some(dir) = &args.plots {
+        plot::write(dir, &report, &report.fanout).expect("write the plots");
+        progress(&format!("plots written to {}", dir.display()));
+    }
+    if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report.to_json()).expect("JSON")
@@ -159,11 +267,21 @@ fn main() {
 
 fn run(plan: Plan, report: &mut Report) {
     describe_plan(plan, report);
+    if !plan.fanout_only {
+        run_per_call(plan, report);
+    }
+    report.fanout = measure_fanout(plan, report);
+    report.goals = goals::of(report);
+    report.notes.extend(NOTES.iter().map(|n| (*n).to_owned()));
+}
+
+fn run_per_call(plan: Plan, report: &mut Report) {
     let mut calls = CallBaselines::measure(plan);
     let mut floor = FloorSamples::measure(plan, report);
 
     let fast = start_daemon_a(report);
     add_per_call_rows(plan, &fast, &mut calls, &mut floor, report);
+    add_read_placement_runs(plan, &fast, report);
 
     progress("eventfd wakeups");
     let (n, w) = (plan.wake, warmup(plan.wake));
@@ -193,7 +311,7 @@ fn run(plan: Plan, report: &mut Report) {
     );
     add_trigger_rows(
         &mut efd_wake,
-        &mut floor.ioctl,
+        &mut floor,
         &mut fast_triggers,
         &mut slow_triggers,
         report,
@@ -201,7 +319,39 @@ fn run(plan: Plan, report: &mut Report) {
     let fast_place = &fast_triggers.place;
     add_load_rows(&mut calls.mem, &mut page, devmap, fast_place, report);
     add_poll_rows(efd_poll, dev_poll, fast_place, report);
-    report.notes.extend(NOTES.iter().map(|n| (*n).to_owned()));
+}
+
+/// The fan-out at each size: eventfd proxy and device, watchers in read then in epoll, then the
+/// device alone with watchers in poll and in the Rust client, against a daemon of its own with
+/// its state on tmpfs.
+fn measure_fanout(plan: Plan, report: &mut Report) -> Vec<fanout::Point> {
+    let largest = plan.fanout.iter().copied().max().unwrap_or(1) as u64;
+    fanout::raise_open_files(largest + 4_096);
+    let served = Served::start(facts::tmpfs_dir().as_deref());
+    report.facts.push((
+        "fan-out daemon state dir",
+        format!("{} on {}", served.daemon.state_dir.display(), served.fs),
+    ));
+    let mut points = Vec::new();
+    for &n in plan.fanout {
+        let rounds = plan.fanout_rounds(n);
+        for mode in [Mode::Read, Mode::Epoll] {
+            progress(&format!(
+                "fan-out: {n} watchers in {}, eventfd proxy",
+                mode.name()
+            ));
+            points.push(fanout::eventfd_point(mode, n, 1, rounds));
+            progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
+            points.push(fanout::device_point(&served, mode, n, 1, rounds));
+        }
+        // The client's page lever, in one run: poll then read, against the Rust `Watcher`
+        // (poll, then the value from the page file).
+        for mode in [Mode::Poll, Mode::Client] {
+            progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
+            points.push(fanout::device_point(&served, mode, n, 1, rounds));
+        }
+    }
+    points
 }
 
 /// The facts saying how much this run measures and what timing itself costs.
@@ -210,14 +360,29 @@ fn describe_plan(plan: Plan, report: &mut Report) {
         "mode",
         format!(
             "{} (per-call ops: {} eventfd, {} FUSE; wakeups and triggers: {} on tmpfs, {} on the \
-             default temp dir; probe: {} batches of {} loads; warm-up 10% untimed)",
-            if plan.quick { "quick" } else { "full" },
+             default temp dir; probe: {} batches of {} loads; warm-up 10% untimed; fan-out N = \
+             {:?}, rounds {:?} after one untimed){}",
+            match plan.size {
+                Size::Full => "full",
+                Size::Quick => "quick",
+                Size::Smoke => "smoke",
+            },
             plan.syscall,
             plan.fuse,
             plan.wake,
             plan.slow,
             plan.probe_batches,
-            plan.probe_per
+            plan.probe_per,
+            plan.fanout,
+            plan.fanout
+                .iter()
+                .map(|&n| plan.fanout_rounds(n))
+                .collect::<Vec<_>>(),
+            if plan.fanout_only {
+                "; fan-out only"
+            } else {
+                ""
+            }
         ),
     ));
     let overhead = stats::timer_overhead(plan.syscall);
@@ -253,30 +418,48 @@ impl CallBaselines {
     }
 }
 
-/// Per-call samples of the minimal FUSE server.
+/// Per-call samples of the two minimal FUSE servers.
 struct FloorSamples {
-    read: Vec<f64>,
-    write: Vec<f64>,
-    ioctl: Vec<f64>,
+    read: Placed,
+    write: Placed,
+    ioctl: Placed,
+    fuser_read: Placed,
+    fuser_write: Placed,
+    fuser_ioctl: Placed,
 }
 
 impl FloorSamples {
     fn measure(plan: Plan, report: &mut Report) -> FloorSamples {
+        let (n, w) = (plan.fuse, warmup(plan.fuse));
         progress("minimal FUSE server: read, write, ioctl");
         let floor = fuse_floor::Floor::start();
-        let (n, w) = (plan.fuse, warmup(plan.fuse));
-        let samples = FloorSamples {
-            read: floor.reads(w, n),
-            write: floor.writes(w, n),
-            ioctl: floor.ioctls(w, n),
-        };
+        let server = fuse_floor::server_thread(floor.file());
+        let (read, write, ioctl) = (
+            fuse_floor::reads(floor.file(), &server, w, n),
+            fuse_floor::writes(floor.file(), &server, w, n),
+            fuse_floor::ioctls(floor.file(), &server, w, n),
+        );
         floor.stop();
+        progress("minimal fuser server: read, write, ioctl");
+        let fuser = fuser_floor::FuserFloor::start();
+        let server = fuse_floor::server_thread(fuser.file());
+        let samples = FloorSamples {
+            read,
+            write,
+            ioctl,
+            fuser_read: fuse_floor::reads(fuser.file(), &server, w, n),
+            fuser_write: fuse_floor::writes(fuser.file(), &server, w, n),
+            fuser_ioctl: fuse_floor::ioctls(fuser.file(), &server, w, n),
+        };
+        fuser.stop();
+        let tmp = std::env::temp_dir();
         report.facts.push((
-            "FUSE floor",
+            "FUSE floors",
             format!(
-                "a thread of this process, mounted on a file under {} ({})",
-                std::env::temp_dir().display(),
-                facts::fs_type(&std::env::temp_dir())
+                "our own (sysgenid-fuse, mounted on a file) and one on fuser 0.18 (mounted on a \
+                 directory), each one thread of this process, under {} ({})",
+                tmp.display(),
+                facts::fs_type(&tmp)
             ),
         ));
         samples
@@ -286,7 +469,7 @@ impl FloorSamples {
 /// Trigger calls and read wakeups against one daemon, and where its state lives.
 struct TriggerSamples {
     place: String,
-    trigger: Vec<f64>,
+    trigger: Placed,
     wake: Vec<f64>,
     fire: Vec<f64>,
 }
@@ -344,6 +527,20 @@ fn measure_daemon_b(plan: Plan, report: &mut Report) -> TriggerSamples {
     TriggerSamples::measure(&slow, w, n)
 }
 
+/// Adds a per-call row and its placement.
+fn add_placed(
+    report: &mut Report,
+    (section, id, short): (&'static str, &'static str, &str),
+    label: &str,
+    placed: &mut Placed,
+    vs: &[&'static str],
+) {
+    report
+        .placements
+        .push(Placement::of(id, label.to_owned(), placed));
+    report.add(section, id, short, label, &mut placed.samples, vs);
+}
+
 /// Measures daemon A's nonblocking reads and acks, then adds sections 1 and 2.
 fn add_per_call_rows(
     plan: Plan,
@@ -365,22 +562,25 @@ fn add_per_call_rows(
         &mut calls.efd_read,
         &[],
     );
-    report.add(
-        S1,
-        "floor.read",
-        "FUSE floor",
-        "minimal FUSE read(2), 4 bytes (floor for FUSE)",
+    let floor_read = "minimal FUSE read(2), 4 bytes (floor for FUSE)";
+    add_placed(
+        report,
+        (S1, "floor.read", "FUSE floor"),
+        floor_read,
         &mut floor.read,
         &["efd.read"],
     );
-    report.add(
-        S1,
-        "dev.read",
-        "device",
-        "device read(2), O_NONBLOCK, up to date → EAGAIN",
-        &mut dev_read,
-        &["efd.read", "floor.read"],
+    let fuser_read = "minimal fuser read(2), 4 bytes (second floor)";
+    add_placed(
+        report,
+        (S1, "fuser.read", "fuser floor"),
+        fuser_read,
+        &mut floor.fuser_read,
+        &["efd.read"],
     );
+    let read = "device read(2), O_NONBLOCK, up to date → EAGAIN";
+    let vs = &["efd.read", "floor.read", "fuser.read"];
+    add_placed(report, (S1, "dev.read", "device"), read, &mut dev_read, vs);
     report.add(
         S2,
         "efd.write",
@@ -389,22 +589,38 @@ fn add_per_call_rows(
         &mut calls.efd_write,
         &[],
     );
-    report.add(
-        S2,
-        "floor.write",
-        "FUSE floor",
-        "minimal FUSE write(2), 4 bytes (floor for FUSE)",
+    let floor_write = "minimal FUSE write(2), 4 bytes (floor for FUSE)";
+    add_placed(
+        report,
+        (S2, "floor.write", "FUSE floor"),
+        floor_write,
         &mut floor.write,
         &["efd.write"],
     );
-    report.add(
-        S2,
-        "dev.ack",
-        "device",
-        "device write(2) of the current generation → 4",
-        &mut dev_ack,
-        &["efd.write", "floor.write"],
+    let fuser_write = "minimal fuser write(2), 4 bytes (second floor)";
+    add_placed(
+        report,
+        (S2, "fuser.write", "fuser floor"),
+        fuser_write,
+        &mut floor.fuser_write,
+        &["efd.write"],
     );
+    let ack = "device write(2) of the current generation → 4";
+    let vs = &["efd.write", "floor.write", "fuser.write"];
+    add_placed(report, (S2, "dev.ack", "device"), ack, &mut dev_ack, vs);
+}
+
+/// More runs of the nonblocking device read, for the mean of p90 against the same-vCPU median.
+fn add_read_placement_runs(plan: Plan, fast: &Served, report: &mut Report) {
+    let (n, w) = (plan.fuse, warmup(plan.fuse));
+    for run in 2..=plan.placement_runs {
+        progress(&format!("daemon A: nonblocking read, placement run {run}"));
+        let placed = device::nonblocking_reads(fast, w, n);
+        let label = format!("device read(2), O_NONBLOCK → EAGAIN, run {run}");
+        report
+            .placements
+            .push(Placement::of("dev.read.again", label, &placed));
+    }
 }
 
 /// Section 3, first part: a blocked reader woken by eventfd and by triggers.
@@ -449,7 +665,7 @@ fn add_wakeup_rows(
 /// Section 3, second part: the calls that wake (eventfd write, trigger) and a trigger alone.
 fn add_trigger_rows(
     efd: &mut WakeupSamples,
-    floor_ioctl: &mut [f64],
+    floor: &mut FloorSamples,
     fast: &mut TriggerSamples,
     slow: &mut TriggerSamples,
     report: &mut Report,
@@ -462,28 +678,33 @@ fn add_trigger_rows(
         &mut efd.fire,
         &[],
     );
-    report.add(
-        S3,
-        "floor.ioctl",
-        "FUSE floor ioctl",
-        "minimal FUSE ioctl(2), answered 0 (floor for FUSE)",
-        floor_ioctl,
+    let floor_ioctl = "minimal FUSE ioctl(2), answered 0 (floor for FUSE)";
+    let id = (S3, "floor.ioctl", "FUSE floor ioctl");
+    add_placed(report, id, floor_ioctl, &mut floor.ioctl, &["efd.fire"]);
+    let fuser_ioctl = "minimal fuser ioctl(2), answered 0 (second floor)";
+    let id = (S3, "fuser.ioctl", "fuser floor ioctl");
+    add_placed(
+        report,
+        id,
+        fuser_ioctl,
+        &mut floor.fuser_ioctl,
         &["efd.fire"],
     );
     for (daemon, trigger_id, fire_id) in [
         (fast, "dev.trigger.tmpfs", "dev.fire.tmpfs"),
         (slow, "dev.trigger.default", "dev.fire.default"),
     ] {
-        report.add(
-            S3,
-            trigger_id,
-            "trigger",
-            format!(
-                "TRIGGER_GEN_UPDATE, nobody blocked (state on {})",
-                daemon.place
-            ),
+        let label = format!(
+            "TRIGGER_GEN_UPDATE, nobody blocked (state on {})",
+            daemon.place
+        );
+        let vs = &["efd.fire", "floor.ioctl", "fuser.ioctl"];
+        add_placed(
+            report,
+            (S3, trigger_id, "trigger"),
+            &label,
             &mut daemon.trigger,
-            &["efd.fire", "floor.ioctl"],
+            vs,
         );
         report.add(
             S3,
@@ -494,7 +715,7 @@ fn add_trigger_rows(
                 daemon.place
             ),
             &mut daemon.fire,
-            &["efd.fire", "floor.ioctl"],
+            &["efd.fire", "floor.ioctl", "fuser.ioctl"],
         );
     }
 }

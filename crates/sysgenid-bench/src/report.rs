@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
+use crate::fanout::Point;
 use crate::stats::{Summary, fmt_ns};
+use crate::vcpu::Placement;
 
 /// The header line of the table.
 pub const HEADER: &str = "operation | median | p90 | p99 | mean | ratio to baseline";
@@ -22,6 +24,33 @@ pub struct Row {
     pub summary: Summary,
     /// Rows this one is compared with, by id.
     pub vs: Vec<&'static str>,
+    /// The distribution, at percentiles 0.25, 0.75, ... 99.75 (for plots).
+    pub quantiles: Vec<f64>,
+}
+
+/// Points of the distribution kept for plots.
+const QUANTILES: usize = 200;
+
+fn quantiles(sorted: &[f64]) -> Vec<f64> {
+    (0..QUANTILES)
+        .map(|k| {
+            let at = (k as f64 + 0.5) / QUANTILES as f64 * sorted.len() as f64;
+            sorted[(at as usize).min(sorted.len() - 1)]
+        })
+        .collect()
+}
+
+/// One line of the goals table.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    /// The figure.
+    pub figure: String,
+    /// The goal, as the issue states it.
+    pub goal: String,
+    /// What this run measured.
+    pub measured: String,
+    /// Whether this run meets it (`None` when not measured).
+    pub met: Option<bool>,
 }
 
 /// Everything one run produced.
@@ -33,6 +62,12 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Notes printed under the table.
     pub notes: Vec<String>,
+    /// Same- and cross-vCPU placement of per-call rows.
+    pub placements: Vec<Placement>,
+    /// The fan-out points.
+    pub fanout: Vec<Point>,
+    /// The issue's goals against this run.
+    pub goals: Vec<Goal>,
 }
 
 impl Report {
@@ -46,17 +81,20 @@ impl Report {
         samples: &mut [f64],
         vs: &[&'static str],
     ) {
+        let summary = Summary::of(samples);
         self.rows.push(Row {
             section,
             id,
             short: short.into(),
             label: label.into(),
-            summary: Summary::of(samples),
+            summary,
             vs: vs.to_vec(),
+            quantiles: quantiles(samples),
         });
     }
 
-    fn row(&self, id: &str) -> Option<&Row> {
+    /// The row with this id.
+    pub fn row(&self, id: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.id == id)
     }
 
@@ -102,25 +140,10 @@ impl Report {
             out.push_str(&format!("{key}: {value}\n"));
         }
         out.push('\n');
-        out.push_str(HEADER);
-        out.push_str("\n--- | ---: | ---: | ---: | ---: | ---\n");
-        let mut section = "";
-        for row in &self.rows {
-            if row.section != section {
-                section = row.section;
-                out.push_str(&format!("**{section}** | | | | |\n"));
-            }
-            let s = &row.summary;
-            out.push_str(&format!(
-                "{} | {} | {} | {} | {} | {}\n",
-                row.label,
-                fmt_ns(s.median),
-                fmt_ns(s.p90),
-                fmt_ns(s.p99),
-                fmt_ns(s.mean),
-                self.ratio_cell(row)
-            ));
-        }
+        out.push_str(&self.rows_markdown());
+        out.push_str(&self.placement_markdown());
+        out.push_str(&self.fanout_markdown());
+        out.push_str(&self.goals_markdown());
         if !self.notes.is_empty() {
             out.push('\n');
             for note in &self.notes {
@@ -161,11 +184,171 @@ impl Report {
                 })
             })
             .collect();
-        json!({ "facts": facts, "rows": rows, "notes": self.notes })
+        json!({
+            "facts": facts,
+            "rows": rows,
+            "placements": self.placements.iter().map(placement_json).collect::<Vec<_>>(),
+            "fanout": self.fanout.iter().map(point_json).collect::<Vec<_>>(),
+            "goals": self.goals.iter().map(|g| json!({
+                "figure": g.figure, "goal": g.goal, "measured": g.measured, "met": g.met,
+            })).collect::<Vec<_>>(),
+            "notes": self.notes,
+        })
     }
 }
 
-fn fmt_ratio(r: f64) -> String {
+impl Report {
+    fn rows_markdown(&self) -> String {
+        if self.rows.is_empty() {
+            return String::new();
+        }
+        let mut out = format!("{HEADER}\n--- | ---: | ---: | ---: | ---: | ---\n");
+        let mut section = "";
+        for row in &self.rows {
+            if row.section != section {
+                section = row.section;
+                out.push_str(&format!("**{section}** | | | | |\n"));
+            }
+            let s = &row.summary;
+            out.push_str(&format!(
+                "{} | {} | {} | {} | {} | {}\n",
+                row.label,
+                fmt_ns(s.median),
+                fmt_ns(s.p90),
+                fmt_ns(s.p99),
+                fmt_ns(s.mean),
+                self.ratio_cell(row)
+            ));
+        }
+        out
+    }
+
+    fn placement_markdown(&self) -> String {
+        if self.placements.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\n**6. vCPU placement of per-call rows** (caller against serving thread; a median \
+             needs 20 calls and 1% of the row)\n\n\
+             operation | calls | same vCPU (calls) | same-vCPU median | cross-vCPU median | p90 (all) \
+             | p90 / same-vCPU median\n--- | ---: | ---: | ---: | ---: | ---: | ---:\n",
+        );
+        for p in &self.placements {
+            out.push_str(&p.markdown_row());
+            out.push('\n');
+        }
+        out
+    }
+
+    fn fanout_markdown(&self) -> String {
+        if self.fanout.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\n**7. fan-out: N tracked watchers, one trigger, all acknowledged** (medians; \
+             p90 in brackets)\n\nN | watchers wait in | what | rounds | trigger call | \
+             trigger → all acknowledged | ratio to eventfd | daemon CPU per watcher\n\
+             ---: | --- | --- | ---: | ---: | ---: | ---: | ---:\n",
+        );
+        for p in &self.fanout {
+            let proxy = self.fanout.iter().find(|q| {
+                q.n == p.n && q.mode == p.mode && q.kind == crate::watcher::Kind::Eventfd
+            });
+            let ratio = match proxy {
+                _ if p.kind == crate::watcher::Kind::Eventfd => "1 (baseline)".to_owned(),
+                Some(q) => fmt_ratio(median(&p.all_acked) / median(&q.all_acked)),
+                None => "—".to_owned(),
+            };
+            let cpu = if p.cpu_per_watcher.is_empty() {
+                "—".to_owned()
+            } else {
+                fmt_ns(median(&p.cpu_per_watcher))
+            };
+            out.push_str(&format!(
+                "{} | {} | {} | {} | {} ({}) | {} ({}) | {} | {}\n",
+                p.n,
+                p.mode.name(),
+                p.kind.name(),
+                p.all_acked.len(),
+                fmt_ns(median(&p.trigger)),
+                fmt_ns(p90(&p.trigger)),
+                fmt_ns(median(&p.all_acked)),
+                fmt_ns(p90(&p.all_acked)),
+                ratio,
+                cpu
+            ));
+        }
+        out
+    }
+
+    fn goals_markdown(&self) -> String {
+        if self.goals.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\n**Goals of issue 13 against this run**\n\nfigure | goal | this run | met\n\
+             --- | --- | --- | ---\n",
+        );
+        for g in &self.goals {
+            let met = match g.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "not measured",
+            };
+            out.push_str(&format!(
+                "{} | {} | {} | {met}\n",
+                g.figure, g.goal, g.measured
+            ));
+        }
+        out
+    }
+}
+
+/// Median of unsorted samples (0 when there are none).
+pub fn median(samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    Summary::of(&mut samples.to_vec()).median
+}
+
+fn p90(samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    Summary::of(&mut samples.to_vec()).p90
+}
+
+fn placement_json(p: &Placement) -> Value {
+    json!({
+        "id": p.id,
+        "operation": p.label,
+        "calls": p.calls,
+        "same_vcpu_calls": p.same_calls,
+        "same_vcpu_share": p.same_share,
+        "same_vcpu_median_ns": p.same.map(|s| s.median),
+        "cross_vcpu_median_ns": p.cross.map(|s| s.median),
+        "p90_ns": p.p90,
+        "p90_over_same_vcpu_median": p.p90_over_same(),
+    })
+}
+
+fn point_json(p: &Point) -> Value {
+    json!({
+        "n": p.n,
+        "kind": p.kind.name(),
+        "mode": p.mode.name(),
+        "rounds": p.all_acked.len(),
+        "trigger_median_ns": median(&p.trigger),
+        "all_acked_median_ns": median(&p.all_acked),
+        "all_acked_p90_ns": p90(&p.all_acked),
+        "cpu_per_watcher_median_ns": (!p.cpu_per_watcher.is_empty())
+            .then(|| median(&p.cpu_per_watcher)),
+    })
+}
+
+/// A ratio with two or three significant digits and a `×`.
+pub fn fmt_ratio(r: f64) -> String {
     if r >= 100.0 {
         format!("{r:.0}×")
     } else if r >= 10.0 {

@@ -1,0 +1,335 @@
+//! The fan-out: N tracked watchers in helper processes, one trigger, every one acknowledged.
+//!
+//! Watchers run in up to 100 processes (N/100 files each; fewer processes when N < 100), see
+//! [`crate::watcher`]. A device round: the benchmark calls `TRIGGER_GEN_UPDATE` on an untracked
+//! file, then acks the new generation (from the page file) on another and at once calls
+//! `WAIT_WATCHERS` on it (an outdated file may not wait), and times the trigger call and trigger →
+//! `WAIT_WATCHERS` returns. The daemon's CPU time over the same span (the sum of `schedstat` run
+//! times of every thread of the serving process) is divided by N. An eventfd round: the
+//! benchmark writes 1 to each of the N eventfds, then blocks reading a `done` eventfd that the
+//! last watcher to acknowledge writes. Between rounds the benchmark waits until every watcher
+//! has acknowledged and sleeps again (and, for device reads, until the daemon holds N reads).
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rustix::event::{EventfdFlags, eventfd};
+use rustix::io::FdFlags;
+use sysgenid_e2e::DevFile;
+
+use crate::device::{PageMap, Served};
+use crate::shared::Shared;
+use crate::watcher::{Kind, Mode};
+
+/// Most watcher processes in one fan-out.
+const MAX_PROCESSES: usize = 100;
+/// How long a round may take before the benchmark gives up.
+const ROUND_LIMIT: Duration = Duration::from_secs(120);
+/// `WAIT_WATCHERS` timeout, in milliseconds.
+const WAIT_MS: u64 = 120_000;
+
+/// The figures of one fan-out configuration, in nanoseconds per round.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Device or eventfd.
+    pub kind: Kind,
+    /// Blocked in read or in epoll.
+    pub mode: Mode,
+    /// Watchers.
+    pub n: usize,
+    /// The trigger call (device) or the N eventfd writes (proxy).
+    pub trigger: Vec<f64>,
+    /// Trigger → every watcher acknowledged and the wait returned.
+    pub all_acked: Vec<f64>,
+    /// Daemon CPU time per watcher over trigger → wait returns (device only).
+    pub cpu_per_watcher: Vec<f64>,
+}
+
+/// Running watcher processes and what the benchmark keeps of them.
+struct Watchers {
+    children: Vec<(Child, ChildStdin)>,
+    /// The proxy's eventfds, taken from the watchers with `pidfd_getfd`.
+    eventfds: Vec<OwnedFd>,
+    shared: Shared,
+    done: OwnedFd,
+    n: usize,
+}
+
+/// How many files each watcher process opens.
+fn split(n: usize) -> Vec<usize> {
+    let processes = n.clamp(1, MAX_PROCESSES);
+    (0..processes)
+        .map(|i| n / processes + usize::from(i < n % processes))
+        .collect()
+}
+
+fn set_inherited(fd: &OwnedFd, inherited: bool) {
+    let flags = if inherited {
+        FdFlags::empty()
+    } else {
+        FdFlags::CLOEXEC
+    };
+    rustix::io::fcntl_setfd(fd, flags).expect("fcntl F_SETFD");
+}
+
+impl Watchers {
+    fn spawn(kind: Kind, mode: Mode, n: usize, device: &Path, state_dir: &Path) -> Watchers {
+        let shared_fd = Shared::create();
+        let shared = Shared::map(&shared_fd);
+        let done = eventfd(0, EventfdFlags::CLOEXEC).expect("eventfd");
+        let exe = std::env::current_exe().expect("current exe");
+        // Only the watchers inherit these two; nothing else spawns meanwhile.
+        set_inherited(&shared_fd, true);
+        set_inherited(&done, true);
+        let mut children = Vec::new();
+        for count in split(n) {
+            let mut child = Command::new(&exe)
+                .arg("--watcher")
+                .args([kind.name(), mode.name()])
+                .arg(count.to_string())
+                .arg(shared_fd.as_raw_fd().to_string())
+                .arg(done.as_raw_fd().to_string())
+                .arg(device)
+                .arg(state_dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn a watcher process");
+            let stdin = child.stdin.take().expect("stdin");
+            children.push((child, stdin));
+        }
+        set_inherited(&shared_fd, false);
+        set_inherited(&done, false);
+        let mut watchers = Watchers {
+            children,
+            eventfds: Vec::new(),
+            shared,
+            done,
+            n,
+        };
+        watchers.collect_ready(kind);
+        watchers
+    }
+
+    /// Reads each watcher's `ready` line; for the proxy, takes a copy of each of its eventfds.
+    fn collect_ready(&mut self, kind: Kind) {
+        for (child, _) in &mut self.children {
+            let stdout = child.stdout.take().expect("stdout");
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("watcher ready line");
+            let fds = line
+                .strip_prefix("ready")
+                .unwrap_or_else(|| panic!("watcher said {line:?}"));
+            if kind != Kind::Eventfd {
+                continue;
+            }
+            let pid = rustix::process::Pid::from_child(child);
+            let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                .expect("pidfd_open");
+            for fd in fds.split_whitespace() {
+                let fd = fd.parse().expect("fd number");
+                let ours = rustix::process::pidfd_getfd(
+                    &pidfd,
+                    fd,
+                    rustix::process::PidfdGetfdFlags::empty(),
+                )
+                .expect("pidfd_getfd");
+                self.eventfds.push(ours);
+            }
+        }
+    }
+
+    /// Waits until every watcher acknowledged and sleeps again: `rearmed` reaches N, then
+    /// [`Watchers::wait_asleep`].
+    fn wait_rearmed(&self, mode: Mode, deadline: Instant) {
+        while self.shared.rearmed().load(Ordering::SeqCst) < self.n as u32 {
+            assert!(Instant::now() < deadline, "watchers did not acknowledge");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.wait_asleep(mode, deadline);
+    }
+
+    /// Waits until no thread of a watcher process runs, and in epoll mode none waits for the
+    /// daemon's answer to a poll.
+    fn wait_asleep(&self, mode: Mode, deadline: Instant) {
+        while self
+            .children
+            .iter()
+            .any(|(child, _)| !all_asleep(child.id(), mode))
+        {
+            assert!(Instant::now() < deadline, "watchers did not wait again");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn stop(self) {
+        assert_eq!(
+            self.shared.errors().load(Ordering::SeqCst),
+            0,
+            "a watcher saw a generation that did not grow"
+        );
+        drop(self.eventfds);
+        for (mut child, stdin) in self.children {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether every thread of `pid` sleeps: none in state `R`, and unless in read mode, none in a
+/// FUSE request (an epoll thread re-polling its files).
+fn all_asleep(pid: u32, mode: Mode) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state == Some('R') {
+            return false;
+        }
+        mode == Mode::Read
+            || !std::fs::read_to_string(task.path().join("wchan"))
+                .unwrap_or_default()
+                .contains("request_wait_answer")
+    })
+}
+
+/// CPU time of every thread of `pid` so far, in nanoseconds (`/proc/<pid>/task/*/schedstat`).
+pub fn process_cpu_ns(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Runs `warmup + rounds` device rounds with `n` watchers waiting in `mode`.
+pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
+    let device = &served.daemon.device;
+    let trigger = DevFile::rw(device);
+    let waiter = DevFile::rw(device);
+    let page = PageMap::page_file(served);
+    let state_dir = &served.daemon.state_dir;
+    let watchers = Watchers::spawn(Kind::Device, mode, n, device, state_dir);
+    let serving = served.daemon.serving_pid();
+    let mut point = Point::new(Kind::Device, mode, n);
+    wait_armed(served, &watchers, mode, true, Instant::now() + ROUND_LIMIT);
+    for round in 0..warmup + rounds {
+        watchers.shared.rearmed().store(0, Ordering::SeqCst);
+        let cpu0 = process_cpu_ns(serving);
+        let t0 = Instant::now();
+        assert_eq!(trigger.trigger(0), Ok(0), "trigger");
+        let t1 = Instant::now();
+        // A file that has not acked the new generation may not wait (EINTR): ack it first.
+        assert_eq!(
+            waiter.ack(page.generation()),
+            Ok(4),
+            "ack of the waiting file"
+        );
+        assert_eq!(waiter.wait_watchers(WAIT_MS), Ok(0), "WAIT_WATCHERS");
+        let t2 = Instant::now();
+        let cpu = process_cpu_ns(serving) - cpu0;
+        if round >= warmup {
+            point.trigger.push((t1 - t0).as_nanos() as f64);
+            point.all_acked.push((t2 - t0).as_nanos() as f64);
+            point.cpu_per_watcher.push(cpu / n as f64);
+        }
+        wait_armed(served, &watchers, mode, false, Instant::now() + ROUND_LIMIT);
+    }
+    watchers.stop();
+    wait_closed(served);
+    point
+}
+
+/// Device watchers are waiting again, and in read mode the daemon holds N reads.
+fn wait_armed(served: &Served, watchers: &Watchers, mode: Mode, first: bool, deadline: Instant) {
+    if first {
+        watchers.wait_asleep(mode, deadline);
+    } else {
+        watchers.wait_rearmed(mode, deadline);
+    }
+    if mode == Mode::Read {
+        while served.daemon.count("pending_reads") < watchers.n as u64 {
+            assert!(Instant::now() < deadline, "reads did not reach the daemon");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Waits until the daemon has seen the watchers' files closed.
+fn wait_closed(served: &Served) {
+    let deadline = Instant::now() + ROUND_LIMIT;
+    while served.daemon.count("tracked") > 0 {
+        assert!(Instant::now() < deadline, "watcher files were not released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `warmup + rounds` rounds of the eventfd proxy with `n` watchers waiting in `mode`.
+pub fn eventfd_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
+    let watchers = Watchers::spawn(Kind::Eventfd, mode, n, Path::new(""), Path::new(""));
+    let mut point = Point::new(Kind::Eventfd, mode, n);
+    let one = 1u64.to_ne_bytes();
+    let mut buf = [0u8; 8];
+    watchers.wait_asleep(mode, Instant::now() + ROUND_LIMIT);
+    for round in 0..warmup + rounds {
+        watchers.shared.rearmed().store(0, Ordering::SeqCst);
+        watchers
+            .shared
+            .acks_left()
+            .store(n as u32, Ordering::SeqCst);
+        let t0 = Instant::now();
+        for fd in &watchers.eventfds {
+            rustix::io::write(fd, &one).expect("eventfd write");
+        }
+        let t1 = Instant::now();
+        rustix::io::read(watchers.done.as_fd(), &mut buf).expect("read done");
+        let t2 = Instant::now();
+        if round >= warmup {
+            point.trigger.push((t1 - t0).as_nanos() as f64);
+            point.all_acked.push((t2 - t0).as_nanos() as f64);
+        }
+        watchers.wait_rearmed(mode, Instant::now() + ROUND_LIMIT);
+    }
+    watchers.stop();
+    point
+}
+
+impl Point {
+    fn new(kind: Kind, mode: Mode, n: usize) -> Point {
+        Point {
+            kind,
+            mode,
+            n,
+            trigger: Vec::new(),
+            all_acked: Vec::new(),
+            cpu_per_watcher: Vec::new(),
+        }
+    }
+}
+
+/// Lets this process and its watchers open `files` descriptors and more.
+pub fn raise_open_files(files: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_some_and(|c| c >= files) {
+        return;
+    }
+    let limit = Rlimit {
+        current: Some(files),
+        maximum: Some(now.maximum.map_or(files, |m| m.max(files))),
+    };
+    setrlimit(Resource::Nofile, limit).expect("raise RLIMIT_NOFILE (needs root)");
+}
