@@ -4,12 +4,19 @@
 //! serving process continues from it after a crash.
 //!
 //! Layout: a header region holding a [`Snapshot`] as JSON with its files and requests left out,
-//! then fixed 64-byte slots, one per open file or blocked request. Each write is one `pwrite`,
-//! which a dying process never leaves half done.
+//! then fixed 64-byte slots, one per open file or blocked request. A dying process never leaves
+//! a write half done: the header and a changed slot are each one `pwrite`; a new slot is written
+//! through a shared mapping with its kind byte last (until then it reads as free), and a freed
+//! slot is one byte store. The file grows in chunks, so a new slot rarely costs a syscall, and
+//! ten thousand readers woken by one bump cost ten thousand byte stores.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rustix::mm::{MapFlags, ProtFlags};
 
 use sysgenid_core::{Changes, Device, DeviceState, FileId, FileState, PendingState, PollHandle};
 use sysgenid_core::{RequestId, Time};
@@ -23,6 +30,8 @@ use crate::handover::{FuseState, Snapshot};
 const HEADER_LEN: u64 = 16 * 1024;
 /// Bytes per slot.
 const SLOT_LEN: u64 = 64;
+/// Slots the file grows by at least (16 KiB).
+const MIN_GROWTH: u64 = 256;
 /// The header's first bytes.
 const MAGIC: &[u8; 8] = b"SGIDSES1";
 
@@ -42,11 +51,65 @@ enum Key {
 #[derive(Debug)]
 pub struct Session {
     fd: OwnedFd,
+    map: SharedMap,
     slots: HashMap<Key, u64>,
     free: Vec<u64>,
     next_slot: u64,
     header: Vec<u8>,
 }
+
+/// The whole memfd mapped shared and writable.
+#[derive(Debug)]
+struct SharedMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl SharedMap {
+    fn new(fd: &OwnedFd, len: u64) -> io::Result<SharedMap> {
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        // SAFETY: a fresh shared mapping of the memfd at an address the kernel picks; the file
+        // is at least `len` bytes long and only grows while mapped.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
+        Ok(SharedMap { ptr, len })
+    }
+
+    /// Writes `bytes` at `at`, the first byte last (a release store), so that a reader of the
+    /// file never finds the first byte set over a half-written rest.
+    fn write_first_last(&self, at: u64, bytes: &[u8]) {
+        let at = usize::try_from(at).expect("in the mapping");
+        assert!(at + bytes.len() <= self.len && !bytes.is_empty());
+        // SAFETY: the range is inside the live mapping (checked above); only this process
+        // writes the session, from one thread, and nothing holds a reference into it.
+        unsafe {
+            let base = self.ptr.as_ptr().add(at);
+            std::ptr::copy_nonoverlapping(bytes[1..].as_ptr(), base.add(1), bytes.len() - 1);
+            AtomicU8::from_ptr(base).store(bytes[0], Ordering::Release);
+        }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `SharedMap::new` with this length and nothing
+        // refers into it any more.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+// SAFETY: the mapping is owned by this value alone; moving it to another thread moves the only
+// writer with it.
+unsafe impl Send for SharedMap {}
 
 /// Why a session cannot be continued from.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +128,7 @@ impl Session {
         let fd = rustix::fs::memfd_create("sysgenid-session", rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::fs::ftruncate(&fd, HEADER_LEN)?;
         Ok(Session {
+            map: SharedMap::new(&fd, HEADER_LEN)?,
             fd,
             slots: HashMap::new(),
             free: Vec::new(),
@@ -139,12 +203,12 @@ impl Session {
                     Some(slot) => slot,
                     None => self.grow()?,
                 };
-                write_all_at(&self.fd, &bytes, offset(slot))?;
+                self.map.write_first_last(offset(slot), &bytes);
                 self.slots.insert(key, slot);
                 Ok(())
             }
             (None, Some(slot)) => {
-                write_all_at(&self.fd, &[FREE], offset(slot))?;
+                self.map.write_first_last(offset(slot), &[FREE]);
                 self.slots.remove(&key);
                 self.free.push(slot);
                 Ok(())
@@ -153,9 +217,15 @@ impl Session {
         }
     }
 
+    /// A slot never used yet; the file and its mapping grow by doubling when none is left.
     fn grow(&mut self) -> io::Result<u64> {
         let slot = self.next_slot;
-        rustix::fs::ftruncate(&self.fd, offset(slot + 1))?;
+        let capacity = (self.map.len as u64 - HEADER_LEN) / SLOT_LEN;
+        if slot >= capacity {
+            let len = offset((capacity * 2).max(MIN_GROWTH));
+            rustix::fs::ftruncate(&self.fd, len)?;
+            self.map = SharedMap::new(&self.fd, len)?;
+        }
         self.next_slot += 1;
         Ok(slot)
     }
@@ -171,14 +241,15 @@ impl Session {
         let mut head = vec![0u8; HEADER_LEN as usize];
         read_exact_at(&fd, &mut head, 0)?;
         if head[..8] == [0; 8] {
+            rustix::fs::ftruncate(&fd, HEADER_LEN).map_err(io::Error::from)?;
             let empty = Session {
+                map: SharedMap::new(&fd, HEADER_LEN)?,
                 fd,
                 slots: HashMap::new(),
                 free: Vec::new(),
                 next_slot: 0,
                 header: Vec::new(),
             };
-            rustix::fs::ftruncate(&empty.fd, HEADER_LEN).map_err(io::Error::from)?;
             return Ok((empty, None));
         }
         if &head[..8] != MAGIC {
@@ -191,6 +262,7 @@ impl Session {
         let mut snapshot: Snapshot = serde_json::from_slice(json)
             .map_err(|e| SessionError::Damaged(format!("header: {e}")))?;
         let mut session = Session {
+            map: SharedMap::new(&fd, len)?,
             fd,
             slots: HashMap::new(),
             free: Vec::new(),
@@ -419,6 +491,27 @@ mod tests {
             }) => id,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_new_slot_left_half_written_reads_as_free_and_the_file_grows_in_chunks() {
+        let mut device = Device::new(0);
+        let mut session = Session::create().unwrap();
+        let kept = opened(&mut device, 1, true);
+        sync(&mut session, &mut device);
+        session.write_header(&header(&device)).unwrap();
+        let size = |s: &Session| rustix::fs::fstat(&s.fd).unwrap().st_size as u64;
+        assert_eq!(size(&session), offset(MIN_GROWTH), "one chunk for the first slot");
+        // A process killed in the middle of writing slot 1: the body is there, the kind byte
+        // (written last) is not.
+        let mut body = file_slot(&device.file_state(kept).unwrap());
+        body[0] = FREE;
+        body[8..16].copy_from_slice(&77u64.to_le_bytes());
+        write_all_at(&session.fd, &body, offset(1)).unwrap();
+        let copy = rustix::io::dup(session.fd()).unwrap();
+        let (_, snapshot) = Session::open(copy).unwrap();
+        let files = snapshot.unwrap().device.files;
+        assert_eq!(files.iter().map(|f| f.id).collect::<Vec<_>>(), [kept]);
     }
 
     fn sync(session: &mut Session, device: &mut Device) {
