@@ -501,7 +501,11 @@ mod tests {
         sync(&mut session, &mut device);
         session.write_header(&header(&device)).unwrap();
         let size = |s: &Session| rustix::fs::fstat(&s.fd).unwrap().st_size as u64;
-        assert_eq!(size(&session), offset(MIN_GROWTH), "one chunk for the first slot");
+        assert_eq!(
+            size(&session),
+            offset(MIN_GROWTH),
+            "one chunk for the first slot"
+        );
         // A process killed in the middle of writing slot 1: the body is there, the kind byte
         // (written last) is not.
         let mut body = file_slot(&device.file_state(kept).unwrap());
