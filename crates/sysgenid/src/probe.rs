@@ -179,7 +179,7 @@ impl Drop for Probe {
 /// pass the checks of [`crate::trust`]: the directory and the file are root's or this user's
 /// and no one else may write them, and the file is one regular page (reached without following
 /// a link).
-pub(crate) fn open_page_file(path: &Path) -> Result<Option<Probe>> {
+fn open_page_file(path: &Path) -> Result<Option<Probe>> {
     let os = |e| Error::from_errno(Call::Map, e, path);
     let (dir_path, name) = match (path.parent(), path.file_name()) {
         (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => (dir, name),

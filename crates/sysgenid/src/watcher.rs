@@ -14,7 +14,7 @@ use sysgenid_abi::{
 
 use crate::error::{Call, Error, Result};
 use crate::paths::Paths;
-use crate::probe::{Probe, check_served, current_generation, open_page_file};
+use crate::probe::{check_served, current_generation};
 
 /// How long a watcher keeps trying to reopen the device after its daemon is gone, by default.
 pub const DEFAULT_REOPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,9 +98,7 @@ impl WatcherOptions {
 /// One open file of the device: wait for changes, acknowledge them, be tracked, wait for others,
 /// trigger.
 ///
-/// The file is opened `O_NONBLOCK | O_CLOEXEC`; [`Watcher::next_change`] waits in `poll(2)`
-/// and, once woken, takes the new value from the mapped page file (which shows a bump before
-/// anyone is woken), saving a `read(2)` round trip to the daemon per change.
+/// The file is opened `O_NONBLOCK | O_CLOEXEC`; [`Watcher::next_change`] waits in `poll(2)`.
 /// The fd is exposed ([`AsFd`], [`AsRawFd`]) for any poll loop: it is readable while a change is
 /// unacknowledged.
 ///
@@ -151,9 +149,6 @@ pub struct Watcher {
     reopens: u64,
     /// The file's daemon is gone and it has not been reopened yet.
     pub(crate) disconnected: bool,
-    /// The page file, mapped: after a wakeup, the new value is read here rather than with one
-    /// more call to the daemon (the page shows a bump before anyone is woken).
-    page: Option<Probe>,
 }
 
 impl Watcher {
@@ -168,11 +163,7 @@ impl Watcher {
         if options.tracking {
             ioctl(&fd, Call::SetTracking, paths.device(), 1)?;
         }
-        let page = open_page_file(&paths.page_file()).ok().flatten();
-        let last_seen = match &page {
-            Some(page) => Some(page.generation()),
-            None => current_generation(paths),
-        };
+        let last_seen = current_generation(paths);
         Ok(Watcher {
             fd,
             paths: paths.clone(),
@@ -183,7 +174,6 @@ impl Watcher {
             reopened: false,
             reopens: 0,
             disconnected: false,
-            page,
         })
     }
 
@@ -219,26 +209,11 @@ impl Watcher {
     /// Signals do not end the wait: `EINTR` is retried.
     pub fn next_change(&mut self) -> Result<Change> {
         loop {
-            if let Some(change) = self.take_pending() {
-                return Ok(change);
-            }
-            if self.wait_readable(None)? == Readiness::Outdated
-                && let Some(change) = self.change_on_page()
-            {
-                return Ok(change);
-            }
             if let Some(change) = self.try_read()? {
                 return Ok(change);
             }
+            self.wait_readable(None)?;
         }
-    }
-
-    /// After `poll` said the file is outdated: the page file's value, if it differs from the
-    /// last one seen. Equal (the change was seen and not acknowledged, or the page file lags
-    /// behind a degraded daemon) leaves it to `read`.
-    fn change_on_page(&mut self) -> Option<Change> {
-        let now = self.page.as_ref()?.generation();
-        (self.last_seen != Some(now)).then(|| self.change(now))
     }
 
     /// The new generation if this file is outdated, `Ok(None)` if it is up to date. Never
@@ -527,7 +502,7 @@ impl Watcher {
 
     /// Waits in `poll(2)` until the file is readable (outdated) or in error (daemon gone), or
     /// `timeout` passes. Signals are retried.
-    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> Result<Readiness> {
+    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool> {
         let forever = Timespec {
             tv_sec: i64::MAX,
             tv_nsec: 0,
@@ -536,18 +511,15 @@ impl Watcher {
         loop {
             let mut fds = [PollFd::new(&self.fd, PollFlags::IN | PollFlags::RDNORM)];
             match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Ok(Readiness::TimedOut),
+                Ok(0) => return Ok(false),
                 Ok(_) => {
                     let revents = fds[0].revents();
-                    if revents.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
-                        return Ok(Readiness::Error);
-                    }
                     if !revents.intersects(PollFlags::IN | PollFlags::RDNORM) {
-                        // Neither data nor error: pause so that it cannot spin.
+                        // POLLERR without data: usually the daemon is gone, and the next read
+                        // says so. Pause so that a lasting error cannot spin.
                         std::thread::sleep(Duration::from_millis(10));
-                        return Ok(Readiness::Error);
                     }
-                    return Ok(Readiness::Outdated);
+                    return Ok(true);
                 }
                 Err(RawErrno::INTR) => continue,
                 Err(e) => return Err(Error::from_errno(Call::Poll, e, self.paths.device())),
@@ -729,15 +701,4 @@ pub fn trigger_at(paths: &Paths, min: Option<u32>) -> Result<()> {
         paths.device(),
         u64::from(min.unwrap_or(0)),
     )
-}
-
-/// What `poll(2)` said of the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Readiness {
-    /// Readable: a change is unacknowledged.
-    Outdated,
-    /// An error (usually the daemon is gone: the next call says so).
-    Error,
-    /// The timeout passed.
-    TimedOut,
 }

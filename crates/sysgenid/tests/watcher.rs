@@ -312,36 +312,3 @@ fn a_watcher_opened_by_a_process_lags_until_it_acks() {
     let raw = DevFile::rw_nonblock(&daemon.device);
     assert_eq!(raw.read(), Err(sysgenid_e2e::Errno::AGAIN));
 }
-
-/// `read(2)` calls this thread has made, from `/proc/thread-self/io` (`syscr`). Reading that
-/// file makes read calls of its own, which a caller measures and subtracts.
-fn reads_so_far() -> u64 {
-    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
-    io.lines()
-        .find_map(|l| l.strip_prefix("syscr: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-#[test]
-fn after_a_wakeup_next_change_takes_the_value_from_the_page_with_no_read() {
-    let daemon = Daemon::start();
-    let paths = paths(&daemon);
-    let mut watcher = Watcher::open(&paths).unwrap();
-    let (a, b) = (reads_so_far(), reads_so_far());
-    let sampling = b - a;
-    trigger_from_another_process(&daemon, 0);
-    let before = reads_so_far();
-    let change = watcher.next_change().unwrap();
-    let reads = reads_so_far() - before - sampling;
-    assert_eq!(change.generation, 1);
-    assert_eq!(reads, 0, "poll said it changed; the page said to what");
-    // Unacknowledged, the same change comes again: the page shows nothing new, so `read` asks.
-    let before = reads_so_far();
-    assert_eq!(watcher.next_change().unwrap().generation, 1);
-    assert_eq!(reads_so_far() - before - sampling, 1);
-    watcher.ack(1).unwrap();
-    assert_eq!(watcher.try_read().unwrap(), None);
-}
