@@ -396,10 +396,13 @@ impl Dispatcher {
         }
     }
 
-    /// Puts the page of the current generation into every device mapping again.
+    /// Puts the page of the current generation into every device mapping again. It holds the
+    /// core's later actions like a bump's store: a bump published meanwhile would otherwise
+    /// leave an older store in flight behind a newer value, which a successor, answering the
+    /// page fill that store waits on, would show before the older store lands.
     fn store_current_page(&mut self) {
         let (generation, id) = (self.device.generation(), self.device.generation_id());
-        self.store_device_page(generation, id, false);
+        self.store_device_page(generation, id, true);
     }
 
     /// Puts the page of `generation` and `id` into every device mapping; `of_a_bump` holds the

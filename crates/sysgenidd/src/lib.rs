@@ -120,7 +120,9 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 pub fn run(config: &Config) -> Result<(), DaemonError> {
     let link = keeper::Link::from_env().map_err(setup("reaching the keeper"))?;
     let result = run_linked(config, link.as_ref());
-    if let Some(link) = &link {
+    // Only a stop, a handover or a lost connection: after an error the keeper judges the end
+    // as a crash, a thread still asleep in the kernel included.
+    if let (Some(link), Ok(()) | Err(DaemonError::Unmounted)) = (&link, &result) {
         link.ending();
     }
     result

@@ -123,7 +123,9 @@ pub fn still_served(config: &Config, fuse: &OwnedFd) -> bool {
     };
     let ended = rustix::event::poll(&mut fds, Some(&now)).is_ok()
         && fds[0].revents().contains(PollFlags::ERR);
-    let mounted = crate::mount_watch::is_mounted(&config.device).unwrap_or(false);
+    // A table that cannot be read says nothing: mounting anew over a live mount would stat
+    // it, and wait for this very process to answer.
+    let mounted = crate::mount_watch::is_mounted(&config.device).unwrap_or(true);
     if ended || !mounted {
         tracing::warn!(
             ended,

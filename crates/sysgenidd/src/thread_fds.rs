@@ -13,9 +13,23 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// The caller must not use, in this thread, any descriptor it did not name: those numbers are
 /// closed here (though still open for every other thread).
 pub fn keep_only(keep: &[BorrowedFd<'_>]) -> io::Result<()> {
+    unshare_files()?;
+    let kept = kept_numbers(keep);
+    match close_all_but(&kept) {
+        Ok(()) => Ok(()),
+        // No close_range(2) (before Linux 5.9, or a filter without it): one at a time.
+        Err(_) => close_listed_but(&kept),
+    }
+}
+
+fn unshare_files() -> io::Result<()> {
     // SAFETY: unsharing the table affects this thread alone; other threads keep the shared
-    // table. The caller uses no descriptor here but those it keeps (see the doc comment).
+    // table. The caller of `keep_only` uses no descriptor here but those it keeps.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) }?;
+    Ok(())
+}
+
+fn kept_numbers(keep: &[BorrowedFd<'_>]) -> Vec<u32> {
     let mut kept: Vec<u32> = keep
         .iter()
         .filter_map(|fd| u32::try_from(fd.as_raw_fd()).ok())
@@ -23,14 +37,33 @@ pub fn keep_only(keep: &[BorrowedFd<'_>]) -> io::Result<()> {
         .collect();
     kept.sort_unstable();
     kept.dedup();
+    kept
+}
+
+fn close_all_but(kept: &[u32]) -> io::Result<()> {
     let mut first = 0u32;
-    for fd in kept {
+    for &fd in kept {
         if fd > first {
             close_range(first, fd - 1)?;
         }
         first = fd + 1;
     }
     close_range(first, u32::MAX)
+}
+
+/// Closes every descriptor `/proc/thread-self/fd` lists but `kept`, in this thread's table.
+fn close_listed_but(kept: &[u32]) -> io::Result<()> {
+    let open: Vec<u32> = std::fs::read_dir("/proc/thread-self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| !kept.contains(fd)) {
+        let Ok(raw) = i32::try_from(fd) else { continue };
+        // SAFETY: a descriptor of this thread's private table (after unshare), which this
+        // thread does not use again; the listing's own descriptor is closed already, and
+        // closing a number no longer open fails harmlessly.
+        let _ = unsafe { libc::close(raw) };
+    }
+    Ok(())
 }
 
 fn close_range(first: u32, last: u32) -> io::Result<()> {
@@ -65,6 +98,28 @@ mod tests {
             .unwrap()
         });
         assert_eq!(open_here, (true, false));
+        assert!(
+            rustix::io::fcntl_getfd(other.as_fd()).is_ok(),
+            "still open here"
+        );
+    }
+
+    #[test]
+    fn without_close_range_the_listed_descriptors_are_closed_one_at_a_time() {
+        let kept = std::fs::File::open("/proc/self/stat").unwrap();
+        let other = std::fs::File::open("/proc/self/status").unwrap();
+        let (kept_raw, other_raw) = (kept.as_raw_fd(), other.as_raw_fd());
+        let open_here = std::thread::scope(|s| {
+            s.spawn(|| {
+                unshare_files().unwrap();
+                close_listed_but(&kept_numbers(&[kept.as_fd()])).unwrap();
+                let open = |fd| rustix::io::fcntl_getfd(unsafe_borrow(fd)).is_ok();
+                (open(kept_raw), open(other_raw), open(2))
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(open_here, (true, false, true));
         assert!(
             rustix::io::fcntl_getfd(other.as_fd()).is_ok(),
             "still open here"
