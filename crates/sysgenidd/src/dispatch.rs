@@ -802,7 +802,14 @@ mod tests {
         written_then_stored.extend(store.clone());
         assert_eq!(rig.journal.take_sent(), written_then_stored);
 
-        // The bump's store is written first; the writeback's, still in flight, holds nothing.
+        // The bump's store is written first; the writeback's, still in flight, holds what
+        // follows too (a store in flight never falls behind a newer value).
+        rig.dispatcher.on_message(Message::DeviceStored);
+        assert_eq!(
+            rig.journal.take(),
+            [],
+            "the writeback's store is still in flight"
+        );
         rig.dispatcher.on_message(Message::DeviceStored);
         let effects = rig.journal.take();
         assert!(
