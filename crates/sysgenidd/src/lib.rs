@@ -23,6 +23,7 @@ pub mod page;
 pub mod restores;
 pub mod server;
 pub mod session;
+pub mod shared_map;
 pub mod start;
 pub mod state;
 pub mod state_dir;

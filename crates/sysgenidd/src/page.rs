@@ -8,13 +8,12 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-use rustix::mm::{MapFlags, ProtFlags};
 use sysgenid_abi::{GenerationId, PAGE_FILE_NAME, PAGE_HEAD_WORDS, PAGE_SIZE, encode_head};
 
+use crate::shared_map::SharedMap;
 use crate::state_dir::StateDir;
 
 /// The mode of the page file: readable by everyone, writable by no one but its owner's
@@ -25,12 +24,8 @@ pub const PAGE_FILE_MODE: u32 = 0o444;
 #[derive(Debug)]
 pub struct PageFile {
     path: PathBuf,
-    map: NonNull<u8>,
+    map: SharedMap,
 }
-
-// SAFETY: the mapping is only ever accessed through atomic operations on its head words and
-// lives until `drop`; nothing ties it to one thread.
-unsafe impl Send for PageFile {}
 
 impl PageFile {
     /// Opens the page file of `dir`, creating it whole if it is missing or not a whole page,
@@ -61,22 +56,9 @@ impl PageFile {
     }
 
     fn map(path: &Path, file: &File) -> io::Result<PageFile> {
-        // SAFETY: a fresh shared mapping of a file we hold open, at an address the kernel picks;
-        // the file is exactly one page long, so every byte of the mapping is backed.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                PAGE_SIZE,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                file,
-                0,
-            )
-        }?;
-        let map = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
         Ok(PageFile {
             path: path.to_owned(),
-            map,
+            map: SharedMap::new(file, PAGE_SIZE as u64)?,
         })
     }
 
@@ -84,7 +66,13 @@ impl PageFile {
         // SAFETY: the start of a page-aligned mapping of PAGE_SIZE bytes is aligned for `u32`
         // and holds the PAGE_HEAD_WORDS words; the mapping lives as long as `self`; every access
         // to these words (ours and other processes') is a single aligned load or store.
-        unsafe { &*self.map.as_ptr().cast::<[AtomicU32; PAGE_HEAD_WORDS]>() }
+        unsafe {
+            &*self
+                .map
+                .start()
+                .as_ptr()
+                .cast::<[AtomicU32; PAGE_HEAD_WORDS]>()
+        }
     }
 
     /// Publishes a new generation and its ID: the generation word with one atomic store, the
@@ -101,13 +89,6 @@ impl PageFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-impl Drop for PageFile {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in `map`, which nothing uses after drop.
-        let _ = unsafe { rustix::mm::munmap(self.map.as_ptr().cast(), PAGE_SIZE) };
     }
 }
 

@@ -13,10 +13,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
-
-use rustix::mm::{MapFlags, ProtFlags};
 
 use sysgenid_core::{Changes, Device, DeviceState, FileId, FileState, PendingState, PollHandle};
 use sysgenid_core::{RequestId, Time};
@@ -25,6 +21,7 @@ use sysgenid_fuse::Negotiated;
 
 use crate::effects::SessionStore;
 use crate::handover::{FuseState, Snapshot};
+use crate::shared_map::SharedMap;
 
 /// Bytes before the first slot.
 const HEADER_LEN: u64 = 16 * 1024;
@@ -57,59 +54,6 @@ pub struct Session {
     next_slot: u64,
     header: Vec<u8>,
 }
-
-/// The whole memfd mapped shared and writable.
-#[derive(Debug)]
-struct SharedMap {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl SharedMap {
-    fn new(fd: &OwnedFd, len: u64) -> io::Result<SharedMap> {
-        let len = usize::try_from(len).map_err(io::Error::other)?;
-        // SAFETY: a fresh shared mapping of the memfd at an address the kernel picks; the file
-        // is at least `len` bytes long and only grows while mapped.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }?;
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
-        Ok(SharedMap { ptr, len })
-    }
-
-    /// Writes `bytes` at `at`, the first byte last (a release store), so that a reader of the
-    /// file never finds the first byte set over a half-written rest.
-    fn write_first_last(&self, at: u64, bytes: &[u8]) {
-        let at = usize::try_from(at).expect("in the mapping");
-        assert!(at + bytes.len() <= self.len && !bytes.is_empty());
-        // SAFETY: the range is inside the live mapping (checked above); only this process
-        // writes the session, from one thread, and nothing holds a reference into it.
-        unsafe {
-            let base = self.ptr.as_ptr().add(at);
-            std::ptr::copy_nonoverlapping(bytes[1..].as_ptr(), base.add(1), bytes.len() - 1);
-            AtomicU8::from_ptr(base).store(bytes[0], Ordering::Release);
-        }
-    }
-}
-
-impl Drop for SharedMap {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was made by `SharedMap::new` with this length and nothing
-        // refers into it any more.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
-// SAFETY: the mapping is owned by this value alone; moving it to another thread moves the only
-// writer with it.
-unsafe impl Send for SharedMap {}
 
 /// Why a session cannot be continued from.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +164,7 @@ impl Session {
     /// A slot never used yet; the file and its mapping grow by doubling when none is left.
     fn grow(&mut self) -> io::Result<u64> {
         let slot = self.next_slot;
-        let capacity = (self.map.len as u64 - HEADER_LEN) / SLOT_LEN;
+        let capacity = (self.map.byte_len() as u64 - HEADER_LEN) / SLOT_LEN;
         if slot >= capacity {
             let len = offset((capacity * 2).max(MIN_GROWTH));
             rustix::fs::ftruncate(&self.fd, len)?;
