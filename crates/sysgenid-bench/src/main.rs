@@ -1,7 +1,7 @@
 //! `sysgenid-bench`: measures the device's per-call costs against baselines in the same run.
 //!
 //! Run as root (it mounts FUSE) from a release build: `target/release/sysgenid-bench
-//! [--quick | --smoke] [--fanout-only] [--json] [--plots DIR]`. It finds `sysgenidd` next to
+//! [--quick | --smoke] [--fanout-only] [--fanout N,..] [--json] [--plots DIR]`. It finds `sysgenidd` next to
 //! its own executable unless `SYSGENID_BIN_DIR` says otherwise. Figures are printed, never
 //! asserted. The same executable, run as `sysgenid-bench --watcher ...`, is a fan-out watcher.
 
@@ -31,13 +31,14 @@ use wakeup::WakeupSamples;
 use watcher::Mode;
 
 const USAGE: &str =
-    "usage: sysgenid-bench [--quick | --smoke] [--fanout-only] [--json] [--plots DIR]
+    "usage: sysgenid-bench [--quick | --smoke] [--fanout-only] [--fanout N,..] [--json] [--plots DIR]
 
 Measures, in one run, the device served by a real sysgenidd against eventfd and two minimal
 FUSE servers (our own and one on fuser), and prints median, p90, p99 and mean per operation with
 ratios of medians, the vCPU placement of per-call rows and the fan-out to N tracked watchers.
 Needs root. --quick takes about a tenth of the iterations; --smoke a few, with N = 1 and 100
 only (for CI: it checks that the benchmark runs); --fanout-only measures only the fan-out;
+--fanout N,.. takes the fan-out at these N only (for example 10000), in read and epoll only;
 --json prints JSON instead; --plots DIR writes fanout.svg and per-call.svg into DIR.";
 
 const S1: &str = "1. nonblocking read, up to date (EAGAIN), per call";
@@ -111,10 +112,13 @@ struct Plan {
     size: Size,
     /// Only the fan-out.
     fanout_only: bool,
+    /// The fan-out sizes were chosen on the command line: read and epoll only.
+    fanout_chosen: bool,
 }
 
 impl Plan {
-    fn new(size: Size, fanout_only: bool) -> Plan {
+    fn new(args: &Args) -> Plan {
+        let (size, fanout_only) = (args.size, args.fanout_only);
         let full = Plan {
             syscall: 200_000,
             fuse: 50_000,
@@ -126,7 +130,19 @@ impl Plan {
             fanout: &[1, 100, 1_000, 10_000],
             size,
             fanout_only,
+            fanout_chosen: false,
         };
+        if let Some(sizes) = &args.fanout {
+            let sizes: &'static [usize] = Box::leak(sizes.clone().into_boxed_slice());
+            return Plan {
+                fanout: sizes,
+                fanout_chosen: true,
+                ..Plan::new(&Args {
+                    fanout: None,
+                    ..args.clone()
+                })
+            };
+        }
         let divisor = match size {
             Size::Full => return full,
             Size::Quick => 10,
@@ -187,9 +203,11 @@ fn point_harness_at_our_binaries() {
 }
 
 /// The command line.
+#[derive(Clone)]
 struct Args {
     size: Size,
     fanout_only: bool,
+    fanout: Option<Vec<usize>>,
     json: bool,
     plots: Option<PathBuf>,
 }
@@ -198,6 +216,7 @@ fn parse_args(args: &[String]) -> Args {
     let mut parsed = Args {
         size: Size::Full,
         fanout_only: false,
+        fanout: None,
         json: false,
         plots: None,
     };
@@ -207,6 +226,10 @@ fn parse_args(args: &[String]) -> Args {
             "--quick" => parsed.size = Size::Quick,
             "--smoke" => parsed.size = Size::Smoke,
             "--fanout-only" => parsed.fanout_only = true,
+            "--fanout" => match args.next().map(|list| parse_sizes(list)) {
+                Some(Some(sizes)) => parsed.fanout = Some(sizes),
+                _ => usage_error("--fanout needs sizes such as 100,10000"),
+            },
             "--json" => parsed.json = true,
             "--plots" => match args.next() {
                 Some(dir) => parsed.plots = Some(PathBuf::from(dir)),
@@ -220,6 +243,13 @@ fn parse_args(args: &[String]) -> Args {
         }
     }
     parsed
+}
+
+/// `N,N,..`, each at least 1.
+fn parse_sizes(list: &str) -> Option<Vec<usize>> {
+    list.split(',')
+        .map(|n| n.trim().parse().ok().filter(|&n| n > 0))
+        .collect()
 }
 
 fn usage_error(what: &str) -> ! {
@@ -239,7 +269,7 @@ fn main() {
         std::process::exit(1);
     }
     let started = Instant::now();
-    let plan = Plan::new(args.size, args.fanout_only);
+    let plan = Plan::new(&args);
     let mut report = Report::default();
     run(plan, &mut report);
     report.facts.insert(0, ("command", facts::command_line()));
@@ -344,8 +374,10 @@ fn measure_fanout(plan: Plan, report: &mut Report) -> Vec<fanout::Point> {
             progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
             points.push(fanout::device_point(&served, mode, n, 1, rounds));
         }
-        // The client's page lever, in one run: poll then read, against the Rust `Watcher`
-        // (poll, then the value from the page file).
+        if plan.fanout_chosen {
+            continue;
+        }
+        // Two more ways to wait, device only: poll then read, and the Rust `Watcher`.
         for mode in [Mode::Poll, Mode::Client] {
             progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
             points.push(fanout::device_point(&served, mode, n, 1, rounds));

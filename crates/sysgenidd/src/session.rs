@@ -5,9 +5,10 @@
 //!
 //! Layout: a header region holding a [`Snapshot`] as JSON with its files and requests left out,
 //! then fixed 64-byte slots, one per open file or blocked request. A dying process never leaves
-//! a write half done: the header and a changed slot are each one `pwrite`; a new slot is written
-//! through a shared mapping with its kind byte last (until then it reads as free), and a freed
-//! slot is one byte store. The file grows in chunks, so a new slot rarely costs a syscall, and
+//! a write half done: the header is one `pwrite`, and so is a slot change spanning more than one
+//! aligned 8-byte word; a narrower change (an ack) is one atomic word store; a new slot is
+//! written through a shared mapping with its kind byte last (until then it reads as free), and a
+//! freed slot is one byte store. The file grows in chunks, so a new slot rarely costs a syscall, and
 //! ten thousand readers woken by one bump cost ten thousand byte stores.
 
 use std::collections::HashMap;
@@ -141,7 +142,7 @@ impl Session {
 
     fn put(&mut self, key: Key, bytes: Option<[u8; SLOT_LEN as usize]>) -> io::Result<()> {
         match (bytes, self.slots.get(&key).copied()) {
-            (Some(bytes), Some(slot)) => write_all_at(&self.fd, &bytes, offset(slot)),
+            (Some(bytes), Some(slot)) => self.change(offset(slot), &bytes),
             (Some(bytes), None) => {
                 let slot = match self.free.pop() {
                     Some(slot) => slot,
@@ -158,6 +159,25 @@ impl Session {
                 Ok(())
             }
             (None, None) => Ok(()),
+        }
+    }
+
+    /// Rewrites the slot at `at`: a change within one aligned 8-byte word (an ack, a new poll
+    /// handle's flag) is one atomic store, a wider one a `pwrite`; either way a dying process
+    /// leaves the old slot or the new one.
+    fn change(&mut self, at: u64, bytes: &[u8; SLOT_LEN as usize]) -> io::Result<()> {
+        let old: [u8; SLOT_LEN as usize] = self.map.read(at);
+        let differs = |word: &usize| old[word * 8..word * 8 + 8] != bytes[word * 8..word * 8 + 8];
+        let mut changed = (0..SLOT_LEN as usize / 8).filter(differs);
+        match (changed.next(), changed.next()) {
+            (None, _) => Ok(()),
+            (Some(word), None) => {
+                let mut new = [0u8; 8];
+                new.copy_from_slice(&bytes[word * 8..word * 8 + 8]);
+                self.map.store_word(at + word as u64 * 8, new);
+                Ok(())
+            }
+            (Some(_), Some(_)) => write_all_at(&self.fd, bytes, at),
         }
     }
 
@@ -435,6 +455,31 @@ mod tests {
             }) => id,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_narrow_change_is_one_word_store_and_a_wide_one_rewrites_the_slot() {
+        let mut session = Session::create().unwrap();
+        let key = Key::File(FileId(5));
+        let mut slot = [0u8; SLOT_LEN as usize];
+        slot[0] = FILE;
+        slot[8] = 5;
+        session.put(key, Some(slot)).unwrap();
+        let at = offset(session.slots[&key]);
+        let in_file = |s: &Session| {
+            let mut b = [0u8; SLOT_LEN as usize];
+            read_exact_at(&s.fd, &mut b, at).unwrap();
+            b
+        };
+        // An ack: bytes 4..8 only.
+        slot[4..8].copy_from_slice(&9u32.to_le_bytes());
+        session.put(key, Some(slot)).unwrap();
+        assert_eq!(in_file(&session), slot);
+        // Two words at once: the poll flag and the handle.
+        slot[3] = 1;
+        slot[16..24].copy_from_slice(&42u64.to_le_bytes());
+        session.put(key, Some(slot)).unwrap();
+        assert_eq!(in_file(&session), slot);
     }
 
     #[test]

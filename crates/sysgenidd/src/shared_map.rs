@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rustix::mm::{MapFlags, ProtFlags};
 
@@ -56,6 +56,30 @@ impl SharedMap {
             let base = self.ptr.as_ptr().add(at);
             std::ptr::copy_nonoverlapping(bytes[1..].as_ptr(), base.add(1), bytes.len() - 1);
             AtomicU8::from_ptr(base).store(bytes[0], Ordering::Release);
+        }
+    }
+
+    /// Copies `N` bytes from `at` out of the mapping.
+    pub fn read<const N: usize>(&self, at: u64) -> [u8; N] {
+        let at = usize::try_from(at).expect("in the mapping");
+        assert!(at + N <= self.len);
+        let mut out = [0u8; N];
+        // SAFETY: the range is inside the live mapping (checked above); only its owner writes
+        // it, from the thread calling this.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(at), out.as_mut_ptr(), N) };
+        out
+    }
+
+    /// Stores the 8 bytes at `at`, which must be 8-aligned, as one atomic store: a reader, or a
+    /// process dying meanwhile, sees all of them or none.
+    pub fn store_word(&self, at: u64, bytes: [u8; 8]) {
+        let at = usize::try_from(at).expect("in the mapping");
+        assert!(at + 8 <= self.len && at % 8 == 0);
+        // SAFETY: the range is inside the live, page-aligned mapping and 8-aligned (checked
+        // above); the owner writes it from one thread, and nothing holds a reference into it.
+        unsafe {
+            AtomicU64::from_ptr(self.ptr.as_ptr().add(at).cast::<u64>())
+                .store(u64::from_ne_bytes(bytes), Ordering::Release);
         }
     }
 }
