@@ -336,16 +336,22 @@ fn hex(id: &[u8; SYSGENID_ID_SIZE]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn the_probe_reads_each_generation_with_its_id_and_checks_its_arguments() {
-    let daemon = Daemon::start();
-    let paths = CPaths::of(&daemon);
+/// A probe of `paths`' device, which must open.
+fn open_probe(paths: &CPaths) -> *mut sysgenid_probe {
     let mut probe = ptr::null_mut();
     // SAFETY: valid C strings and out-parameter.
     let rc = unsafe {
         sysgenid_probe_open_at(paths.device.as_ptr(), paths.state_dir.as_ptr(), &mut probe)
     };
     assert_eq!(rc, 0);
+    probe
+}
+
+#[test]
+fn the_probe_reads_each_generation_with_its_id_and_checks_its_arguments() {
+    let daemon = Daemon::start();
+    let paths = CPaths::of(&daemon);
+    let probe = open_probe(&paths);
     let mut seen = Vec::new();
     for round in 0..3 {
         let (mut generation, mut id) = (SENTINEL, [0u8; SYSGENID_ID_SIZE]);
@@ -548,12 +554,7 @@ fn version_is_the_package_version() {
 fn a_panic_inside_a_call_returns_the_panic_code_and_writes_nothing() {
     let daemon = Daemon::start();
     let paths = CPaths::of(&daemon);
-    let mut probe = ptr::null_mut();
-    // SAFETY: valid C strings and out-parameter.
-    let rc = unsafe {
-        sysgenid_probe_open_at(paths.device.as_ptr(), paths.state_dir.as_ptr(), &mut probe)
-    };
-    assert_eq!(rc, 0);
+    let probe = open_probe(&paths);
     let mut generation = SENTINEL;
     sysgenid_private_inject_panic();
     // SAFETY: a live probe and a valid out-parameter.
