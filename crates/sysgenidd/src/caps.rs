@@ -5,11 +5,14 @@
 //! own user namespace (`unshare -Ur`) holds every capability there, but that namespace is a
 //! descendant of the daemon's, so it is refused.
 //!
+//! A trigger's caller is judged with `capget(2)` on its thread (one system call, no `/proc` text),
+//! and only a caller holding a capability then costs the look-up of its user namespace.
+//!
 //! Pid reuse: FUSE gives the calling thread's id. A caller blocked in a FUSE request that the
-//! daemon has read cannot finish exiting until the daemon answers (the kernel waits for the
-//! answer even after SIGKILL), so its thread id cannot be reused while the check runs. Where
-//! the kernel has thread pidfds (Linux 6.9+), the check also pins the thread with a pidfd and
-//! confirms afterwards that it is still alive; on older kernels it relies on the first argument.
+//! daemon has read cannot finish exiting until the daemon answers: once a request has been read,
+//! the kernel waits for its answer without regard to signals, SIGKILL included
+//! (`request_wait_answer` in `fs/fuse/dev.c`). So that thread id names the caller for the whole
+//! check, and nothing needs pinning it.
 //!
 //! The control socket's `trigger-if` is judged by the same rule, for the peer process
 //! (`SO_PEERCRED`; capabilities of its main thread). The peer is pinned with the pidfd the kernel
@@ -125,22 +128,16 @@ impl TriggerPolicy {
         Ok(self.trusted.contains(&ns) && has_trigger_capability(held))
     }
 
+    /// Judges thread `tid`: its effective capabilities first, its user namespace only if they
+    /// would allow a trigger.
     fn check(&self, tid: u32) -> io::Result<bool> {
-        let pidfd = pin_thread(tid)?;
-        self.check_pinned(tid, pidfd.as_ref())
-    }
-
-    /// Judges task `tid`, refusing it if `pidfd` (which pins it) says it exited meanwhile.
-    fn check_pinned(&self, tid: u32, pidfd: Option<&OwnedFd>) -> io::Result<bool> {
-        let ns = UserNs::of(&format!("/proc/{tid}/ns/user"))?;
-        let status = fs::read_to_string(format!("/proc/{tid}/status"))?;
-        let cap_eff = parse_cap_eff(&status).ok_or_else(|| io::Error::other("no CapEff"))?;
-        if let Some(pidfd) = pidfd
-            && thread_has_exited(pidfd)?
-        {
+        let pid = Pid::from_raw(tid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+        let caps = rustix::thread::capabilities(Some(pid))?;
+        if !has_trigger_capability(caps.effective.bits()) {
             return Ok(false);
         }
-        Ok(self.trusted.contains(&ns) && has_trigger_capability(cap_eff))
+        let ns = UserNs::of(&format!("/proc/{tid}/ns/user"))?;
+        Ok(self.trusted.contains(&ns))
     }
 }
 
@@ -217,18 +214,6 @@ fn getsockopt<T: Copy>(socket: BorrowedFd<'_>, name: libc::c_int) -> io::Result<
     // SAFETY: the buffer was zeroed and the kernel filled all of it; `T` is a plain C type
     // (`ucred`, `int`) for which any bytes are a valid value.
     Ok(unsafe { value.assume_init() })
-}
-
-/// A pidfd for the thread, or `None` where the kernel has no thread pidfds.
-fn pin_thread(tid: u32) -> io::Result<Option<OwnedFd>> {
-    let pid = Pid::from_raw(tid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
-    // PIDFD_THREAD (Linux 6.9+) has the value of O_EXCL; rustix has no name for it.
-    let thread = PidfdFlags::from_bits_retain(libc::O_EXCL as u32);
-    match pidfd_open(pid, thread) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Whether the pinned thread is gone: a pidfd turns readable when its thread exits.
