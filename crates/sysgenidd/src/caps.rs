@@ -32,21 +32,26 @@ pub const CAP_SYS_ADMIN: u32 = 21;
 /// `CAP_CHECKPOINT_RESTORE`.
 pub const CAP_CHECKPOINT_RESTORE: u32 = 40;
 
-/// A user namespace, by the device and inode of its `/proc/*/ns/user` link.
+/// A user namespace, by its inode number: every namespace is an inode of the one `nsfs` file
+/// system, so the number alone names it. `readlink` of a `/proc/*/ns/user` link shows it as
+/// `user:[N]` without the path walk and inode set-up that a `stat` through the link costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserNs {
-    dev: u64,
     ino: u64,
 }
 
 impl UserNs {
     fn of(path: &str) -> io::Result<UserNs> {
-        let meta = fs::metadata(path)?;
-        Ok(UserNs {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
+        let link = fs::read_link(path)?;
+        parse_user_ns_link(&link.to_string_lossy())
+            .map(|ino| UserNs { ino })
+            .ok_or_else(|| io::Error::other(format!("{path} is not a user namespace: {link:?}")))
     }
+}
+
+/// The inode number of a `user:[N]` namespace link.
+fn parse_user_ns_link(link: &str) -> Option<u64> {
+    link.strip_prefix("user:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Judges trigger callers against the daemon's user namespace and its ancestors.
@@ -260,10 +265,7 @@ fn ancestors_of_own_user_ns() -> Vec<UserNs> {
         let Ok(st) = rustix::fs::fstat(&parent) else {
             break;
         };
-        out.push(UserNs {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        });
+        out.push(UserNs { ino: st.st_ino });
         current = parent;
     }
     out
@@ -354,6 +356,16 @@ mod tests {
             policy.may_trigger_peer(&peer),
             has_trigger_capability(cap_eff.unwrap())
         );
+    }
+
+    #[test]
+    fn a_user_namespace_link_names_its_inode() {
+        assert_eq!(parse_user_ns_link("user:[4026531837]"), Some(4_026_531_837));
+        assert_eq!(parse_user_ns_link("pid:[4026531837]"), None);
+        assert_eq!(parse_user_ns_link("user:[x]"), None);
+        let link = UserNs::of("/proc/self/ns/user").unwrap();
+        let stat = fs::metadata("/proc/self/ns/user").unwrap();
+        assert_eq!(link.ino, stat.ino(), "the link and stat through it agree");
     }
 
     #[test]
