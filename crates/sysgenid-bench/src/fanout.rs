@@ -22,6 +22,7 @@ use rustix::io::FdFlags;
 use sysgenid_e2e::DevFile;
 
 use crate::device::{PageMap, Served};
+use crate::fanout_floor::FanoutFloor;
 use crate::shared::Shared;
 use crate::watcher::{Kind, Mode};
 
@@ -35,7 +36,7 @@ const WAIT_MS: u64 = 120_000;
 /// The figures of one fan-out configuration, in nanoseconds per round.
 #[derive(Debug, Clone)]
 pub struct Point {
-    /// Device or eventfd.
+    /// Device, eventfd or the fan-out floor.
     pub kind: Kind,
     /// Blocked in read or in epoll.
     pub mode: Mode,
@@ -45,8 +46,10 @@ pub struct Point {
     pub trigger: Vec<f64>,
     /// Trigger → every watcher acknowledged and the wait returned.
     pub all_acked: Vec<f64>,
-    /// Daemon CPU time per watcher over trigger → wait returns (device only).
+    /// Server CPU time per watcher over trigger → wait returns (device and floor).
     pub cpu_per_watcher: Vec<f64>,
+    /// The machine's CPU ticks over the timed spans of every round, idle and in all.
+    pub idle: Jiffies,
 }
 
 /// Running watcher processes and what the benchmark keeps of them.
@@ -225,44 +228,160 @@ pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds
     let watchers = Watchers::spawn(Kind::Device, mode, n, device, state_dir);
     let serving = served.daemon.serving_pid();
     let mut point = Point::new(Kind::Device, mode, n);
-    wait_armed(served, &watchers, mode, true, Instant::now() + ROUND_LIMIT);
+    let held = || served.daemon.count("pending_reads") as usize;
+    wait_armed(&watchers, mode, true, held);
     for round in 0..warmup + rounds {
-        watchers.shared.rearmed().store(0, Ordering::SeqCst);
-        let cpu0 = process_cpu_ns(serving);
-        let t0 = Instant::now();
-        assert_eq!(trigger.trigger(0), Ok(0), "trigger");
-        let t1 = Instant::now();
-        // A file that has not acked the new generation may not wait (EINTR): ack it first.
-        assert_eq!(
-            waiter.ack(page.generation()),
-            Ok(4),
-            "ack of the waiting file"
+        let timed = Round::time(
+            &watchers,
+            || process_cpu_ns(serving),
+            || {
+                assert_eq!(trigger.trigger(0), Ok(0), "trigger");
+            },
+            || {
+                // A file that has not acked the new generation may not wait (EINTR): ack it first.
+                assert_eq!(
+                    waiter.ack(page.generation()),
+                    Ok(4),
+                    "ack of the waiting file"
+                );
+                assert_eq!(waiter.wait_watchers(WAIT_MS), Ok(0), "WAIT_WATCHERS");
+            },
         );
-        assert_eq!(waiter.wait_watchers(WAIT_MS), Ok(0), "WAIT_WATCHERS");
-        let t2 = Instant::now();
-        let cpu = process_cpu_ns(serving) - cpu0;
         if round >= warmup {
-            point.trigger.push((t1 - t0).as_nanos() as f64);
-            point.all_acked.push((t2 - t0).as_nanos() as f64);
-            point.cpu_per_watcher.push(cpu / n as f64);
+            point.push(&timed);
         }
-        wait_armed(served, &watchers, mode, false, Instant::now() + ROUND_LIMIT);
+        wait_armed(&watchers, mode, false, held);
     }
     watchers.stop();
     wait_closed(served);
     point
 }
 
-/// Device watchers are waiting again, and in read mode the daemon holds N reads.
-fn wait_armed(served: &Served, watchers: &Watchers, mode: Mode, first: bool, deadline: Instant) {
+/// Runs `warmup + rounds` rounds of the fan-out floor (a minimal FUSE server with the device's
+/// protocol, [`FanoutFloor`]) with `n` watchers waiting in `mode`.
+pub fn floor_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
+    let floor = FanoutFloor::start(n);
+    let trigger = DevFile::rw(floor.file());
+    let waiter = DevFile::rw(floor.file());
+    let watchers = Watchers::spawn(Kind::Floor, mode, n, floor.file(), Path::new(""));
+    let mut point = Point::new(Kind::Floor, mode, n);
+    let held = || floor.held_reads();
+    wait_armed(&watchers, mode, true, held);
+    for round in 0..warmup + rounds {
+        let timed = Round::time(
+            &watchers,
+            || floor.cpu_ns(),
+            || {
+                assert_eq!(trigger.trigger(0), Ok(0), "floor trigger");
+            },
+            || {
+                assert_eq!(waiter.wait_watchers(WAIT_MS), Ok(0), "floor wait");
+            },
+        );
+        if round >= warmup {
+            point.push(&timed);
+        }
+        wait_armed(&watchers, mode, false, held);
+    }
+    watchers.stop();
+    drop((trigger, waiter));
+    floor.stop();
+    point
+}
+
+/// The figures of one timed round.
+struct Round {
+    trigger_ns: f64,
+    all_acked_ns: f64,
+    cpu_per_watcher_ns: f64,
+    idle: Jiffies,
+}
+
+impl Round {
+    /// Times `trigger`, then `wait` (which returns once every watcher acknowledged), with the
+    /// server's CPU time from `cpu_ns` and the machine's idle time over the same span.
+    fn time(
+        watchers: &Watchers,
+        cpu_ns: impl Fn() -> f64,
+        trigger: impl FnOnce(),
+        wait: impl FnOnce(),
+    ) -> Round {
+        watchers.shared.rearmed().store(0, Ordering::SeqCst);
+        let cpu0 = cpu_ns();
+        let jiffies0 = Jiffies::now();
+        let t0 = Instant::now();
+        trigger();
+        let t1 = Instant::now();
+        wait();
+        let t2 = Instant::now();
+        Round {
+            trigger_ns: (t1 - t0).as_nanos() as f64,
+            all_acked_ns: (t2 - t0).as_nanos() as f64,
+            cpu_per_watcher_ns: (cpu_ns() - cpu0) / watchers.n as f64,
+            idle: Jiffies::now().since(jiffies0),
+        }
+    }
+}
+
+/// The machine's CPU time so far, idle and in all, in clock ticks (the `cpu` line of
+/// `/proc/stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Jiffies {
+    /// Idle and waiting for I/O.
+    pub idle: u64,
+    /// Every state.
+    pub total: u64,
+}
+
+impl Jiffies {
+    fn now() -> Jiffies {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Jiffies {
+            idle: fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0),
+            total: fields.iter().take(8).sum(),
+        }
+    }
+
+    fn plus(self, more: Jiffies) -> Jiffies {
+        Jiffies {
+            idle: self.idle + more.idle,
+            total: self.total + more.total,
+        }
+    }
+
+    fn since(self, earlier: Jiffies) -> Jiffies {
+        Jiffies {
+            idle: self.idle.saturating_sub(earlier.idle),
+            total: self.total.saturating_sub(earlier.total),
+        }
+    }
+
+    /// The idle share of these ticks, if there are enough of them to say (half a second of
+    /// one CPU at 100 ticks a second).
+    pub fn idle_share(self) -> Option<f64> {
+        (self.total >= 50).then(|| self.idle as f64 / self.total as f64)
+    }
+}
+
+/// Watchers are waiting again, and in read mode the server holds N reads (`held`).
+fn wait_armed(watchers: &Watchers, mode: Mode, first: bool, held: impl Fn() -> usize) {
+    let deadline = Instant::now() + ROUND_LIMIT;
     if first {
         watchers.wait_asleep(mode, deadline);
     } else {
         watchers.wait_rearmed(mode, deadline);
     }
     if mode == Mode::Read {
-        while served.daemon.count("pending_reads") < watchers.n as u64 {
-            assert!(Instant::now() < deadline, "reads did not reach the daemon");
+        while held() < watchers.n {
+            assert!(Instant::now() < deadline, "reads did not reach the server");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -290,6 +409,7 @@ pub fn eventfd_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Poin
             .shared
             .acks_left()
             .store(n as u32, Ordering::SeqCst);
+        let jiffies0 = Jiffies::now();
         let t0 = Instant::now();
         for fd in &watchers.eventfds {
             rustix::io::write(fd, &one).expect("eventfd write");
@@ -300,6 +420,7 @@ pub fn eventfd_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Poin
         if round >= warmup {
             point.trigger.push((t1 - t0).as_nanos() as f64);
             point.all_acked.push((t2 - t0).as_nanos() as f64);
+            point.idle = point.idle.plus(Jiffies::now().since(jiffies0));
         }
         watchers.wait_rearmed(mode, Instant::now() + ROUND_LIMIT);
     }
@@ -316,7 +437,15 @@ impl Point {
             trigger: Vec::new(),
             all_acked: Vec::new(),
             cpu_per_watcher: Vec::new(),
+            idle: Jiffies::default(),
         }
+    }
+
+    fn push(&mut self, round: &Round) {
+        self.trigger.push(round.trigger_ns);
+        self.all_acked.push(round.all_acked_ns);
+        self.cpu_per_watcher.push(round.cpu_per_watcher_ns);
+        self.idle = self.idle.plus(round.idle);
     }
 }
 

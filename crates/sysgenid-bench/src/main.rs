@@ -9,6 +9,7 @@ mod baselines;
 mod device;
 mod facts;
 mod fanout;
+mod fanout_floor;
 mod fuse_floor;
 mod fuser_floor;
 mod goals;
@@ -373,6 +374,11 @@ fn measure_fanout(plan: Plan, report: &mut Report) -> Vec<fanout::Point> {
             points.push(fanout::eventfd_point(mode, n, 1, rounds));
             progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
             points.push(fanout::device_point(&served, mode, n, 1, rounds));
+            progress(&format!(
+                "fan-out: {n} watchers in {}, fan-out floor",
+                mode.name()
+            ));
+            points.push(fanout::floor_point(mode, n, 1, rounds));
         }
         if plan.fanout_chosen {
             continue;

@@ -247,8 +247,8 @@ impl Report {
         let mut out = String::from(
             "\n**7. fan-out: N tracked watchers, one trigger, all acknowledged** (medians; \
              p90 in brackets)\n\nN | watchers wait in | what | rounds | trigger call | \
-             trigger → all acknowledged | ratio to eventfd | daemon CPU per watcher\n\
-             ---: | --- | --- | ---: | ---: | ---: | ---: | ---:\n",
+             trigger → all acknowledged | ratio to eventfd | server CPU per watcher | machine \
+             idle\n---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---:\n",
         );
         for p in &self.fanout {
             let proxy = self.fanout.iter().find(|q| {
@@ -264,8 +264,12 @@ impl Report {
             } else {
                 fmt_ns(median(&p.cpu_per_watcher))
             };
+            let idle = p
+                .idle
+                .idle_share()
+                .map_or_else(|| "—".to_owned(), |share| format!("{:.0}%", share * 100.0));
             out.push_str(&format!(
-                "{} | {} | {} | {} | {} ({}) | {} ({}) | {} | {}\n",
+                "{} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {idle}\n",
                 p.n,
                 p.mode.name(),
                 p.kind.name(),
@@ -344,6 +348,7 @@ fn point_json(p: &Point) -> Value {
         "all_acked_p90_ns": p90(&p.all_acked),
         "cpu_per_watcher_median_ns": (!p.cpu_per_watcher.is_empty())
             .then(|| median(&p.cpu_per_watcher)),
+        "machine_idle_share": p.idle.idle_share(),
     })
 }
 

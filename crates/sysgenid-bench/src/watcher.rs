@@ -4,7 +4,7 @@
 //! its stdin closes. On each change it takes the new value and acknowledges it: on the device,
 //! `read(2)` of the generation then `write(2)` of it (4 bytes); on an eventfd (the proxy),
 //! `read(2)` of the counter then a decrement of the shared `acks_left`, the last one writing the
-//! shared `done` eventfd. After each acknowledgement it adds one to the shared `rearmed` count and
+//! shared `done` eventfd; on the fan-out floor (a minimal FUSE server), as on the device. After each acknowledgement it adds one to the shared `rearmed` count and
 //! waits again. In `read` mode one thread per file blocks in `read(2)`; in `epoll` mode one thread
 //! waits in `epoll_wait(2)` on all its files and reads each ready one. Two more modes, device
 //! only, show the client's page lever: in `poll` mode one thread per file waits in `poll(2)`,
@@ -34,6 +34,8 @@ pub enum Kind {
     Device,
     /// Eventfds, the in-kernel proxy.
     Eventfd,
+    /// The minimal FUSE server with the device's protocol ([`crate::fanout_floor`]).
+    Floor,
 }
 
 /// How a watcher waits.
@@ -55,6 +57,7 @@ impl Kind {
         match self {
             Kind::Device => "device",
             Kind::Eventfd => "eventfd",
+            Kind::Floor => "FUSE floor",
         }
     }
 }
@@ -88,6 +91,7 @@ fn parse(args: &[String]) -> Args {
     let kind = match get(0) {
         "device" => Kind::Device,
         "eventfd" => Kind::Eventfd,
+        "FUSE floor" => Kind::Floor,
         other => panic!("watcher: unknown kind {other:?}"),
     };
     let mode = match get(1) {
@@ -128,6 +132,10 @@ impl Watched {
                 let file = DevFile::open(&args.device, OFlags::RDWR).expect("open the device");
                 assert_eq!(file.track(true), Ok(0), "SET_WATCHER_TRACKING");
                 Watched::Device(file)
+            }
+            // The floor takes the device's reads and acks, and tracks every file.
+            Kind::Floor => {
+                Watched::Device(DevFile::open(&args.device, OFlags::RDWR).expect("open the floor"))
             }
             Kind::Eventfd => {
                 let flags = match args.mode {
