@@ -258,13 +258,18 @@ pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds
 }
 
 /// Runs `warmup + rounds` rounds of the fan-out floor (a minimal FUSE server with the device's
-/// protocol, [`FanoutFloor`]) with `n` watchers waiting in `mode`.
-pub fn floor_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
-    let floor = FanoutFloor::start(n);
+/// protocol, [`FanoutFloor`]) with `n` watchers waiting in `mode`; `kind` says whether it
+/// serves on one thread or on one per CPU.
+pub fn floor_point(kind: Kind, mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
+    let threads = match kind {
+        Kind::FloorPerCpu => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        _ => 1,
+    };
+    let floor = FanoutFloor::start(n, threads);
     let trigger = DevFile::rw(floor.file());
     let waiter = DevFile::rw(floor.file());
-    let watchers = Watchers::spawn(Kind::Floor, mode, n, floor.file(), Path::new(""));
-    let mut point = Point::new(Kind::Floor, mode, n);
+    let watchers = Watchers::spawn(kind, mode, n, floor.file(), Path::new(""));
+    let mut point = Point::new(kind, mode, n);
     let held = || floor.held_reads();
     wait_armed(&watchers, mode, true, held);
     for round in 0..warmup + rounds {

@@ -1,18 +1,19 @@
 //! The floor for the fan-out over FUSE: a minimal server with the device's wait-and-ack protocol.
 //!
-//! One thread of this process serves one file with the round trips a tracked watcher of the
+//! Serving threads of this process (one, or one per CPU on clones of the connection) serve one
+//! file with the round trips a tracked watcher of the
 //! device makes, and nothing else: a `read(2)` returns the 4-byte counter at once if the file
 //! has not read it yet and is held otherwise; a 4-byte `write(2)` of the current counter is an
 //! acknowledgement; `poll(2)` says readable while the file has a value to read. The trigger
 //! ioctl adds one to the counter, answers itself, then answers every held read and sends
 //! `FUSE_NOTIFY_POLL` for every poll handle. The wait ioctl returns once `expected`
 //! acknowledgements of the current counter have come. No persist, no page, no capability
-//! check, no sessions: what a fan-out costs over FUSE with one serving thread.
+//! check, no sessions: what a fan-out costs over FUSE itself.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,19 +33,20 @@ const READABLE: u32 = 0x41;
 #[derive(Debug)]
 pub struct FanoutFloor {
     mount: Mount,
-    server: JoinHandle<()>,
     file: PathBuf,
+    servers: Vec<JoinHandle<()>>,
     /// Reads held now.
     held: Arc<AtomicUsize>,
-    /// The serving thread's id, once it runs.
-    tid: Arc<AtomicU32>,
+    /// The serving threads' ids, once they run.
+    tids: Arc<Vec<AtomicU32>>,
     _dir: tempfile::TempDir,
 }
 
 impl FanoutFloor {
-    /// Mounts the file in a new temporary directory and starts its serving thread; the wait
-    /// ioctl returns once `expected` files have acknowledged the current counter.
-    pub fn start(expected: usize) -> FanoutFloor {
+    /// Mounts the file in a new temporary directory and starts `threads` serving threads, each
+    /// on its own descriptor of the connection; the wait ioctl returns once `expected` files
+    /// have acknowledged the current counter.
+    pub fn start(expected: usize, threads: usize) -> FanoutFloor {
         let dir = tempfile::Builder::new()
             .prefix("sysgenid-bench-fanout-floor-")
             .tempdir()
@@ -56,25 +58,36 @@ impl FanoutFloor {
             method: MountMethod::Syscall,
             ..MountOptions::default()
         };
-        let (mount, channel) = sysgenid_fuse::mount(&file, &options).expect("mount the floor");
+        let (mount, first) = sysgenid_fuse::mount(&file, &options).expect("mount the floor");
+        let mut channels = vec![first];
+        while channels.len() < threads {
+            let clone = channels[0].clone_connection().expect("FUSE_DEV_IOC_CLONE");
+            channels.push(clone);
+        }
+        let channels = Arc::new(channels);
         let held = Arc::new(AtomicUsize::new(0));
-        let tid = Arc::new(AtomicU32::new(0));
-        let mut state = State::new(expected, Arc::clone(&held));
-        let server_tid = Arc::clone(&tid);
-        let server = std::thread::Builder::new()
-            .name("fanout-floor".to_owned())
-            .spawn(move || {
-                let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-                server_tid.store(me, Ordering::SeqCst);
-                state.serve(&channel);
+        let tids: Arc<Vec<AtomicU32>> = Arc::new((0..threads).map(|_| AtomicU32::new(0)).collect());
+        let state = Arc::new(Mutex::new(State::new(expected, Arc::clone(&held))));
+        let servers = (0..threads)
+            .map(|me| {
+                let (channels, state, tids) =
+                    (Arc::clone(&channels), Arc::clone(&state), Arc::clone(&tids));
+                std::thread::Builder::new()
+                    .name(format!("fanout-floor-{me}"))
+                    .spawn(move || {
+                        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+                        tids[me].store(tid, Ordering::SeqCst);
+                        serve(&channels, me, &state);
+                    })
+                    .expect("spawn a fan-out floor server")
             })
-            .expect("spawn the fan-out floor server");
+            .collect();
         FanoutFloor {
             mount,
-            server,
+            servers,
             file,
             held,
-            tid,
+            tids,
             _dir: dir,
         }
     }
@@ -89,23 +102,62 @@ impl FanoutFloor {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// CPU time of the serving thread so far, in nanoseconds.
+    /// CPU time of the serving threads so far, in nanoseconds.
     pub fn cpu_ns(&self) -> f64 {
-        let tid = self.tid.load(Ordering::SeqCst);
-        std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0)
+        self.tids
+            .iter()
+            .filter_map(|tid| {
+                let tid = tid.load(Ordering::SeqCst);
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()
+            })
+            .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .sum()
     }
 
-    /// Unmounts and waits for the serving thread to end.
+    /// Unmounts and waits for the serving threads to end.
     pub fn stop(self) {
         self.mount
             .unmount(false)
             .expect("unmount the fan-out floor");
-        self.server.join().expect("fan-out floor thread");
+        for server in self.servers {
+            server.join().expect("fan-out floor thread");
+        }
     }
 }
+
+/// Answers requests from descriptor `me` of `channels` until the file system is unmounted.
+/// The state is locked while a request is answered; replies are sent after, each through the
+/// descriptor its request came from.
+fn serve(channels: &[Channel], me: usize, state: &Mutex<State>) {
+    let mut buf = RequestBuffer::default();
+    loop {
+        let msg = match channels[me].receive(&mut buf).expect("receive a request") {
+            Received::Message(msg) => msg,
+            Received::Unmounted => return,
+        };
+        let req = parse(msg).expect("the kernel sent a valid request");
+        let answers = {
+            let mut state = state.lock().expect("floor state");
+            let answers = state.answer(req.header.unique, me, req.op);
+            state.held.store(state.reads.len(), Ordering::SeqCst);
+            answers
+        };
+        for (channel, answer) in answers {
+            // After an unmount the kernel may refuse a late reply; that is fine.
+            let _ = channels[channel].send(&answer);
+        }
+    }
+}
+
+/// A request, by its id and the descriptor it was read from (its reply goes back there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Asked {
+    unique: u64,
+    channel: usize,
+}
+
+/// Messages to send, each with the descriptor to send it through.
+type Out = Vec<(usize, Vec<u8>)>;
 
 /// Everything the server knows.
 struct State {
@@ -113,13 +165,13 @@ struct State {
     /// The counter each open file last read, by file handle.
     seen: HashMap<u64, u32>,
     next_fh: u64,
-    /// Held reads: request id and file handle.
-    reads: Vec<(u64, u64)>,
+    /// Held reads, with their file handles.
+    reads: Vec<(Asked, u64)>,
     /// Poll handles to notify at the next trigger, by file handle.
     polls: HashMap<u64, u64>,
     acks: usize,
     expected: usize,
-    waiter: Option<u64>,
+    waiter: Option<Asked>,
     held: Arc<AtomicUsize>,
 }
 
@@ -138,25 +190,9 @@ impl State {
         }
     }
 
-    /// Answers requests until the file system is unmounted.
-    fn serve(&mut self, channel: &Channel) {
-        let mut buf = RequestBuffer::default();
-        loop {
-            let msg = match channel.receive(&mut buf).expect("receive a request") {
-                Received::Message(msg) => msg,
-                Received::Unmounted => return,
-            };
-            let req = parse(msg).expect("the kernel sent a valid request");
-            for answer in self.answer(req.header.unique, req.op) {
-                // After an unmount the kernel may refuse a late reply; that is fine.
-                let _ = channel.send(&answer);
-            }
-            self.held.store(self.reads.len(), Ordering::SeqCst);
-        }
-    }
-
-    /// The messages that answer one request, in order.
-    fn answer(&mut self, unique: u64, op: Operation<'_>) -> Vec<Vec<u8>> {
+    /// The messages that answer one request, read from descriptor `channel`, in order.
+    fn answer(&mut self, unique: u64, channel: usize, op: Operation<'_>) -> Out {
+        let from = Asked { unique, channel };
         let one = match op {
             Operation::Init(kernel) => {
                 let agreed = negotiate(&kernel, &InitWants::default()).expect("negotiate");
@@ -169,14 +205,12 @@ impl State {
                 self.seen.insert(fh, self.counter);
                 reply::open(unique, fh, wire::FOPEN_DIRECT_IO | wire::FOPEN_NONSEEKABLE)
             }
-            Operation::Read { fh, flags, .. } => {
-                return self.read(unique, fh, flags).into_iter().collect();
-            }
+            Operation::Read { fh, flags, .. } => return self.read(from, fh, flags),
             Operation::Write { data, .. } => {
                 if data == self.counter.to_ne_bytes() {
                     self.acks += 1;
                 }
-                let mut out = vec![reply::write(unique, data.len() as u32)];
+                let mut out = vec![(channel, reply::write(unique, data.len() as u32))];
                 out.extend(self.release_waiter());
                 return out;
             }
@@ -186,7 +220,7 @@ impl State {
                 }
                 reply::poll(unique, if self.has_news(fh) { READABLE } else { 0 })
             }
-            Operation::Ioctl { cmd, .. } => return self.ioctl(unique, cmd),
+            Operation::Ioctl { cmd, .. } => return self.ioctl(from, cmd),
             Operation::Release { fh, .. } => {
                 self.seen.remove(&fh);
                 self.polls.remove(&fh);
@@ -197,7 +231,7 @@ impl State {
             Operation::Forget { .. } | Operation::BatchForget { .. } => return Vec::new(),
             _ => reply::error(unique, Errno::NOSYS.raw_os_error()),
         };
-        vec![one]
+        vec![(channel, one)]
     }
 
     fn has_news(&self, fh: u64) -> bool {
@@ -206,61 +240,81 @@ impl State {
 
     /// The counter if the file has not read it, `EAGAIN` for a nonblocking file, else nothing
     /// (the read is held).
-    fn read(&mut self, unique: u64, fh: u64, flags: u32) -> Option<Vec<u8>> {
+    fn read(&mut self, from: Asked, fh: u64, flags: u32) -> Out {
         if self.has_news(fh) {
             self.seen.insert(fh, self.counter);
-            return Some(reply::data(unique, &self.counter.to_ne_bytes()));
+            return vec![(
+                from.channel,
+                reply::data(from.unique, &self.counter.to_ne_bytes()),
+            )];
         }
         if flags & rustix::fs::OFlags::NONBLOCK.bits() != 0 {
-            return Some(reply::error(unique, Errno::AGAIN.raw_os_error()));
+            let eagain = reply::error(from.unique, Errno::AGAIN.raw_os_error());
+            return vec![(from.channel, eagain)];
         }
-        self.reads.push((unique, fh));
-        None
+        self.reads.push((from, fh));
+        Vec::new()
     }
 
-    fn ioctl(&mut self, unique: u64, cmd: u32) -> Vec<Vec<u8>> {
+    fn ioctl(&mut self, from: Asked, cmd: u32) -> Out {
         match cmd {
             SYSGENID_TRIGGER_GEN_UPDATE => {
                 self.counter += 1;
                 self.acks = 0;
-                let mut out = vec![reply::ioctl(unique, 0, &[])];
+                let mut out = vec![(from.channel, reply::ioctl(from.unique, 0, &[]))];
                 let value = self.counter.to_ne_bytes();
                 for (read, fh) in std::mem::take(&mut self.reads) {
                     self.seen.insert(fh, self.counter);
-                    out.push(reply::data(read, &value));
+                    out.push((read.channel, reply::data(read.unique, &value)));
                 }
-                out.extend(self.polls.drain().map(|(_, kh)| reply::notify_poll(kh)));
+                let notify = self.polls.drain().map(|(_, kh)| reply::notify_poll(kh));
+                out.extend(notify.map(|message| (from.channel, message)));
                 out
             }
             SYSGENID_WAIT_WATCHERS => {
-                self.waiter = Some(unique);
+                self.waiter = Some(from);
                 self.release_waiter().into_iter().collect()
             }
-            _ => vec![reply::error(unique, Errno::NOTTY.raw_os_error())],
+            _ => vec![(
+                from.channel,
+                reply::error(from.unique, Errno::NOTTY.raw_os_error()),
+            )],
         }
     }
 
     /// `EINTR` for a held read or wait that a signal interrupted (an exiting watcher's thread
     /// cannot end until its read is answered).
-    fn interrupt(&mut self, target: u64) -> Vec<Vec<u8>> {
-        let eintr = || reply::error(target, Errno::INTR.raw_os_error());
-        if let Some(i) = self.reads.iter().position(|&(read, _)| read == target) {
-            self.reads.swap_remove(i);
-            return vec![eintr()];
+    fn interrupt(&mut self, target: u64) -> Out {
+        let eintr = |from: Asked| {
+            (
+                from.channel,
+                reply::error(target, Errno::INTR.raw_os_error()),
+            )
+        };
+        if let Some(i) = self
+            .reads
+            .iter()
+            .position(|(read, _)| read.unique == target)
+        {
+            let (read, _) = self.reads.swap_remove(i);
+            return vec![eintr(read)];
         }
-        if self.waiter == Some(target) {
-            self.waiter = None;
-            return vec![eintr()];
+        match self.waiter {
+            Some(waiter) if waiter.unique == target => {
+                self.waiter = None;
+                vec![eintr(waiter)]
+            }
+            _ => Vec::new(),
         }
-        Vec::new()
     }
 
     /// The answer to a held wait, once every expected file has acknowledged.
-    fn release_waiter(&mut self) -> Option<Vec<u8>> {
+    fn release_waiter(&mut self) -> Option<(usize, Vec<u8>)> {
         if self.acks < self.expected {
             return None;
         }
-        self.waiter.take().map(|w| reply::ioctl(w, 0, &[]))
+        let waiter = self.waiter.take()?;
+        Some((waiter.channel, reply::ioctl(waiter.unique, 0, &[])))
     }
 }
 

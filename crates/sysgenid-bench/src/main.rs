@@ -29,7 +29,7 @@ use device::Served;
 use report::Report;
 use vcpu::{Placed, Placement};
 use wakeup::WakeupSamples;
-use watcher::Mode;
+use watcher::{Kind, Mode};
 
 const USAGE: &str =
     "usage: sysgenid-bench [--quick | --smoke] [--fanout-only] [--fanout N,..] [--json] [--plots DIR]
@@ -374,11 +374,14 @@ fn measure_fanout(plan: Plan, report: &mut Report) -> Vec<fanout::Point> {
             points.push(fanout::eventfd_point(mode, n, 1, rounds));
             progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
             points.push(fanout::device_point(&served, mode, n, 1, rounds));
-            progress(&format!(
-                "fan-out: {n} watchers in {}, fan-out floor",
-                mode.name()
-            ));
-            points.push(fanout::floor_point(mode, n, 1, rounds));
+            for kind in [Kind::Floor, Kind::FloorPerCpu] {
+                progress(&format!(
+                    "fan-out: {n} watchers in {}, {}",
+                    mode.name(),
+                    kind.name()
+                ));
+                points.push(fanout::floor_point(kind, mode, n, 1, rounds));
+            }
         }
         if plan.fanout_chosen {
             continue;

@@ -36,6 +36,8 @@ pub enum Kind {
     Eventfd,
     /// The minimal FUSE server with the device's protocol ([`crate::fanout_floor`]).
     Floor,
+    /// The same with one serving thread per CPU, on clones of the connection.
+    FloorPerCpu,
 }
 
 /// How a watcher waits.
@@ -58,6 +60,7 @@ impl Kind {
             Kind::Device => "device",
             Kind::Eventfd => "eventfd",
             Kind::Floor => "FUSE floor",
+            Kind::FloorPerCpu => "FUSE floor, a thread per CPU",
         }
     }
 }
@@ -92,6 +95,7 @@ fn parse(args: &[String]) -> Args {
         "device" => Kind::Device,
         "eventfd" => Kind::Eventfd,
         "FUSE floor" => Kind::Floor,
+        "FUSE floor, a thread per CPU" => Kind::FloorPerCpu,
         other => panic!("watcher: unknown kind {other:?}"),
     };
     let mode = match get(1) {
@@ -134,7 +138,7 @@ impl Watched {
                 Watched::Device(file)
             }
             // The floor takes the device's reads and acks, and tracks every file.
-            Kind::Floor => {
+            Kind::Floor | Kind::FloorPerCpu => {
                 Watched::Device(DevFile::open(&args.device, OFlags::RDWR).expect("open the floor"))
             }
             Kind::Eventfd => {

@@ -165,6 +165,26 @@ impl Channel {
         Self { fd }
     }
 
+    /// A second descriptor on this descriptor's connection (`FUSE_DEV_IOC_CLONE`), for another
+    /// serving thread. Every descriptor of a connection takes requests from the one queue, but
+    /// a reply must be written to the descriptor its request was read from.
+    pub fn clone_connection(&self) -> Result<Self, ChannelError> {
+        let clone = Self::open()?;
+        let session = self.fd.as_raw_fd() as u32;
+        // The kernel reads a `u32` through the argument, though the number says `_IOR`.
+        type Clone = rustix::ioctl::Setter<{ rustix::ioctl::opcode::read::<u32>(229, 0) }, u32>;
+        // SAFETY: FUSE_DEV_IOC_CLONE reads one `u32` (the descriptor to clone) from the pointer
+        // the `Setter` passes, which points at `session` for the length of the call, and
+        // writes nothing back.
+        unsafe { rustix::ioctl::ioctl(&clone.fd, Clone::new(session)) }.map_err(|e| {
+            ChannelError::Open {
+                path: PathBuf::from(DEV_FUSE),
+                source: e.into(),
+            }
+        })?;
+        Ok(clone)
+    }
+
     /// Reads the next request into `buf`.
     ///
     /// Retries on `EINTR`, on `ENOENT` (the request was interrupted before it could be read)

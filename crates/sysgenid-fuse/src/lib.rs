@@ -10,7 +10,8 @@
 //!   all sent with [`Channel::send`] (from any thread);
 //! - [`Mount::unmount`], and [`mount_state`] to find stale mounts left by a dead daemon.
 //!
-//! Only `mount.rs` uses `unsafe` (to keep a socket open across `exec` for `fusermount3`);
+//! Only `mount.rs` (to keep a socket open across `exec` for `fusermount3`) and
+//! [`Channel::clone_connection`] (one ioctl) use `unsafe`;
 //! parsing reads every field from byte slices with bounds checks.
 #![deny(missing_docs)]
 
