@@ -28,6 +28,14 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The FUSE module's `wake_here` parameter, where the kernel has it (a parameter of this
+/// machine kind's kernel, not of upstream Linux): `Y` put every FUSE server thread on its
+/// caller's vCPU in our runs, `N` left placement to the scheduler.
+pub fn fuse_wake_here() -> String {
+    std::fs::read_to_string("/sys/module/fuse/parameters/wake_here")
+        .map_or_else(|_| "absent".to_owned(), |v| v.trim().to_owned())
+}
+
 /// The command line, space-separated.
 pub fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
