@@ -273,7 +273,9 @@ fn main() {
     let plan = Plan::new(&args);
     let mut report = Report::default();
     run(plan, &mut report);
-    report.facts.insert(0, ("fuse wake_here", facts::fuse_wake_here()));
+    report
+        .facts
+        .insert(0, ("fuse wake_here", facts::fuse_wake_here()));
     report.facts.insert(0, ("command", facts::command_line()));
     report.facts.insert(0, ("cpus", facts::cpus().to_string()));
     report.facts.insert(0, ("cpu", facts::cpu_model()));

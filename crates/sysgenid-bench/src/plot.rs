@@ -47,7 +47,7 @@ fn series(points: &[Point], kind: Kind, mode: Mode) -> Vec<(f64, f64)> {
 }
 
 /// The lines of the fan-out plot.
-const FANOUT_LINES: [(Kind, Mode, &str); 6] = [
+const FANOUT_LINES: [(Kind, Mode, &str); 8] = [
     (Kind::Device, Mode::Read, "device, watchers blocked in read"),
     (Kind::Device, Mode::Epoll, "device, watchers in epoll"),
     (
@@ -59,6 +59,16 @@ const FANOUT_LINES: [(Kind, Mode, &str); 6] = [
         Kind::Device,
         Mode::Client,
         "device, Rust Watcher (poll, then page)",
+    ),
+    (
+        Kind::Floor,
+        Mode::Read,
+        "fan-out floor (minimal FUSE server), read",
+    ),
+    (
+        Kind::Floor,
+        Mode::Epoll,
+        "fan-out floor (minimal FUSE server), epoll",
     ),
     (Kind::Eventfd, Mode::Read, "eventfd proxy, blocked in read"),
     (Kind::Eventfd, Mode::Epoll, "eventfd proxy, in epoll"),
