@@ -79,7 +79,11 @@ const NOTES: &[&str] = &[
      eventfds; each watcher reads its eventfd and decrements a shared counter, the last one \
      writing a done eventfd the benchmark blocks on. Daemon CPU is the growth of the serving \
      process's threads' schedstat run time over trigger → wait returns, divided by N. Rounds \
-     start once every watcher is asleep again (and for device reads once the daemon holds N).",
+     start once every watcher is asleep again (and for device reads once the daemon holds N). \
+     The FUSE floor rows run the same watchers against a minimal FUSE server with the device's \
+     read, ack, poll, trigger and wait and nothing else, on one serving thread or on one per \
+     CPU (clones of the connection); their CPU is that of the serving threads. Machine idle is \
+     idle over all ticks of /proc/stat across the timed spans.",
     "Figures taken on a shared or loaded machine are provisional.",
 ];
 
