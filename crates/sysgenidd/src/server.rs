@@ -2,8 +2,9 @@
 //! hands what arrives to the [`Dispatcher`].
 //!
 //! One thread owns the FUSE channel and the core (the state file and the page file belong to the
-//! persist worker, the device page store to its own worker). It waits in `poll(2)`; a blocked `read(2)` or `WAIT_WATCHERS` is an entry in the core, never a blocked
-//! thread.
+//! persist worker, or to this thread where the state directory is in memory; the device page
+//! store to its own worker). It waits in `poll(2)`; a blocked `read(2)` or `WAIT_WATCHERS` is
+//! an entry in the core, never a blocked thread.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::page::PageFile;
 use crate::session::{HeaderFacts, SessionWriter};
 use crate::start::Start;
 use crate::state::StateFile;
-use crate::workers::{PersistWorker, StoreWorker};
+use crate::workers::{StoreWorker, start_persist};
 
 /// Requests read per wakeup before the inbox gets a turn.
 const BATCH: usize = 64;
@@ -133,8 +134,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server for an open channel, with the state already loaded; starts the persist and
-    /// page-store threads.
+    /// A server for an open channel, with the state already loaded; starts the page-store
+    /// thread and, unless the state directory is in memory, the persist thread.
     pub fn new(config: &Config, serving: Serving) -> Result<Server, ServerError> {
         let channel = Arc::new(serving.channel);
         let attributes = FileAttributes {
@@ -147,10 +148,8 @@ impl Server {
         };
         let effects = Effects {
             kernel: Box::new(Arc::clone(&channel)),
-            state: Box::new(
-                PersistWorker::start(serving.state, serving.page, serving.outbox.clone())
-                    .map_err(ServerError::Thread)?,
-            ),
+            state: start_persist(serving.state, serving.page, serving.outbox.clone())
+                .map_err(ServerError::Thread)?,
             device_page: Box::new(
                 StoreWorker::start(Arc::clone(&channel), serving.outbox, serving.store_gate)
                     .map_err(ServerError::Thread)?,

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -178,6 +178,12 @@ impl StateFile {
     /// The file's path.
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// Whether the state directory is on tmpfs or ramfs: memory, which no disk can stall and
+    /// which cannot be frozen.
+    pub fn in_memory(&self) -> io::Result<bool> {
+        on_memory_fs(self.dir.as_ref())
     }
 
     /// Reads the persisted counter.
@@ -384,11 +390,16 @@ fn write_record(file: &File, record: &[u8]) -> io::Result<()> {
     if written != record.len() {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
     }
-    let fs_type = rustix::fs::fstatfs(file)?.f_type as i64;
-    if fs_type != TMPFS_MAGIC && fs_type != RAMFS_MAGIC {
+    if !on_memory_fs(file)? {
         rustix::fs::fdatasync(file)?;
     }
     Ok(())
+}
+
+/// Whether `fd` is on tmpfs or ramfs.
+fn on_memory_fs(fd: impl AsFd) -> io::Result<bool> {
+    let fs_type = rustix::fs::fstatfs(fd)?.f_type as i64;
+    Ok(fs_type == TMPFS_MAGIC || fs_type == RAMFS_MAGIC)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! thread that reads `/dev/fuse` never waits on them: the persist of a new generation with its
 //! freshly drawn ID and their store into the page file (a frozen or slow state directory), and
 //! the device page store (`FUSE_NOTIFY_STORE` waits for a page lock that a faulting mapper holds
-//! until the serving thread answers its fill).
+//! until the serving thread answers its fill). A state directory in memory (tmpfs, the default
+//! `/run/sysgenid`) has no disk to wait on: there the persist runs inline ([`start_persist`]).
 //!
 //! Each worker takes jobs in order from a channel and reports each outcome through the inbox.
 //! It ends when the dispatcher drops its sender.
@@ -17,6 +18,7 @@ use crate::effects::{DeviceStore, Persist, Persisting, Storing};
 use crate::inbox::{Inbox, Message};
 use crate::page::PageFile;
 use crate::state::{self, StateFile};
+use sysgenid_abi::GenerationId;
 
 /// Draws the new generation's ID from the kernel, persists both, then stores them into the page
 /// file, on its own thread; the outcome (the ID) comes back as `Message::Persisted`. A store
@@ -38,20 +40,61 @@ impl PersistWorker {
             .name("persist".to_owned())
             .spawn(move || {
                 for generation in queue {
-                    let result = state::draw_id()
-                        .map_err(|e| format!("cannot draw a generation ID: {e}"))
-                        .and_then(|id| {
-                            state.persist(generation, id).map_err(|e| e.to_string())?;
-                            Ok(id)
-                        });
-                    if let (Ok(id), Some(page)) = (&result, &page) {
-                        page.store(generation, *id);
-                    }
+                    let result = persist_and_store(&mut state, page.as_ref(), generation);
                     inbox.send(Message::Persisted(result));
                 }
             })?;
         Ok(PersistWorker { jobs })
     }
+}
+
+/// Draws the ID of `generation`, persists both, then stores them into the page file.
+fn persist_and_store(
+    state: &mut StateFile,
+    page: Option<&PageFile>,
+    generation: u32,
+) -> Result<GenerationId, String> {
+    let id = state::draw_id().map_err(|e| format!("cannot draw a generation ID: {e}"))?;
+    state.persist(generation, id).map_err(|e| e.to_string())?;
+    if let Some(page) = page {
+        page.store(generation, id);
+    }
+    Ok(id)
+}
+
+/// Persists on the serving thread itself, for a state directory in memory (tmpfs or ramfs):
+/// a fixed-length `pwrite` and a store into a mapped page, with no `fdatasync`, which no disk
+/// can stall and no `fsfreeze` can freeze (tmpfs refuses it). It saves the two thread hand-offs
+/// of [`PersistWorker`].
+#[derive(Debug)]
+pub struct InlinePersist {
+    state: StateFile,
+    page: Option<PageFile>,
+}
+
+impl Persist for InlinePersist {
+    fn persist(&mut self, generation: u32) -> Persisting {
+        Persisting::Done(persist_and_store(
+            &mut self.state,
+            self.page.as_ref(),
+            generation,
+        ))
+    }
+}
+
+/// The persist for `state`: inline where its directory is in memory and the kernel's random
+/// pool is ready (so drawing an ID cannot wait), else on a [`PersistWorker`].
+pub fn start_persist(
+    state: StateFile,
+    page: Option<PageFile>,
+    inbox: Inbox,
+) -> std::io::Result<Box<dyn Persist>> {
+    let random_ready =
+        rustix::rand::getrandom(&mut [0u8; 1], rustix::rand::GetRandomFlags::NONBLOCK).is_ok();
+    if random_ready && state.in_memory()? {
+        return Ok(Box::new(InlinePersist { state, page }));
+    }
+    Ok(Box::new(PersistWorker::start(state, page, inbox)?))
 }
 
 impl Persist for PersistWorker {
@@ -143,6 +186,44 @@ mod tests {
             }
             assert!(Instant::now() < deadline, "no message from the worker");
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Where `path` is on tmpfs or ramfs, by `statfs(2)`.
+    fn in_memory(path: &std::path::Path) -> bool {
+        let kind = rustix::fs::statfs(path).unwrap().f_type as i64;
+        kind == 0x0102_1994 || kind == 0x8584_58f6
+    }
+
+    #[test]
+    fn the_persist_runs_inline_exactly_where_the_state_directory_is_in_memory() {
+        let parents = [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()];
+        for parent in parents.iter().filter(|p| p.is_dir()) {
+            let tmp = tempfile::tempdir_in(parent).unwrap();
+            let dir = Arc::new(StateDir::open(&tmp.path().join("s")).unwrap());
+            let state = StateFile::with_boot_id(Arc::clone(&dir), "a".to_owned());
+            let page_file = PageFile::open_or_create(&dir, 3, state::draw_id().unwrap()).unwrap();
+            let (inbox, receiver) = crate::inbox::inbox().unwrap();
+            let mut persist = start_persist(state, Some(page_file), inbox).unwrap();
+            let id = match persist.persist(4) {
+                Persisting::Done(result) => {
+                    assert!(in_memory(parent), "inline on {}", parent.display());
+                    result.unwrap()
+                }
+                Persisting::Started => {
+                    assert!(!in_memory(parent), "a worker on {}", parent.display());
+                    let Message::Persisted(result) = next_message(&receiver) else {
+                        panic!("no persist outcome");
+                    };
+                    result.unwrap()
+                }
+            };
+            assert_eq!(
+                page::peek(&dir),
+                Some((4, Some(id))),
+                "on {}",
+                parent.display()
+            );
         }
     }
 
