@@ -21,9 +21,10 @@ use rustix::io::Errno;
 use sysgenid_abi::{SYSGENID_TRIGGER_GEN_UPDATE, SYSGENID_WAIT_WATCHERS};
 use sysgenid_fuse::wire::{self, FUSE_POLL_SCHEDULE_NOTIFY, FUSE_ROOT_ID};
 use sysgenid_fuse::{
-    Channel, InitWants, Mount, MountMethod, MountOptions, Operation, Received, RequestBuffer,
-    negotiate, parse, reply,
+    Channel, InitWants, Mount, Operation, Received, RequestBuffer, negotiate, parse, reply,
 };
+
+use crate::fuse_floor::mount_file;
 
 const PAGE: u64 = 4096;
 /// `POLLIN | POLLRDNORM`.
@@ -47,18 +48,7 @@ impl FanoutFloor {
     /// on its own descriptor of the connection; the wait ioctl returns once `expected` files
     /// have acknowledged the current counter.
     pub fn start(expected: usize, threads: usize) -> FanoutFloor {
-        let dir = tempfile::Builder::new()
-            .prefix("sysgenid-bench-fanout-floor-")
-            .tempdir()
-            .expect("temp dir");
-        let file = dir.path().join("floor");
-        std::fs::write(&file, b"").expect("mount target");
-        let options = MountOptions {
-            fsname: "sysgenid-bench-fanout-floor".to_owned(),
-            method: MountMethod::Syscall,
-            ..MountOptions::default()
-        };
-        let (mount, first) = sysgenid_fuse::mount(&file, &options).expect("mount the floor");
+        let (dir, file, mount, first) = mount_file("sysgenid-bench-fanout-floor");
         let mut channels = vec![first];
         while channels.len() < threads {
             let clone = channels[0].clone_connection().expect("FUSE_DEV_IOC_CLONE");

@@ -37,18 +37,7 @@ pub struct Floor {
 impl Floor {
     /// Mounts the floor file in a new temporary directory and starts its server thread.
     pub fn start() -> Floor {
-        let dir = tempfile::Builder::new()
-            .prefix("sysgenid-bench-floor-")
-            .tempdir()
-            .expect("temp dir");
-        let file = dir.path().join("floor");
-        std::fs::write(&file, b"").expect("mount target");
-        let options = MountOptions {
-            fsname: "sysgenid-bench-floor".to_owned(),
-            method: MountMethod::Syscall,
-            ..MountOptions::default()
-        };
-        let (mount, channel) = sysgenid_fuse::mount(&file, &options).expect("mount the floor");
+        let (dir, file, mount, channel) = mount_file("sysgenid-bench-floor");
         let channel = Arc::new(channel);
         let server = std::thread::Builder::new()
             .name("fuse-floor".to_owned())
@@ -72,6 +61,24 @@ impl Floor {
         self.mount.unmount(false).expect("unmount the floor");
         self.server.join().expect("floor server thread");
     }
+}
+
+/// A file named `floor` in a new temporary directory (prefix `name`), mounted as a FUSE file
+/// system called `name` with `mount(2)`, and its channel.
+pub fn mount_file(name: &str) -> (tempfile::TempDir, PathBuf, Mount, Channel) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir()
+        .expect("temp dir");
+    let file = dir.path().join("floor");
+    std::fs::write(&file, b"").expect("mount target");
+    let options = MountOptions {
+        fsname: name.to_owned(),
+        method: MountMethod::Syscall,
+        ..MountOptions::default()
+    };
+    let (mount, channel) = sysgenid_fuse::mount(&file, &options).expect("mount a floor");
+    (dir, file, mount, channel)
 }
 
 fn attr() -> wire::Attr {
