@@ -69,8 +69,9 @@ pub struct StateFile {
     dir: Arc<StateDir>,
     path: PathBuf,
     boot_id: String,
-    /// Opened at the first write, through the state directory and never through a link.
-    file: Option<File>,
+    /// Opened at the first write, through the state directory and never through a link, with
+    /// whether each write needs an `fdatasync` (everywhere but tmpfs and ramfs).
+    file: Option<(File, bool)>,
     /// Bumps are refused while a damaged file stands in for a counter no record shows.
     refuse: Option<String>,
 }
@@ -259,18 +260,22 @@ impl StateFile {
             "{HEADER}\nboot_id={}\ngeneration={generation:010}\ngeneration_id={id}\n",
             self.boot_id
         );
-        let file = match &self.file {
-            Some(file) => file,
+        let (file, sync) = match &self.file {
+            Some(opened) => opened,
             None => {
-                let fd = self
+                let opened = self
                     .dir
                     .open_at(STATE_FILE_NAME, OFlags::RDWR | OFlags::CREATE, 0o600)
+                    .and_then(|fd| open_whole(fd, record.len()))
+                    .and_then(|file| {
+                        let sync = !on_memory_fs(&file)?;
+                        Ok((file, sync))
+                    })
                     .map_err(|e| error(&self.path, e))?;
-                self.file
-                    .insert(open_whole(fd, record.len()).map_err(|e| error(&self.path, e))?)
+                self.file.insert(opened)
             }
         };
-        write_record(file, record.as_bytes()).map_err(|e| error(&self.path, e))
+        write_record(file, record.as_bytes(), *sync).map_err(|e| error(&self.path, e))
     }
 }
 
@@ -385,19 +390,19 @@ fn open_whole(fd: OwnedFd, len: usize) -> io::Result<File> {
     Ok(file)
 }
 
-fn write_record(file: &File, record: &[u8]) -> io::Result<()> {
+fn write_record(file: &File, record: &[u8], sync: bool) -> io::Result<()> {
     let written = rustix::io::pwrite(file, record, 0)?;
     if written != record.len() {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
     }
-    if !on_memory_fs(file)? {
+    if sync {
         rustix::fs::fdatasync(file)?;
     }
     Ok(())
 }
 
 /// Whether `fd` is on tmpfs or ramfs.
-fn on_memory_fs(fd: impl AsFd) -> io::Result<bool> {
+pub(crate) fn on_memory_fs(fd: impl AsFd) -> io::Result<bool> {
     let fs_type = rustix::fs::fstatfs(fd)?.f_type as i64;
     Ok(fs_type == TMPFS_MAGIC || fs_type == RAMFS_MAGIC)
 }
