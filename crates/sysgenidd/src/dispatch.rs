@@ -14,7 +14,7 @@ use sysgenid_core::{
 use sysgenid_fuse::{Negotiated, reply};
 
 use crate::control::{DaemonFacts, StatusSnapshot};
-use crate::effects::{Effects, Persisting, Storing};
+use crate::effects::{Effects, Persisting, StoreJob, Storing};
 use crate::fuse_adapter::{Context, FuseAdapter, Routed, reply_message};
 use crate::inbox::Message;
 use crate::restores::Restores;
@@ -57,6 +57,11 @@ pub struct Dispatcher {
     /// While a bump's store is in flight the core's later actions wait, so a watcher woken by
     /// the bump finds the new page in its mapping.
     stores_in_flight: VecDeque<bool>,
+    /// A bump's page store being gathered with the kernel sends that follow it.
+    gathering: Option<StoreJob>,
+    /// The core's first action after a gathered store that is not a kernel send: it waits,
+    /// with those after it, until the store is written.
+    held: Option<Action>,
     facts: DaemonFacts,
 }
 
@@ -79,6 +84,8 @@ impl Dispatcher {
             restores: Restores::new(dedupe_window),
             resent: HashMap::new(),
             stores_in_flight: VecDeque::new(),
+            gathering: None,
+            held: None,
             facts,
         }
     }
@@ -305,13 +312,36 @@ impl Dispatcher {
     }
 
     /// Carries out the core's actions in order, pausing while a device page store is being
-    /// written: what follows a publish (wakes, replies) waits until mappings show it.
+    /// written: what follows a publish (wakes, replies) waits until mappings show it. The
+    /// kernel sends right after a bump's store go with it, to be sent once it is written.
     fn carry_out_all(&mut self) {
         self.record_session();
         while !self.stores_in_flight.contains(&true)
-            && let Some(action) = self.device.poll_action()
+            && let Some(action) = self.held.take().or_else(|| self.device.poll_action())
         {
-            self.carry_out(action);
+            let Some(job) = self.gathering.as_mut() else {
+                self.carry_out(action);
+                continue;
+            };
+            match kernel_send_of(action, &self.control_requests, &mut self.resent) {
+                Ok(message) => job.then.push(message),
+                Err(action) => {
+                    self.held = Some(action);
+                    self.start_gathered_store();
+                }
+            }
+        }
+        self.start_gathered_store();
+    }
+
+    /// Starts the gathered store, if any, after recording the session its sends depend on.
+    fn start_gathered_store(&mut self) {
+        let Some(job) = self.gathering.take() else {
+            return;
+        };
+        self.record_session();
+        if self.effects.device_page.store(job) == Storing::Started {
+            self.stores_in_flight.push_back(true);
         }
     }
 
@@ -369,7 +399,13 @@ impl Dispatcher {
         source: &BumpSource,
         token: Option<BumpToken>,
     ) {
-        self.store_device_page(generation, id, true);
+        self.gathering = self
+            .fuse
+            .device_page_store(generation, id)
+            .map(|page| StoreJob {
+                page,
+                then: Vec::new(),
+            });
         tracing::info!(generation, %id, %source, "new generation");
         self.effects
             .supervisor
@@ -408,11 +444,31 @@ impl Dispatcher {
     /// Puts the page of `generation` and `id` into every device mapping; `of_a_bump` holds the
     /// core's later actions until it is written.
     fn store_device_page(&mut self, generation: u32, id: GenerationId, of_a_bump: bool) {
-        if let Some(messages) = self.fuse.device_page_store(generation, id)
-            && self.effects.device_page.store(messages) == Storing::Started
+        if let Some(page) = self.fuse.device_page_store(generation, id)
+            && self.effects.device_page.store(StoreJob {
+                page,
+                then: Vec::new(),
+            }) == Storing::Started
         {
             self.stores_in_flight.push_back(of_a_bump);
         }
+    }
+}
+
+/// The message for an action that is only a send to the kernel: a reply to a FUSE request or a
+/// poll wakeup; any other action comes back.
+fn kernel_send_of(
+    action: Action,
+    control_requests: &HashMap<RequestId, mpsc::SyncSender<Reply>>,
+    resent: &mut HashMap<RequestId, RequestId>,
+) -> Result<Vec<u8>, Action> {
+    match action {
+        Action::Reply { request, reply } if !control_requests.contains_key(&request) => {
+            let request = resent.remove(&request).unwrap_or(request);
+            Ok(reply_message(request, reply))
+        }
+        Action::WakePoll(PollHandle(kh)) => Ok(reply::notify_poll(kh)),
+        other => Err(other),
     }
 }
 
@@ -488,10 +544,13 @@ mod tests {
 
         rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
         let effects = rig.journal.take();
-        let mut expected = vec![Effect::Persisted(5), Effect::PageStored(5)];
+        let mut expected = vec![
+            Effect::Persisted(5),
+            Effect::PageStored(5),
+            Effect::Status("serving generation 5".to_owned()),
+        ];
         expected.extend(sent_page_store(5));
         expected.extend([
-            Effect::Status("serving generation 5".to_owned()),
             Effect::Sent(reply::ioctl(14, 0, &[])),
             Effect::Sent(reply::notify_poll(77)),
             Effect::Sent(reply::data(12, &encode_generation(5))),
@@ -737,10 +796,11 @@ mod tests {
 
         rig.dispatcher
             .on_message(Message::Persisted(Ok(fakes::id_of(1))));
+        let effects = rig.journal.take();
         assert_eq!(
-            rig.journal.take()[..3],
+            effects[1..4],
             sent_page_store(1),
-            "the device page store"
+            "the device page store: {effects:?}"
         );
         assert!(raised(&winner_ran) && raised(&duplicate_ran));
         assert_eq!(rig.dispatcher.device.generation(), 1);
@@ -781,9 +841,12 @@ mod tests {
         rig.journal.take();
         rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
         let store = page_store(5);
-        let mut expected = vec![Effect::Persisted(5), Effect::PageStored(5)];
+        let mut expected = vec![
+            Effect::Persisted(5),
+            Effect::PageStored(5),
+            Effect::Status("serving generation 5".to_owned()),
+        ];
         expected.extend(sent_page_store(5));
-        expected.push(Effect::Status("serving generation 5".to_owned()));
         assert_eq!(
             rig.journal.take(),
             expected,
@@ -802,21 +865,64 @@ mod tests {
         written_then_stored.extend(store.clone());
         assert_eq!(rig.journal.take_sent(), written_then_stored);
 
-        // The bump's store is written first; the writeback's, still in flight, holds what
-        // follows too (a store in flight never falls behind a newer value).
-        rig.dispatcher.on_message(Message::DeviceStored);
+        rig.dispatcher.on_request(&fakes::read(20, 1, true));
+        assert_eq!(rig.journal.take(), [], "a later answer waits too");
+
+        // The bump's store is written first, and its writer then sends what the bump ordered
+        // after it: the trigger's answer, the wakeup, the woken read.
+        rig.store_written();
         assert_eq!(
-            rig.journal.take(),
-            [],
-            "the writeback's store is still in flight"
+            rig.journal.take_sent(),
+            [
+                reply::ioctl(14, 0, &[]),
+                reply::notify_poll(77),
+                reply::data(12, &encode_generation(5)),
+            ],
+            "sent once the bump's store is written"
         );
-        rig.dispatcher.on_message(Message::DeviceStored);
-        let effects = rig.journal.take();
+        // The writeback's store, still in flight, holds what follows (a store in flight never
+        // falls behind a newer value).
+        rig.store_written();
+        assert_eq!(
+            rig.journal.take_sent(),
+            [reply::data(20, &encode_generation(5))],
+            "answered once every store is written"
+        );
+    }
+
+    #[test]
+    fn a_bumps_store_carries_only_kernel_sends_and_holds_the_rest() {
+        let mut rig = mounted(4);
+        rig.store_deferred.set(true);
+        rig.dispatcher.on_request(&fakes::read(10, 1, false));
+        rig.journal.take();
+        // A control-socket trigger: its answer is no kernel send, so it waits for the store.
+        let (answer, answered) = mpsc::sync_channel(1);
+        rig.dispatcher.on_message(Message::TriggerIf {
+            expect: 4,
+            min: 0,
+            caller: Caller {
+                pid: 9,
+                privileged: true,
+            },
+            reply: answer,
+        });
+        assert_eq!(
+            answered.try_recv().ok(),
+            None,
+            "not before the page shows it"
+        );
         assert!(
-            effects.contains(&Effect::Sent(reply::notify_poll(77))),
-            "woken once the store is written: {effects:?}"
+            rig.journal.take_sent().len() == 3,
+            "only the page store is sent"
         );
-        assert!(effects.contains(&Effect::Sent(reply::ioctl(14, 0, &[]))));
+        rig.store_written();
+        assert_eq!(answered.try_recv().ok(), Some(Reply::Bumped(5)));
+        assert_eq!(
+            rig.journal.take_sent(),
+            [reply::data(10, &encode_generation(5))],
+            "then the wakeups, in the core's order"
+        );
     }
 
     #[test]

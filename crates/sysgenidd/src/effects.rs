@@ -45,9 +45,20 @@ pub enum Persisting {
 /// answers fills, so the daemon's store is written on a thread of its own
 /// ([`crate::workers::StoreWorker`]) and reports through the inbox (`Message::DeviceStored`).
 pub trait DeviceStore: Debug {
-    /// Starts storing these `FUSE_NOTIFY_STORE` messages, each whole and in order (the
-    /// seqlock steps of one page update), and reports once when the last is written.
-    fn store(&mut self, messages: Vec<Vec<u8>>) -> Storing;
+    /// Starts writing `job`: its page messages, each whole and in order (the seqlock steps of
+    /// one page update), then its kernel sends; reports once when the last is written.
+    fn store(&mut self, job: StoreJob) -> Storing;
+}
+
+/// A device page store and the kernel sends that must follow it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreJob {
+    /// The `FUSE_NOTIFY_STORE` messages of one page update.
+    pub page: Vec<Vec<u8>>,
+    /// Replies and poll wakeups the core ordered after the page update (a bump's trigger
+    /// answer, its wakeups): sent by whoever writes the page, right after it, which saves the
+    /// serving thread a round trip through the inbox.
+    pub then: Vec<Vec<u8>>,
 }
 
 /// What became of a device page store.

@@ -4,6 +4,7 @@
 //! order of effects across the kernel, the state file, the page and the service manager.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use sysgenid_fuse::wire::{self, Wire};
 use crate::control::DaemonFacts;
 use crate::dispatch::Dispatcher;
 use crate::effects::{
-    Clock, DeviceStore, Effects, Kernel, Persist, Persisting, SessionStore, Storing, Supervisor,
-    TriggerJudge,
+    Clock, DeviceStore, Effects, Kernel, Persist, Persisting, SessionStore, StoreJob, Storing,
+    Supervisor, TriggerJudge,
 };
 use crate::fuse_adapter::{FileAttributes, FuseAdapter};
-use crate::inbox::Completion;
+use crate::inbox::{Completion, Message};
 
 /// The pid every test request comes from.
 pub const PID: u32 = 4242;
@@ -101,23 +102,31 @@ impl Persist for FakeState {
 }
 
 /// Device page stores go into the journal as messages sent, like every other write to the
-/// kernel; with `defer` set each stays in flight until the test sends `Message::DeviceStored`.
+/// kernel; with `defer` set each stays in flight, its kernel sends unsent, until the test calls
+/// [`Rig::store_written`].
 #[derive(Debug)]
 struct FakeDeviceStore {
     journal: Journal,
     defer: Rc<Cell<bool>>,
+    in_flight: StoresInFlight,
 }
 
+/// The kernel sends of each deferred store, oldest first.
+type StoresInFlight = Rc<RefCell<VecDeque<Vec<Vec<u8>>>>>;
+
 impl DeviceStore for FakeDeviceStore {
-    fn store(&mut self, messages: Vec<Vec<u8>>) -> Storing {
-        for message in messages {
+    fn store(&mut self, job: StoreJob) -> Storing {
+        for message in job.page {
             self.journal.push(Effect::Sent(message));
         }
         if self.defer.get() {
-            Storing::Started
-        } else {
-            Storing::Done
+            self.in_flight.borrow_mut().push_back(job.then);
+            return Storing::Started;
         }
+        for message in job.then {
+            self.journal.push(Effect::Sent(message));
+        }
+        Storing::Done
     }
 }
 
@@ -192,6 +201,8 @@ pub struct Rig {
     /// Set to leave every device page store in flight until the test sends
     /// `Message::DeviceStored`.
     pub store_deferred: Rc<Cell<bool>>,
+    /// The kernel sends of deferred device page stores.
+    stores_in_flight: StoresInFlight,
     /// The fake clock, in nanoseconds.
     pub clock: Rc<Cell<u64>>,
     /// What the session was told, and when.
@@ -209,6 +220,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
     let persist_fails = Rc::new(Cell::new(false));
     let persist_deferred = Rc::new(Cell::new(false));
     let store_deferred = Rc::new(Cell::new(false));
+    let stores_in_flight = StoresInFlight::default();
     let clock = Rc::new(Cell::new(1_000_000_000));
     let session = SessionLog::default();
     let effects = Effects {
@@ -221,6 +233,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         device_page: Box::new(FakeDeviceStore {
             journal: journal.clone(),
             defer: Rc::clone(&store_deferred),
+            in_flight: Rc::clone(&stores_in_flight),
         }),
         session: Box::new(FakeSession {
             journal: journal.clone(),
@@ -243,8 +256,25 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         persist_fails,
         persist_deferred,
         store_deferred,
+        stores_in_flight,
         clock,
         session,
+    }
+}
+
+impl Rig {
+    /// The oldest deferred device page store is written: its kernel sends go out, then the
+    /// dispatcher hears of it, as from the daemon's store thread.
+    pub fn store_written(&mut self) {
+        let then = self
+            .stores_in_flight
+            .borrow_mut()
+            .pop_front()
+            .expect("a device page store in flight");
+        for message in then {
+            self.journal.push(Effect::Sent(message));
+        }
+        self.dispatcher.on_message(Message::DeviceStored);
     }
 }
 
