@@ -58,9 +58,10 @@ const NOTES: &[&str] = &[
     "Wakeups: threads A and B of this process. B fires only once /proc shows A asleep in the call \
      (for a device read, also once the daemon counts it pending); latency runs from just before \
      B's call to A's return (CLOCK_MONOTONIC). A then reads/acks and blocks again.",
-    "A trigger persists the counter before replying, on the daemon's persist thread: one in-place \
-     write of the state file, then fdatasync unless it is on tmpfs; the page store of a bump is \
-     written by a second worker thread before the reply goes out.",
+    "A trigger persists the counter before replying: one in-place write of the state file, on the \
+     serving thread where the state directory is in memory (tmpfs), else on the persist thread \
+     with fdatasync; the device page store of a bump is written by the page-store thread, which \
+     then sends the trigger's reply and the wakeups.",
     "Probe rows: batches of volatile loads timed together and divided; percentiles are over \
      batches.",
     "The second floor is the same one-file server on the fuser crate (one thread, mounted on a \

@@ -13,6 +13,7 @@ use sysgenid_core::{
 };
 use sysgenid_fuse::{Negotiated, reply};
 
+use crate::bump_log::BumpLog;
 use crate::control::{DaemonFacts, StatusSnapshot};
 use crate::effects::{Effects, Persisting, StoreJob, Storing};
 use crate::fuse_adapter::{Context, FuseAdapter, Routed, reply_message};
@@ -24,6 +25,11 @@ use crate::restores::Restores;
 const CONTROL_REQUEST_BIT: u64 = 1 << 62;
 /// The kernel's mark on a request it sends again after `FUSE_NOTIFY_RESEND`.
 const RESENT_BIT: u64 = 1 << 63;
+
+/// At most this many kernel sends go with a bump's page store: the trigger's answer comes first,
+/// and building the wakeups of thousands of watchers would delay it (the rest follow from the
+/// serving thread once the store is written, as before).
+const GATHER_LIMIT: usize = 16;
 
 /// Why serving ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +68,8 @@ pub struct Dispatcher {
     /// The core's first action after a gathered store that is not a kernel send: it waits,
     /// with those after it, until the store is written.
     held: Option<Action>,
+    /// Which bumps get a log line of their own.
+    bump_log: BumpLog,
     facts: DaemonFacts,
 }
 
@@ -86,6 +94,7 @@ impl Dispatcher {
             stores_in_flight: VecDeque::new(),
             gathering: None,
             held: None,
+            bump_log: BumpLog::default(),
             facts,
         }
     }
@@ -323,7 +332,12 @@ impl Dispatcher {
                 self.carry_out(action);
                 continue;
             };
-            match kernel_send_of(action, &self.control_requests, &mut self.resent) {
+            let taken = if job.then.len() < GATHER_LIMIT {
+                kernel_send_of(action, &self.control_requests, &mut self.resent)
+            } else {
+                Err(action)
+            };
+            match taken {
                 Ok(message) => job.then.push(message),
                 Err(action) => {
                     self.held = Some(action);
@@ -406,7 +420,16 @@ impl Dispatcher {
                 page,
                 then: Vec::new(),
             });
-        tracing::info!(generation, %id, %source, "new generation");
+        let verdict = self.bump_log.bump(self.now());
+        if verdict.unlogged_before > 0 {
+            tracing::info!(
+                count = verdict.unlogged_before,
+                "more new generations in the last second than were logged one by one"
+            );
+        }
+        if verdict.log_this {
+            tracing::info!(generation, %id, %source, "new generation");
+        }
         self.effects
             .supervisor
             .status(&format!("serving generation {generation}"));
@@ -887,6 +910,31 @@ mod tests {
             rig.journal.take_sent(),
             [reply::data(20, &encode_generation(5))],
             "answered once every store is written"
+        );
+    }
+
+    #[test]
+    fn a_bumps_store_carries_the_trigger_answer_and_at_most_a_few_wakeups() {
+        let mut rig = mounted(4);
+        rig.store_deferred.set(true);
+        let readers = 3 * GATHER_LIMIT as u64;
+        for i in 0..readers {
+            rig.dispatcher
+                .on_request(&fakes::open(100 + 2 * i, libc::O_RDONLY));
+            rig.dispatcher
+                .on_request(&fakes::read(1000 + 2 * i, 2 + i, false));
+        }
+        rig.journal.take();
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        assert_eq!(rig.sends_in_flight(), [GATHER_LIMIT]);
+        rig.journal.take();
+        rig.store_written();
+        let sent = rig.journal.take_sent();
+        let mut expected = vec![reply::ioctl(14, 0, &[])];
+        expected.extend((0..readers).map(|i| reply::data(1000 + 2 * i, &encode_generation(5))));
+        assert_eq!(
+            sent, expected,
+            "the answer first, then every reader in order"
         );
     }
 

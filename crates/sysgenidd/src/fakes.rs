@@ -263,6 +263,15 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
 }
 
 impl Rig {
+    /// How many kernel sends each deferred device page store carries, oldest first.
+    pub fn sends_in_flight(&self) -> Vec<usize> {
+        self.stores_in_flight
+            .borrow()
+            .iter()
+            .map(Vec::len)
+            .collect()
+    }
+
     /// The oldest deferred device page store is written: its kernel sends go out, then the
     /// dispatcher hears of it, as from the daemon's store thread.
     pub fn store_written(&mut self) {

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod backends;
+pub mod bump_log;
 pub mod caps;
 pub mod config;
 pub mod control;
