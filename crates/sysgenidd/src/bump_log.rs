@@ -24,7 +24,8 @@ pub struct BumpLog {
 /// What to log for one bump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
-    /// Bumps of the last window that were not logged one by one, to report first.
+    /// Bumps since the last logged line that were not logged one by one, to report first (at
+    /// the first bump of a later window, however much later).
     pub unlogged_before: u32,
     /// Whether this bump gets its own line.
     pub log_this: bool,

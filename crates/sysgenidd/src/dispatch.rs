@@ -424,7 +424,7 @@ impl Dispatcher {
         if verdict.unlogged_before > 0 {
             tracing::info!(
                 count = verdict.unlogged_before,
-                "more new generations in the last second than were logged one by one"
+                "new generations not logged one by one (over 10 in a second) since the last line"
             );
         }
         if verdict.log_this {

@@ -187,7 +187,8 @@ impl DeviceStore for StoreWorker {
     }
 }
 
-/// Closes a queue when its worker ends, even by a panic: later jobs are then refused, not lost.
+/// Closes a queue when its worker ends, even by a panic: jobs put after that are refused (their
+/// sends then go out from the serving thread) instead of queued for no one.
 struct Closer<'a, T>(&'a JobQueue<T>);
 
 impl<T> Drop for Closer<'_, T> {
