@@ -193,7 +193,13 @@ impl State {
                 let fh = self.next_fh;
                 self.next_fh += 1;
                 self.seen.insert(fh, self.counter);
-                reply::open(unique, fh, wire::FOPEN_DIRECT_IO | wire::FOPEN_NONSEEKABLE)
+                reply::open(
+                    unique,
+                    fh,
+                    wire::FOPEN_DIRECT_IO
+                        | wire::FOPEN_NONSEEKABLE
+                        | wire::FOPEN_PARALLEL_DIRECT_WRITES,
+                )
             }
             Operation::Read { fh, flags, .. } => return self.read(from, fh, flags),
             Operation::Write { data, .. } => {

@@ -285,6 +285,9 @@ pub const FOPEN_CACHE_DIR: u32 = 1 << 3;
 pub const FOPEN_STREAM: u32 = 1 << 4;
 /// Skip FLUSH on close.
 pub const FOPEN_NOFLUSH: u32 = 1 << 5;
+/// Writes of this open file within its size may run in parallel: the kernel takes the inode
+/// lock shared instead of exclusive for each direct write (Linux 6.2+; older kernels ignore it).
+pub const FOPEN_PARALLEL_DIRECT_WRITES: u32 = 1 << 6;
 
 // SETATTR `valid` bits.
 /// `mode` is set.

@@ -333,15 +333,19 @@ pub fn page_bytes(generation: u32, id: GenerationId, offset: u64, size: u32) -> 
     page[start..end].to_vec()
 }
 
+/// How every open file of the device is served: each read and write reaches the daemon
+/// (direct I/O), no seek position, device mappings keep their pages, and acknowledgements of
+/// different files do not queue on the inode lock for each other's round trip to the daemon.
+const OPEN_FLAGS: u32 = wire::FOPEN_DIRECT_IO
+    | wire::FOPEN_NONSEEKABLE
+    | wire::FOPEN_KEEP_CACHE
+    | wire::FOPEN_PARALLEL_DIRECT_WRITES;
+
 /// The reply message for a core reply to FUSE request `request`.
 pub fn reply_message(request: RequestId, answer: Reply) -> Vec<u8> {
     let unique = request.0;
     match answer {
-        Reply::Opened(file) => reply::open(
-            unique,
-            file.0,
-            wire::FOPEN_DIRECT_IO | wire::FOPEN_NONSEEKABLE | wire::FOPEN_KEEP_CACHE,
-        ),
+        Reply::Opened(file) => reply::open(unique, file.0, OPEN_FLAGS),
         Reply::Generation(g) => reply::data(unique, &encode_generation(g)),
         Reply::Empty => reply::data(unique, &[]),
         Reply::Written(n) => reply::write(unique, n as u32),
@@ -642,7 +646,10 @@ mod tests {
         assert_eq!(out.fh, 5);
         assert_eq!(
             out.open_flags,
-            wire::FOPEN_DIRECT_IO | wire::FOPEN_NONSEEKABLE | wire::FOPEN_KEEP_CACHE
+            wire::FOPEN_DIRECT_IO
+                | wire::FOPEN_NONSEEKABLE
+                | wire::FOPEN_KEEP_CACHE
+                | wire::FOPEN_PARALLEL_DIRECT_WRITES
         );
         let read = reply_message(id, Reply::Generation(9));
         assert_eq!(split_reply(&read).1, encode_generation(9));
