@@ -2,7 +2,7 @@
 //! messages and timeouts become core events, and every core action is carried out, in order,
 //! through the [`Effects`] traits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -59,10 +59,9 @@ pub struct Dispatcher {
     /// Requests the core waits on that the kernel sent again after a crash: the answer goes
     /// to the new id (the kernel forgot the old one).
     resent: HashMap<RequestId, RequestId>,
-    /// Device page stores not written yet, oldest first, each marked when it is a bump's.
-    /// While a bump's store is in flight the core's later actions wait, so a watcher woken by
-    /// the bump finds the new page in its mapping.
-    stores_in_flight: VecDeque<bool>,
+    /// Device page stores not written yet. While one is in flight the core's later actions
+    /// wait, so a watcher woken by a bump finds the new page in its mapping.
+    stores_in_flight: usize,
     /// A bump's page store being gathered with the kernel sends that follow it.
     gathering: Option<StoreJob>,
     /// The core's first action after a gathered store that is not a kernel send: it waits,
@@ -91,7 +90,7 @@ impl Dispatcher {
             next_control_request: 0,
             restores: Restores::new(dedupe_window),
             resent: HashMap::new(),
-            stores_in_flight: VecDeque::new(),
+            stores_in_flight: 0,
             gathering: None,
             held: None,
             bump_log: BumpLog::default(),
@@ -223,7 +222,7 @@ impl Dispatcher {
     /// The core's state and the INIT agreement, once nothing is under way that a next daemon
     /// could not finish: no bump, no device page store, no control request, INIT done.
     pub fn quiet_state(&self) -> Option<(DeviceState, Negotiated)> {
-        if !self.stores_in_flight.is_empty() || !self.control_requests.is_empty() {
+        if self.stores_in_flight > 0 || !self.control_requests.is_empty() {
             return None;
         }
         Some((self.device.state().ok()?, self.fuse.negotiated()?))
@@ -270,7 +269,7 @@ impl Dispatcher {
                 self.carry_out_all();
             }
             Message::DeviceStored => {
-                self.stores_in_flight.pop_front();
+                self.stores_in_flight = self.stores_in_flight.saturating_sub(1);
                 self.carry_out_all();
             }
             Message::Serving => self.serving(),
@@ -325,7 +324,7 @@ impl Dispatcher {
     /// kernel sends right after a bump's store go with it, to be sent once it is written.
     fn carry_out_all(&mut self) {
         self.record_session();
-        while !self.stores_in_flight.contains(&true)
+        while self.stores_in_flight == 0
             && let Some(action) = self.held.take().or_else(|| self.device.poll_action())
         {
             let Some(job) = self.gathering.as_mut() else {
@@ -354,8 +353,13 @@ impl Dispatcher {
             return;
         };
         self.record_session();
+        self.start_store(job);
+    }
+
+    /// Hands `job` to the device page store; the core's later actions wait until it is written.
+    fn start_store(&mut self, job: StoreJob) {
         if self.effects.device_page.store(job) == Storing::Started {
-            self.stores_in_flight.push_back(true);
+            self.stores_in_flight += 1;
         }
     }
 
@@ -400,8 +404,8 @@ impl Dispatcher {
             let _ = answer.try_send(reply);
             return;
         }
-        let request = self.resent.remove(&request).unwrap_or(request);
-        self.effects.kernel.send(&reply_message(request, reply));
+        let message = fuse_reply(&mut self.resent, request, reply);
+        self.effects.kernel.send(&message);
     }
 
     /// Shows a persisted generation in every device mapping (the persist put it in the page
@@ -461,19 +465,11 @@ impl Dispatcher {
     /// page fill that store waits on, would show before the older store lands.
     fn store_current_page(&mut self) {
         let (generation, id) = (self.device.generation(), self.device.generation_id());
-        self.store_device_page(generation, id, true);
-    }
-
-    /// Puts the page of `generation` and `id` into every device mapping; `of_a_bump` holds the
-    /// core's later actions until it is written.
-    fn store_device_page(&mut self, generation: u32, id: GenerationId, of_a_bump: bool) {
-        if let Some(page) = self.fuse.device_page_store(generation, id)
-            && self.effects.device_page.store(StoreJob {
+        if let Some(page) = self.fuse.device_page_store(generation, id) {
+            self.start_store(StoreJob {
                 page,
                 then: Vec::new(),
-            }) == Storing::Started
-        {
-            self.stores_in_flight.push_back(of_a_bump);
+            });
         }
     }
 }
@@ -487,12 +483,21 @@ fn kernel_send_of(
 ) -> Result<Vec<u8>, Action> {
     match action {
         Action::Reply { request, reply } if !control_requests.contains_key(&request) => {
-            let request = resent.remove(&request).unwrap_or(request);
-            Ok(reply_message(request, reply))
+            Ok(fuse_reply(resent, request, reply))
         }
         Action::WakePoll(PollHandle(kh)) => Ok(reply::notify_poll(kh)),
         other => Err(other),
     }
+}
+
+/// The reply to FUSE request `request`, under the id the kernel knows it by now.
+fn fuse_reply(
+    resent: &mut HashMap<RequestId, RequestId>,
+    request: RequestId,
+    reply: Reply,
+) -> Vec<u8> {
+    let request = resent.remove(&request).unwrap_or(request);
+    reply_message(request, reply)
 }
 
 /// The request an event answers, if it has one.
