@@ -50,6 +50,19 @@ pub struct Point {
     pub cpu_per_watcher: Vec<f64>,
     /// The machine's CPU ticks over the timed spans of every round, idle and in all.
     pub idle: Jiffies,
+    /// Device only: the watchers' exit until the daemon has released every file.
+    pub closing: Option<Closing>,
+}
+
+/// The end of a device row: every watcher process ends, with its files and, in read mode, a
+/// blocked read on each (interrupted, then released).
+#[derive(Debug, Clone, Copy)]
+pub struct Closing {
+    /// From the first watcher told to end until the daemon's status shows no tracked file
+    /// (polled every 10 ms).
+    pub wall_ns: f64,
+    /// The serving process's CPU time over that span, divided by N.
+    pub cpu_per_file_ns: f64,
 }
 
 /// Running watcher processes and what the benchmark keeps of them.
@@ -252,8 +265,13 @@ pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds
         }
         wait_armed(&watchers, mode, false, held);
     }
+    let (cpu_before, start) = (process_cpu_ns(serving), Instant::now());
     watchers.stop();
     wait_closed(served);
+    point.closing = Some(Closing {
+        wall_ns: start.elapsed().as_nanos() as f64,
+        cpu_per_file_ns: (process_cpu_ns(serving) - cpu_before) / n as f64,
+    });
     point
 }
 
@@ -443,6 +461,7 @@ impl Point {
             all_acked: Vec::new(),
             cpu_per_watcher: Vec::new(),
             idle: Jiffies::default(),
+            closing: None,
         }
     }
 

@@ -282,7 +282,35 @@ impl Report {
                 cpu
             ));
         }
+        out.push_str(&self.closing_markdown());
         out
+    }
+
+    fn closing_markdown(&self) -> String {
+        let rows: Vec<String> = self
+            .fanout
+            .iter()
+            .filter_map(|p| {
+                let c = p.closing?;
+                Some(format!(
+                    "{} | {} | {} | {}\n",
+                    p.n,
+                    p.mode.name(),
+                    fmt_ns(c.wall_ns),
+                    fmt_ns(c.cpu_per_file_ns)
+                ))
+            })
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        format!(
+            "\nThen every watcher process ends (device rows): from the first told to end until \
+             the daemon shows no tracked file (status polled every 10 ms), and the daemon's CPU \
+             over that span per file.\n\nN | watchers waited in | all files released | daemon \
+             CPU per file\n---: | --- | ---: | ---:\n{}",
+            rows.concat()
+        )
     }
 
     fn goals_markdown(&self) -> String {
@@ -349,6 +377,8 @@ fn point_json(p: &Point) -> Value {
         "cpu_per_watcher_median_ns": (!p.cpu_per_watcher.is_empty())
             .then(|| median(&p.cpu_per_watcher)),
         "machine_idle_share": p.idle.idle_share(),
+        "closing_wall_ns": p.closing.map(|c| c.wall_ns),
+        "closing_daemon_cpu_per_file_ns": p.closing.map(|c| c.cpu_per_file_ns),
     })
 }
 

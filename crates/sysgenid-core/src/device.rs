@@ -35,20 +35,9 @@ enum Pending {
         deadline: Option<Time>,
     },
     /// A trigger whose bump is queued or being persisted.
-    Trigger { file: FileId },
+    Trigger,
     /// A conditional trigger, which has no file, whose bump is queued or being persisted.
     TriggerIf,
-}
-
-impl Pending {
-    fn file(&self) -> Option<FileId> {
-        match *self {
-            Pending::Read { file } | Pending::Wait { file, .. } | Pending::Trigger { file } => {
-                Some(file)
-            }
-            Pending::TriggerIf => None,
-        }
-    }
 }
 
 /// A bump waiting its turn. Its target is computed when it starts, from the generation then.
@@ -91,6 +80,8 @@ pub struct Device {
     tracked: usize,
     outdated_tracked: usize,
     pending: BTreeMap<RequestId, Pending>,
+    /// The pending reads and waits by file, so a release finds its own without a scan.
+    calls: BTreeSet<(FileId, RequestId)>,
     /// The deadlines of pending waits, soonest first.
     deadlines: BTreeSet<(Time, RequestId)>,
     in_flight: Option<InFlight>,
@@ -126,6 +117,7 @@ impl Device {
             tracked: 0,
             outdated_tracked: 0,
             pending: BTreeMap::new(),
+            calls: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             in_flight: None,
             queued_bumps: VecDeque::new(),
@@ -344,7 +336,7 @@ impl Device {
                 self.reply(request, Reply::Done);
             }
             Some(Ioctl::WaitWatchers) => self.wait_watchers(request, file, arg, now),
-            Some(Ioctl::TriggerGenUpdate) => self.trigger(request, file, arg, caller),
+            Some(Ioctl::TriggerGenUpdate) => self.trigger(request, arg, caller),
             None => self.reply(request, Reply::Error(Errno::Inval)),
         }
     }
@@ -394,7 +386,7 @@ impl Device {
         self.add_pending(request, Pending::Wait { file, deadline });
     }
 
-    fn trigger(&mut self, request: RequestId, file: FileId, arg: u64, caller: Caller) {
+    fn trigger(&mut self, request: RequestId, arg: u64, caller: Caller) {
         if !caller.privileged {
             self.reply(request, Reply::Error(Errno::Acces));
             return;
@@ -403,7 +395,7 @@ impl Device {
             self.reply(request, Reply::Error(Errno::Inval));
             return;
         };
-        self.add_pending(request, Pending::Trigger { file });
+        self.add_pending(request, Pending::Trigger);
         self.enqueue_bump(BumpRequest {
             min,
             source: BumpSource::Trigger { pid: caller.pid },
@@ -439,10 +431,9 @@ impl Device {
         // Over FUSE a file is never released while a call on it is in progress; answer any
         // leftover read or wait so that every request still completes exactly once.
         let orphans: Vec<RequestId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.file() == Some(file) && !matches!(p, Pending::Trigger { .. }))
-            .map(|(&r, _)| r)
+            .calls
+            .range((file, RequestId(0))..=(file, RequestId(u64::MAX)))
+            .map(|&(_, r)| r)
             .collect();
         for request in orphans {
             self.finish(request, Reply::Error(Errno::BadF));
@@ -472,6 +463,7 @@ impl Device {
 
     fn add_pending(&mut self, request: RequestId, pending: Pending) {
         self.changed.requests.insert(request);
+        self.index_call(request, &pending);
         let previous = self.pending.insert(request, pending);
         debug_assert!(
             previous.is_none(),
@@ -482,14 +474,26 @@ impl Device {
     /// Removes a pending request and answers it, forgetting its deadline if it had one.
     fn finish(&mut self, request: RequestId, reply: Reply) {
         self.changed.requests.insert(request);
-        if let Some(Pending::Wait {
-            deadline: Some(deadline),
-            ..
-        }) = self.pending.remove(&request)
-        {
-            self.deadlines.remove(&(deadline, request));
+        match self.pending.remove(&request) {
+            Some(Pending::Read { file }) => {
+                self.calls.remove(&(file, request));
+            }
+            Some(Pending::Wait { file, deadline }) => {
+                self.calls.remove(&(file, request));
+                if let Some(deadline) = deadline {
+                    self.deadlines.remove(&(deadline, request));
+                }
+            }
+            Some(Pending::Trigger | Pending::TriggerIf) | None => {}
         }
         self.reply(request, reply);
+    }
+
+    /// Notes a read or a wait under its file, for [`Device::release`].
+    fn index_call(&mut self, request: RequestId, pending: &Pending) {
+        if let Pending::Read { file } | Pending::Wait { file, .. } = *pending {
+            self.calls.insert((file, request));
+        }
     }
 
     /// Ends every pending wait with 0 once no tracked watcher is outdated.
@@ -611,7 +615,7 @@ impl Device {
             .filter_map(|(&r, p)| match p {
                 Pending::Read { .. } => Some((r, Reply::Generation(target))),
                 Pending::Wait { .. } => Some((r, Reply::Error(Errno::Intr))),
-                Pending::Trigger { .. } | Pending::TriggerIf => None,
+                Pending::Trigger | Pending::TriggerIf => None,
             })
             .collect();
         for (request, reply) in blocked {
@@ -714,7 +718,7 @@ impl Device {
                 file,
                 deadline,
             }),
-            Pending::Trigger { .. } | Pending::TriggerIf => None,
+            Pending::Trigger | Pending::TriggerIf => None,
         }
     }
 
@@ -783,6 +787,7 @@ impl Device {
                     Pending::Wait { file, deadline }
                 }
             };
+            device.index_call(request, &pending);
             device.pending.insert(request, pending);
         }
         device.last_bump = state.last_bump;
