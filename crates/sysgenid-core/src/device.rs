@@ -471,7 +471,7 @@ impl Device {
         );
     }
 
-    /// Removes a pending request and answers it, forgetting its deadline if it had one.
+    /// Removes a pending request and answers it; its deadline and file index entry go too.
     fn finish(&mut self, request: RequestId, reply: Reply) {
         self.changed.requests.insert(request);
         match self.pending.remove(&request) {
