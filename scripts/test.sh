@@ -37,7 +37,7 @@ cargo nextest run --workspace --all-targets --all-features --no-fail-fast
 log "benchmark smoke run (N = 1 and 100, a few iterations): it runs and prints figures; no time is asserted"
 bench_out=$(mktemp -d)
 "${CARGO_TARGET_DIR:-target}/debug/sysgenid-bench" --smoke --plots "$bench_out" >"$bench_out/report.md"
-for expected in 'device read(2), O_NONBLOCK' 'minimal fuser read(2)' 'vCPU placement' '100 | epoll | device |'; do
+for expected in 'device read(2), O_NONBLOCK' 'minimal fuser read(2)' 'vCPU placement' '100 | epoll | device |' 'all files released'; do
     grep -qF "$expected" "$bench_out/report.md" || { cat "$bench_out/report.md"; echo "bench smoke: no '$expected'" >&2; exit 1; }
 done
 test -s "$bench_out/fanout.svg" && test -s "$bench_out/per-call.svg"
