@@ -59,9 +59,11 @@ pub struct Dispatcher {
     /// Requests the core waits on that the kernel sent again after a crash: the answer goes
     /// to the new id (the kernel forgot the old one).
     resent: HashMap<RequestId, RequestId>,
-    /// Device page stores not written yet. While one is in flight the core's later actions
-    /// wait, so a watcher woken by a bump finds the new page in its mapping.
-    stores_in_flight: usize,
+    /// Device page stores started, and how many of them the page-store thread has written.
+    /// While one is in flight the core's later actions wait, so a watcher woken by a bump
+    /// finds the new page in its mapping.
+    stores_started: u64,
+    stores_written: u64,
     /// A bump's page store being gathered with the kernel sends that follow it.
     gathering: Option<StoreJob>,
     /// The core's first action after a gathered store that is not a kernel send: it waits,
@@ -90,7 +92,8 @@ impl Dispatcher {
             next_control_request: 0,
             restores: Restores::new(dedupe_window),
             resent: HashMap::new(),
-            stores_in_flight: 0,
+            stores_started: 0,
+            stores_written: 0,
             gathering: None,
             held: None,
             bump_log: BumpLog::default(),
@@ -222,7 +225,7 @@ impl Dispatcher {
     /// The core's state and the INIT agreement, once nothing is under way that a next daemon
     /// could not finish: no bump, no device page store, no control request, INIT done.
     pub fn quiet_state(&self) -> Option<(DeviceState, Negotiated)> {
-        if self.stores_in_flight > 0 || !self.control_requests.is_empty() {
+        if self.storing() || !self.control_requests.is_empty() {
             return None;
         }
         Some((self.device.state().ok()?, self.fuse.negotiated()?))
@@ -266,10 +269,6 @@ impl Dispatcher {
             Message::KeyAtStart { backend, key } => self.restores.note_key(backend, key),
             Message::Persisted(result) => {
                 self.persisted(result);
-                self.carry_out_all();
-            }
-            Message::DeviceStored => {
-                self.stores_in_flight = self.stores_in_flight.saturating_sub(1);
                 self.carry_out_all();
             }
             Message::Serving => self.serving(),
@@ -324,7 +323,7 @@ impl Dispatcher {
     /// kernel sends right after a bump's store go with it, to be sent once it is written.
     fn carry_out_all(&mut self) {
         self.record_session();
-        while self.stores_in_flight == 0
+        while !self.storing()
             && let Some(action) = self.held.take().or_else(|| self.device.poll_action())
         {
             let Some(job) = self.gathering.as_mut() else {
@@ -345,6 +344,30 @@ impl Dispatcher {
             }
         }
         self.start_gathered_store();
+        // What waits behind a store in flight shows in `held`, so the loop asks to be woken.
+        if self.storing() && self.held.is_none() {
+            self.held = self.device.poll_action();
+        }
+    }
+
+    /// Whether a device page store is in flight.
+    fn storing(&self) -> bool {
+        self.stores_started > self.stores_written
+    }
+
+    /// Takes in the device page stores written since the last look and carries out what
+    /// waited on them; `true` if there were any. The loop calls it before each sleep: while a
+    /// store is in flight and something waits on it (a held action, or a handover when
+    /// `waiting`), the page-store thread is asked to wake the loop once it is written.
+    pub fn catch_up_with_stores(&mut self, waiting: bool) -> bool {
+        let wake_me = self.storing() && (self.held.is_some() || waiting);
+        let written = self.effects.device_page.written(wake_me);
+        if written == self.stores_written {
+            return false;
+        }
+        self.stores_written = written;
+        self.carry_out_all();
+        true
     }
 
     /// Starts the gathered store, if any, after recording the session its sends depend on.
@@ -359,7 +382,7 @@ impl Dispatcher {
     /// Hands `job` to the device page store; the core's later actions wait until it is written.
     fn start_store(&mut self, job: StoreJob) {
         if self.effects.device_page.store(job) == Storing::Started {
-            self.stores_in_flight += 1;
+            self.stores_started += 1;
         }
     }
 
@@ -941,6 +964,34 @@ mod tests {
             sent, expected,
             "the answer first, then every reader in order"
         );
+    }
+
+    #[test]
+    fn a_store_wakes_the_loop_only_when_something_waits_on_it() {
+        let mut rig = mounted(4);
+        rig.store_deferred.set(true);
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        assert!(
+            !rig.asks_for_a_wake(false),
+            "the trigger's answer goes with the store: nothing waits"
+        );
+        assert!(
+            rig.asks_for_a_wake(true),
+            "a handover waits for a quiet core"
+        );
+        // File 1 is outdated now; its read is answered at once, but only after the store.
+        rig.dispatcher.on_request(&fakes::read(16, 1, false));
+        assert!(rig.asks_for_a_wake(false), "an answer waits on the store");
+        rig.journal.take();
+        rig.store_written();
+        assert_eq!(
+            rig.journal.take_sent(),
+            [
+                reply::ioctl(14, 0, &[]),
+                reply::data(16, &encode_generation(5))
+            ]
+        );
+        assert!(!rig.asks_for_a_wake(true), "no store in flight");
     }
 
     #[test]

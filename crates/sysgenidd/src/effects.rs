@@ -43,11 +43,17 @@ pub enum Persisting {
 /// Puts a page into every device mapping (`FUSE_NOTIFY_STORE`). The kernel may wait for a page
 /// lock that a faulting mapper holds until its fill is answered, and only the serving thread
 /// answers fills, so the daemon's store is written on a thread of its own
-/// ([`crate::workers::StoreWorker`]) and reports through the inbox (`Message::DeviceStored`).
+/// ([`crate::workers::StoreWorker`]), which counts the jobs it has written. It wakes the loop
+/// (through the inbox's eventfd) only when the loop has said it waits for one.
 pub trait DeviceStore: Debug {
     /// Starts writing `job`: its page messages, each whole and in order (the seqlock steps of
-    /// one page update), then its kernel sends; reports once when the last is written.
+    /// one page update), then its kernel sends.
     fn store(&mut self, job: StoreJob) -> Storing;
+    /// How many started jobs are written, after saying whether the loop must be woken when
+    /// the next one is. Setting the wish and reading the count are ordered against the
+    /// writer's counting and reading of the wish, so a job written meanwhile is either
+    /// counted here or wakes the loop: never neither.
+    fn written(&self, wake_me: bool) -> u64;
 }
 
 /// A device page store and the kernel sends that must follow it.
@@ -66,7 +72,7 @@ pub struct StoreJob {
 pub enum Storing {
     /// Written (or given up on).
     Done,
-    /// Under way elsewhere: `Message::DeviceStored` says when it is written.
+    /// Under way elsewhere: [`DeviceStore::written`] counts it once it is written.
     Started,
 }
 

@@ -20,7 +20,7 @@ use crate::effects::{
     Supervisor, TriggerJudge,
 };
 use crate::fuse_adapter::{FileAttributes, FuseAdapter};
-use crate::inbox::{Completion, Message};
+use crate::inbox::Completion;
 
 /// The pid every test request comes from.
 pub const PID: u32 = 4242;
@@ -109,7 +109,11 @@ struct FakeDeviceStore {
     journal: Journal,
     defer: Rc<Cell<bool>>,
     in_flight: StoresInFlight,
+    progress: StoreProgress,
 }
+
+/// Deferred stores written so far, and whether the dispatcher last asked to be woken.
+type StoreProgress = Rc<(Cell<u64>, Cell<bool>)>;
 
 /// The kernel sends of each deferred store, oldest first.
 type StoresInFlight = Rc<RefCell<VecDeque<Vec<Vec<u8>>>>>;
@@ -127,6 +131,11 @@ impl DeviceStore for FakeDeviceStore {
             self.journal.push(Effect::Sent(message));
         }
         Storing::Done
+    }
+
+    fn written(&self, wake_me: bool) -> u64 {
+        self.progress.1.set(wake_me);
+        self.progress.0.get()
     }
 }
 
@@ -198,11 +207,12 @@ pub struct Rig {
     pub persist_fails: Rc<Cell<bool>>,
     /// Set to leave every persist in flight until the test sends `Message::Persisted`.
     pub persist_deferred: Rc<Cell<bool>>,
-    /// Set to leave every device page store in flight until the test sends
-    /// `Message::DeviceStored`.
+    /// Set to leave every device page store in flight until the test calls
+    /// [`Rig::store_written`].
     pub store_deferred: Rc<Cell<bool>>,
     /// The kernel sends of deferred device page stores.
     stores_in_flight: StoresInFlight,
+    store_progress: StoreProgress,
     /// The fake clock, in nanoseconds.
     pub clock: Rc<Cell<u64>>,
     /// What the session was told, and when.
@@ -221,6 +231,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
     let persist_deferred = Rc::new(Cell::new(false));
     let store_deferred = Rc::new(Cell::new(false));
     let stores_in_flight = StoresInFlight::default();
+    let store_progress = StoreProgress::default();
     let clock = Rc::new(Cell::new(1_000_000_000));
     let session = SessionLog::default();
     let effects = Effects {
@@ -234,6 +245,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
             journal: journal.clone(),
             defer: Rc::clone(&store_deferred),
             in_flight: Rc::clone(&stores_in_flight),
+            progress: Rc::clone(&store_progress),
         }),
         session: Box::new(FakeSession {
             journal: journal.clone(),
@@ -257,6 +269,7 @@ pub fn rig_with(generation: u32, privileged: bool) -> Rig {
         persist_deferred,
         store_deferred,
         stores_in_flight,
+        store_progress,
         clock,
         session,
     }
@@ -272,8 +285,8 @@ impl Rig {
             .collect()
     }
 
-    /// The oldest deferred device page store is written: its kernel sends go out, then the
-    /// dispatcher hears of it, as from the daemon's store thread.
+    /// The oldest deferred device page store is written: its kernel sends go out and it is
+    /// counted, as by the daemon's store thread; then the loop looks, as before it sleeps.
     pub fn store_written(&mut self) {
         let then = self
             .stores_in_flight
@@ -283,7 +296,19 @@ impl Rig {
         for message in then {
             self.journal.push(Effect::Sent(message));
         }
-        self.dispatcher.on_message(Message::DeviceStored);
+        let written = &self.store_progress.0;
+        written.set(written.get() + 1);
+        self.dispatcher.catch_up_with_stores(false);
+    }
+
+    /// Whether the loop, about to sleep (`handover` says whether a handover waits), would ask
+    /// the page-store thread to wake it.
+    pub fn asks_for_a_wake(&mut self, handover: bool) -> bool {
+        assert!(
+            !self.dispatcher.catch_up_with_stores(handover),
+            "no store news"
+        );
+        self.store_progress.1.get()
     }
 }
 

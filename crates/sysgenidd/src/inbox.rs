@@ -48,8 +48,6 @@ pub enum Message {
     },
     /// The outcome of a persist that a [`crate::effects::Persist`] started elsewhere.
     Persisted(Result<sysgenid_core::GenerationId, String>),
-    /// A device page store was written (`effects::DeviceStore`).
-    DeviceStored,
     /// The device path no longer shows this daemon's mount (`umount -l` from outside).
     MountLost,
     /// The device answered its first stat: the daemon is serving.
@@ -129,6 +127,11 @@ impl Inbox {
     /// The descriptor that wakes the loop, which a thread with its own table must keep.
     pub fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wake.as_fd()
+    }
+
+    /// Wakes the loop with no message, for news it reads elsewhere (a page store written).
+    pub fn wake(&self) {
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
     }
 
     /// Queues a message and wakes the loop. A message for a loop that is gone is dropped.

@@ -210,6 +210,10 @@ impl Server {
             if let Some(stopped) = self.try_handover() {
                 return Ok(stopped);
             }
+            // Page stores written meanwhile wake no one unless something waits on them.
+            if self.dispatcher.catch_up_with_stores(self.asked.is_some()) {
+                continue;
+            }
             let Some((fuse_ready, inbox_ready)) = self.wait()? else {
                 continue;
             };

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
@@ -107,13 +108,41 @@ impl Persist for PersistWorker {
     }
 }
 
-/// Writes device page stores on its own thread, each job's messages in order; each job's
-/// completion comes back as `Message::DeviceStored`.
+/// Writes device page stores on its own thread, each job's messages in order, and counts the
+/// jobs written; it wakes the loop for one only when the loop has asked.
 #[derive(Debug)]
 pub struct StoreWorker {
     jobs: Arc<JobQueue<StoreJob>>,
+    progress: Arc<Progress>,
     /// For a job's kernel sends when the thread is gone.
     channel: Arc<Channel>,
+}
+
+/// Between the page-store thread and the loop: the jobs written, and whether the loop waits
+/// for the next one. Both sides write one and then read the other, all sequentially
+/// consistent, so at least one sees the other's write: a job written while the loop goes to
+/// sleep is counted before it sleeps or wakes it (no lost wakeup), and a job nothing waits on
+/// costs the loop no wake.
+#[derive(Debug, Default)]
+struct Progress {
+    written: AtomicU64,
+    wake_wanted: AtomicBool,
+}
+
+impl Progress {
+    /// The writer's side, after each job.
+    fn job_written(&self, wake: impl FnOnce()) {
+        self.written.fetch_add(1, Ordering::SeqCst);
+        if self.wake_wanted.load(Ordering::SeqCst) {
+            wake();
+        }
+    }
+
+    /// The loop's side: say whether to be woken, then read the count.
+    fn written(&self, wake_me: bool) -> u64 {
+        self.wake_wanted.store(wake_me, Ordering::SeqCst);
+        self.written.load(Ordering::SeqCst)
+    }
 }
 
 /// How long the first store waits for a previous serving process that is still exiting.
@@ -134,7 +163,12 @@ impl StoreWorker {
         gate: Option<mpsc::Receiver<()>>,
     ) -> std::io::Result<StoreWorker> {
         let jobs: Arc<JobQueue<StoreJob>> = Arc::new(JobQueue::default());
-        let (queue, writer) = (Arc::clone(&jobs), Arc::clone(&channel));
+        let progress = Arc::new(Progress::default());
+        let (queue, writer, told) = (
+            Arc::clone(&jobs),
+            Arc::clone(&channel),
+            Arc::clone(&progress),
+        );
         std::thread::Builder::new()
             .name("page-store".to_owned())
             .spawn(move || {
@@ -152,10 +186,14 @@ impl StoreWorker {
                 while let Some(job) = queue.take() {
                     send_all(&writer, &job.page, "cannot store the device page");
                     send_all(&writer, &job.then, "cannot send to the kernel");
-                    inbox.send(Message::DeviceStored);
+                    told.job_written(|| inbox.wake());
                 }
             })?;
-        Ok(StoreWorker { jobs, channel })
+        Ok(StoreWorker {
+            jobs,
+            progress,
+            channel,
+        })
     }
 }
 
@@ -184,6 +222,10 @@ impl DeviceStore for StoreWorker {
                 Storing::Done
             }
         }
+    }
+
+    fn written(&self, wake_me: bool) -> u64 {
+        self.progress.written(wake_me)
     }
 }
 
@@ -262,6 +304,62 @@ mod tests {
             assert!(Instant::now() < deadline, "no message from the worker");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_written_store_wakes_the_loop_only_when_it_asked() {
+        let progress = Progress::default();
+        let wakes = std::cell::Cell::new(0);
+        assert_eq!(progress.written(false), 0);
+        progress.job_written(|| wakes.set(wakes.get() + 1));
+        assert_eq!((progress.written(true), wakes.get()), (1, 0));
+        progress.job_written(|| wakes.set(wakes.get() + 1));
+        assert_eq!((progress.written(false), wakes.get()), (2, 1));
+    }
+
+    /// Each round, the loop clears its wish (as when nothing waits), lets the writer write one
+    /// job at a varying moment, and goes to sleep wishing to be woken, racing the writer. A
+    /// wish not made or not heeded leaves the loop asleep until the 5-second limit.
+    #[test]
+    fn a_loop_going_to_sleep_never_misses_the_job_written_meanwhile() {
+        const JOBS: u64 = 20_000;
+        let progress = Arc::new(Progress::default());
+        let (inbox, receiver) = crate::inbox::inbox().unwrap();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let writer = {
+            let progress = Arc::clone(&progress);
+            std::thread::spawn(move || {
+                let mut round = 0u32;
+                while go_rx.recv().is_ok() {
+                    // Land the write at spread points of the loop's way to sleep.
+                    round = round.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    for _ in 0..(round >> 24) % 256 {
+                        std::hint::spin_loop();
+                    }
+                    progress.job_written(|| inbox.wake());
+                }
+            })
+        };
+        let limit = rustix::event::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        for job in 1..=JOBS {
+            assert_eq!(progress.written(false), job - 1);
+            receiver.drain();
+            go.send(()).unwrap();
+            while progress.written(true) < job {
+                let mut fds = [rustix::event::PollFd::new(
+                    &receiver,
+                    rustix::event::PollFlags::IN,
+                )];
+                let ready = rustix::event::poll(&mut fds, Some(&limit)).unwrap();
+                assert_eq!(ready, 1, "asleep with job {job} written");
+                receiver.drain();
+            }
+        }
+        drop(go);
+        writer.join().unwrap();
     }
 
     fn in_memory(path: &std::path::Path) -> bool {
