@@ -225,7 +225,7 @@ impl Dispatcher {
     /// The core's state and the INIT agreement, once nothing is under way that a next daemon
     /// could not finish: no bump, no device page store, no control request, INIT done.
     pub fn quiet_state(&self) -> Option<(DeviceState, Negotiated)> {
-        if self.storing() || !self.control_requests.is_empty() {
+        if self.storing() || self.held.is_some() || !self.control_requests.is_empty() {
             return None;
         }
         Some((self.device.state().ok()?, self.fuse.negotiated()?))
