@@ -66,8 +66,9 @@ pub struct Dispatcher {
     stores_written: u64,
     /// A bump's page store being gathered with the kernel sends that follow it.
     gathering: Option<StoreJob>,
-    /// The core's first action after a gathered store that is not a kernel send: it waits,
-    /// with those after it, until the store is written.
+    /// The core's next action while a store is in flight (after a bump's gathered store, the
+    /// first that is not a kernel send): it waits, with those after it, until the store is
+    /// written, and while it is here the loop asks to be woken for that.
     held: Option<Action>,
     /// Which bumps get a log line of their own.
     bump_log: BumpLog,
@@ -992,6 +993,35 @@ mod tests {
             ]
         );
         assert!(!rig.asks_for_a_wake(true), "no store in flight");
+    }
+
+    #[test]
+    fn a_handover_waits_for_a_store_in_flight_and_asks_to_be_woken() {
+        let mut rig = mounted(4);
+        rig.store_deferred.set(true);
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        assert!(
+            rig.dispatcher.quiet_state().is_none(),
+            "its answer is not sent yet"
+        );
+        assert!(rig.asks_for_a_wake(true));
+        rig.store_written();
+        assert!(rig.dispatcher.quiet_state().is_some());
+    }
+
+    #[test]
+    fn a_page_stored_again_after_a_writeback_holds_later_answers_and_asks_to_be_woken() {
+        let mut rig = mounted(6);
+        rig.store_deferred.set(true);
+        rig.dispatcher
+            .on_request(&fakes::write(16, 1, &[9, 9, 9, 9], true));
+        assert!(!rig.asks_for_a_wake(false), "nothing waits on it yet");
+        rig.dispatcher
+            .on_request(&fakes::ioctl(18, 1, Ioctl::SetWatcherTracking.cmd(), 1));
+        rig.journal.take();
+        assert!(rig.asks_for_a_wake(false), "an answer waits on it");
+        rig.store_written();
+        assert_eq!(rig.journal.take_sent(), [reply::ioctl(18, 0, &[])]);
     }
 
     #[test]

@@ -207,11 +207,13 @@ impl Server {
             self.ask_for_unanswered_requests();
         }
         loop {
+            // Page stores written meanwhile wake no one unless something waits on them; take
+            // them in before judging whether the core is quiet enough for a handover.
+            let caught_up = self.dispatcher.catch_up_with_stores(self.asked.is_some());
             if let Some(stopped) = self.try_handover() {
                 return Ok(stopped);
             }
-            // Page stores written meanwhile wake no one unless something waits on them.
-            if self.dispatcher.catch_up_with_stores(self.asked.is_some()) {
+            if caught_up {
                 continue;
             }
             let Some((fuse_ready, inbox_ready)) = self.wait()? else {

@@ -5,8 +5,9 @@
 //! until the serving thread answers its fill). A state directory in memory (tmpfs, the default
 //! `/run/sysgenid`) has no disk to wait on: there the persist runs inline ([`start_persist`]).
 //!
-//! Each worker takes jobs in order from a channel and reports each outcome through the inbox.
-//! It ends when the dispatcher drops its end.
+//! Each worker takes jobs in order from a queue and ends when the dispatcher drops its end. The
+//! persist worker reports each outcome through the inbox; the page-store worker counts the
+//! jobs it has written and wakes the loop only when the loop asked ([`Progress`]).
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
