@@ -441,13 +441,7 @@ impl Dispatcher {
         source: &BumpSource,
         token: Option<BumpToken>,
     ) {
-        self.gathering = self
-            .fuse
-            .device_page_store(generation, id)
-            .map(|page| StoreJob {
-                page,
-                then: Vec::new(),
-            });
+        self.gathering = self.page_store_job(generation, id);
         let verdict = self.bump_log.bump(self.now());
         if verdict.unlogged_before > 0 {
             tracing::info!(
@@ -489,12 +483,19 @@ impl Dispatcher {
     /// page fill that store waits on, would show before the older store lands.
     fn store_current_page(&mut self) {
         let (generation, id) = (self.device.generation(), self.device.generation_id());
-        if let Some(page) = self.fuse.device_page_store(generation, id) {
-            self.start_store(StoreJob {
-                page,
-                then: Vec::new(),
-            });
+        if let Some(job) = self.page_store_job(generation, id) {
+            self.start_store(job);
         }
+    }
+
+    /// A store of the page of `generation` and `id` into device mappings, with no sends yet;
+    /// `None` when the device cannot be mapped.
+    fn page_store_job(&self, generation: u32, id: GenerationId) -> Option<StoreJob> {
+        let page = self.fuse.device_page_store(generation, id)?;
+        Some(StoreJob {
+            page,
+            then: Vec::new(),
+        })
     }
 }
 

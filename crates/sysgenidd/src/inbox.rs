@@ -137,7 +137,7 @@ impl Inbox {
     /// Queues a message and wakes the loop. A message for a loop that is gone is dropped.
     pub fn send(&self, message: Message) {
         if self.tx.send(message).is_ok() {
-            let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+            self.wake();
         }
     }
 }
