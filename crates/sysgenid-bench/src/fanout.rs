@@ -5,7 +5,8 @@
 //! file, then acks the new generation (from the page file) on another and at once calls
 //! `WAIT_WATCHERS` on it (an outdated file may not wait), and times the trigger call and trigger →
 //! `WAIT_WATCHERS` returns. The daemon's CPU time over the same span (the sum of `schedstat` run
-//! times of every thread of the serving process) is divided by N. An eventfd round: the
+//! times of every thread of the serving process) is divided by N, and so is the watcher processes'
+//! CPU time over that span (their process CPU clocks). An eventfd round: the
 //! benchmark writes 1 to each of the N eventfds, then blocks reading a `done` eventfd that the
 //! last watcher to acknowledge writes. Between rounds the benchmark waits until every watcher
 //! has acknowledged and sleeps again (and, for device reads, until the daemon holds N reads).
@@ -48,6 +49,8 @@ pub struct Point {
     pub all_acked: Vec<f64>,
     /// Server CPU time per watcher over trigger → wait returns (device and floor).
     pub cpu_per_watcher: Vec<f64>,
+    /// The watcher processes' CPU time per watcher over the same span (every row).
+    pub watchers_cpu_per_watcher: Vec<f64>,
     /// The machine's CPU ticks over the timed spans of every round, idle and in all.
     pub idle: Jiffies,
     /// Device only: the watchers' exit until the daemon has released every file.
@@ -161,6 +164,14 @@ impl Watchers {
         }
     }
 
+    /// The CPU time of every watcher process so far, in nanoseconds.
+    fn cpu_ns(&self) -> f64 {
+        self.children
+            .iter()
+            .map(|(child, _)| process_clock_ns(child.id()))
+            .sum()
+    }
+
     /// Waits until every watcher acknowledged and sleeps again: `rearmed` reaches N, then
     /// [`Watchers::wait_asleep`].
     fn wait_rearmed(&self, mode: Mode, deadline: Instant) {
@@ -231,6 +242,23 @@ pub fn process_cpu_ns(pid: u32) -> f64 {
         .sum()
 }
 
+/// The CPU time of the whole process `pid` so far (every thread, living or ended), in
+/// nanoseconds: its process CPU clock, exact where `/proc/<pid>/stat` counts clock ticks.
+fn process_clock_ns(pid: u32) -> f64 {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid place for the clock id; the call only writes it.
+    let found = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    assert_eq!(found, 0, "clock_getcpuclockid({pid})");
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the call only writes it.
+    let read = unsafe { libc::clock_gettime(clock, &mut now) };
+    assert_eq!(read, 0, "clock_gettime of the CPU clock of {pid}");
+    now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
+}
+
 /// Runs `warmup + rounds` device rounds with `n` watchers waiting in `mode`.
 pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
     let device = &served.daemon.device;
@@ -277,13 +305,15 @@ pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds
 
 /// Runs `warmup + rounds` rounds of the fan-out floor (a minimal FUSE server with the device's
 /// protocol, [`FanoutFloor`]) with `n` watchers waiting in `mode`; `kind` says whether it
-/// serves on one thread or on one per CPU.
+/// serves on one thread, on one per CPU each with its own clone of the connection, or on one
+/// per CPU all reading the same descriptor.
 pub fn floor_point(kind: Kind, mode: Mode, n: usize, warmup: usize, rounds: usize) -> Point {
-    let threads = match kind {
-        Kind::FloorPerCpu => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        _ => 1,
+    let (threads, clones) = match kind {
+        Kind::FloorPerCpu => (crate::facts::cpus(), true),
+        Kind::FloorShared => (crate::facts::cpus(), false),
+        _ => (1, false),
     };
-    let floor = FanoutFloor::start(n, threads);
+    let floor = FanoutFloor::start(n, threads, clones);
     let trigger = DevFile::rw(floor.file());
     let waiter = DevFile::rw(floor.file());
     let watchers = Watchers::spawn(kind, mode, n, floor.file(), Path::new(""));
@@ -317,12 +347,14 @@ struct Round {
     trigger_ns: f64,
     all_acked_ns: f64,
     cpu_per_watcher_ns: f64,
+    watchers_cpu_per_watcher_ns: f64,
     idle: Jiffies,
 }
 
 impl Round {
     /// Times `trigger`, then `wait` (which returns once every watcher acknowledged), with the
-    /// server's CPU time from `cpu_ns` and the machine's idle time over the same span.
+    /// server's CPU time from `cpu_ns`, the watchers' CPU time and the machine's idle time over
+    /// the same span.
     fn time(
         watchers: &Watchers,
         cpu_ns: impl Fn() -> f64,
@@ -331,6 +363,7 @@ impl Round {
     ) -> Round {
         watchers.shared.rearmed().store(0, Ordering::SeqCst);
         let cpu0 = cpu_ns();
+        let watchers_cpu0 = watchers.cpu_ns();
         let jiffies0 = Jiffies::now();
         let t0 = Instant::now();
         trigger();
@@ -341,6 +374,7 @@ impl Round {
             trigger_ns: (t1 - t0).as_nanos() as f64,
             all_acked_ns: (t2 - t0).as_nanos() as f64,
             cpu_per_watcher_ns: (cpu_ns() - cpu0) / watchers.n as f64,
+            watchers_cpu_per_watcher_ns: (watchers.cpu_ns() - watchers_cpu0) / watchers.n as f64,
             idle: Jiffies::now().since(jiffies0),
         }
     }
@@ -432,6 +466,7 @@ pub fn eventfd_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Poin
             .shared
             .acks_left()
             .store(n as u32, Ordering::SeqCst);
+        let watchers_cpu0 = watchers.cpu_ns();
         let jiffies0 = Jiffies::now();
         let t0 = Instant::now();
         for fd in &watchers.eventfds {
@@ -440,7 +475,9 @@ pub fn eventfd_point(mode: Mode, n: usize, warmup: usize, rounds: usize) -> Poin
         let t1 = Instant::now();
         rustix::io::read(watchers.done.as_fd(), &mut buf).expect("read done");
         let t2 = Instant::now();
+        let watchers_cpu = (watchers.cpu_ns() - watchers_cpu0) / n as f64;
         if round >= warmup {
+            point.watchers_cpu_per_watcher.push(watchers_cpu);
             point.trigger.push((t1 - t0).as_nanos() as f64);
             point.all_acked.push((t2 - t0).as_nanos() as f64);
             point.idle = point.idle.plus(Jiffies::now().since(jiffies0));
@@ -460,15 +497,31 @@ impl Point {
             trigger: Vec::new(),
             all_acked: Vec::new(),
             cpu_per_watcher: Vec::new(),
+            watchers_cpu_per_watcher: Vec::new(),
             idle: Jiffies::default(),
             closing: None,
         }
+    }
+
+    /// The shortest the trigger → all acknowledged span could be with the CPU time it took:
+    /// the server's and the watchers' CPU per watcher (medians of rounds), times N, shared out
+    /// over every CPU of the machine.
+    pub fn cpu_bound_ns(&self) -> f64 {
+        let server = if self.cpu_per_watcher.is_empty() {
+            0.0
+        } else {
+            crate::report::median(&self.cpu_per_watcher)
+        };
+        let watchers = crate::report::median(&self.watchers_cpu_per_watcher);
+        (server + watchers) * self.n as f64 / crate::facts::cpus() as f64
     }
 
     fn push(&mut self, round: &Round) {
         self.trigger.push(round.trigger_ns);
         self.all_acked.push(round.all_acked_ns);
         self.cpu_per_watcher.push(round.cpu_per_watcher_ns);
+        self.watchers_cpu_per_watcher
+            .push(round.watchers_cpu_per_watcher_ns);
         self.idle = self.idle.plus(round.idle);
     }
 }

@@ -1,6 +1,7 @@
 //! The floor for the fan-out over FUSE: a minimal server with the device's wait-and-ack protocol.
 //!
-//! Serving threads of this process (one, or one per CPU on clones of the connection) serve one
+//! Serving threads of this process (one, or one per CPU on clones of the connection or on one
+//! shared descriptor) serve one
 //! file with the round trips a tracked watcher of the
 //! device makes, and nothing else: a `read(2)` returns the 4-byte counter at once if the file
 //! has not read it yet and is held otherwise; a 4-byte `write(2)` of the current counter is an
@@ -45,12 +46,12 @@ pub struct FanoutFloor {
 
 impl FanoutFloor {
     /// Mounts the file in a new temporary directory and starts `threads` serving threads, each
-    /// on its own descriptor of the connection; the wait ioctl returns once `expected` files
-    /// have acknowledged the current counter.
-    pub fn start(expected: usize, threads: usize) -> FanoutFloor {
+    /// on its own clone of the connection if `clones`, else all reading the one descriptor; the
+    /// wait ioctl returns once `expected` files have acknowledged the current counter.
+    pub fn start(expected: usize, threads: usize, clones: bool) -> FanoutFloor {
         let (dir, file, mount, first) = mount_file("sysgenid-bench-fanout-floor");
         let mut channels = vec![first];
-        while channels.len() < threads {
+        while clones && channels.len() < threads {
             let clone = channels[0].clone_connection().expect("FUSE_DEV_IOC_CLONE");
             channels.push(clone);
         }
@@ -67,7 +68,7 @@ impl FanoutFloor {
                     .spawn(move || {
                         let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
                         tids[me].store(tid, Ordering::SeqCst);
-                        serve(&channels, me, &state);
+                        serve(&channels, me.min(channels.len() - 1), &state);
                     })
                     .expect("spawn a fan-out floor server")
             })

@@ -382,7 +382,7 @@ fn measure_fanout(plan: Plan, report: &mut Report) -> Vec<fanout::Point> {
             points.push(fanout::eventfd_point(mode, n, 1, rounds));
             progress(&format!("fan-out: {n} watchers in {}, device", mode.name()));
             points.push(fanout::device_point(&served, mode, n, 1, rounds));
-            for kind in [Kind::Floor, Kind::FloorPerCpu] {
+            for kind in [Kind::Floor, Kind::FloorPerCpu, Kind::FloorShared] {
                 progress(&format!(
                     "fan-out: {n} watchers in {}, {}",
                     mode.name(),

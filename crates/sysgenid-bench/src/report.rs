@@ -247,8 +247,9 @@ impl Report {
         let mut out = String::from(
             "\n**7. fan-out: N tracked watchers, one trigger, all acknowledged** (medians; \
              p90 in brackets)\n\nN | watchers wait in | what | rounds | trigger call | \
-             trigger → all acknowledged | ratio to eventfd | server CPU per watcher | machine \
-             idle\n---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---:\n",
+             trigger → all acknowledged | ratio to eventfd | server CPU per watcher | watchers' \
+             CPU per watcher | CPU bound (ratio to eventfd) | machine idle\n---: | --- | --- | \
+             ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---:\n",
         );
         for p in &self.fanout {
             let proxy = self.fanout.iter().find(|q| {
@@ -264,12 +265,20 @@ impl Report {
             } else {
                 fmt_ns(median(&p.cpu_per_watcher))
             };
+            let bound = match proxy {
+                Some(q) => format!(
+                    "{} ({})",
+                    fmt_ns(p.cpu_bound_ns()),
+                    fmt_ratio(p.cpu_bound_ns() / median(&q.all_acked))
+                ),
+                None => fmt_ns(p.cpu_bound_ns()),
+            };
             let idle = p
                 .idle
                 .idle_share()
                 .map_or_else(|| "—".to_owned(), |share| format!("{:.0}%", share * 100.0));
             out.push_str(&format!(
-                "{} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {idle}\n",
+                "{} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {bound} | {idle}\n",
                 p.n,
                 p.mode.name(),
                 p.kind.name(),
@@ -279,7 +288,8 @@ impl Report {
                 fmt_ns(median(&p.all_acked)),
                 fmt_ns(p90(&p.all_acked)),
                 ratio,
-                cpu
+                cpu,
+                fmt_ns(median(&p.watchers_cpu_per_watcher)),
             ));
         }
         out.push_str(&self.closing_markdown());
@@ -376,6 +386,8 @@ fn point_json(p: &Point) -> Value {
         "all_acked_p90_ns": p90(&p.all_acked),
         "cpu_per_watcher_median_ns": (!p.cpu_per_watcher.is_empty())
             .then(|| median(&p.cpu_per_watcher)),
+        "watchers_cpu_per_watcher_median_ns": median(&p.watchers_cpu_per_watcher),
+        "cpu_bound_ns": p.cpu_bound_ns(),
         "machine_idle_share": p.idle.idle_share(),
         "closing_wall_ns": p.closing.map(|c| c.wall_ns),
         "closing_daemon_cpu_per_file_ns": p.closing.map(|c| c.cpu_per_file_ns),

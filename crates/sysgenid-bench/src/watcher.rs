@@ -38,6 +38,8 @@ pub enum Kind {
     Floor,
     /// The same with one serving thread per CPU, on clones of the connection.
     FloorPerCpu,
+    /// The same with one serving thread per CPU, all reading one descriptor.
+    FloorShared,
 }
 
 /// How a watcher waits.
@@ -61,6 +63,7 @@ impl Kind {
             Kind::Eventfd => "eventfd",
             Kind::Floor => "FUSE floor",
             Kind::FloorPerCpu => "FUSE floor, a thread per CPU",
+            Kind::FloorShared => "FUSE floor, a thread per CPU on one descriptor",
         }
     }
 }
@@ -96,6 +99,7 @@ fn parse(args: &[String]) -> Args {
         "eventfd" => Kind::Eventfd,
         "FUSE floor" => Kind::Floor,
         "FUSE floor, a thread per CPU" => Kind::FloorPerCpu,
+        "FUSE floor, a thread per CPU on one descriptor" => Kind::FloorShared,
         other => panic!("watcher: unknown kind {other:?}"),
     };
     let mode = match get(1) {
@@ -138,7 +142,7 @@ impl Watched {
                 Watched::Device(file)
             }
             // The floor takes the device's reads and acks, and tracks every file.
-            Kind::Floor | Kind::FloorPerCpu => {
+            Kind::Floor | Kind::FloorPerCpu | Kind::FloorShared => {
                 Watched::Device(DevFile::open(&args.device, OFlags::RDWR).expect("open the floor"))
             }
             Kind::Eventfd => {
