@@ -1,6 +1,7 @@
 //! A persist held as long as the test likes: the state directory on an ext4 image frozen with
 //! `fsfreeze -f`. The trigger waits for its bump to be durable; every other request is answered
-//! at once meanwhile, with the published state. The freeze is always lifted on drop.
+//! at once meanwhile, with the published state, also while a new daemon waits to take over. The
+//! freeze is always lifted on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,4 +148,69 @@ fn a_frozen_state_disk_holds_the_trigger_and_nothing_else() {
         "the trigger ends once durable"
     );
     assert_eq!(daemon.generation(), 2);
+}
+
+#[test]
+fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Ext4State::mount(dir.path());
+    let daemon = Daemon::start_with(DaemonOptions {
+        dir: Some(dir.path().to_owned()),
+        ..DaemonOptions::default()
+    });
+    let device = daemon.device.clone();
+    DevFile::rw(&device).trigger(0).unwrap();
+
+    let frozen = disk.freeze();
+    let trigger = {
+        let device = device.clone();
+        std::thread::spawn(move || DevFile::rw(&device).trigger(0))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!trigger.is_finished(), "the trigger waits for its persist");
+
+    // A new daemon asks for the device; the running one cannot hand over while the bump is
+    // under way, and serves on meanwhile.
+    let mut next = Command::new(sysgenid_e2e::workspace_binary("sysgenidd"))
+        .arg("--device")
+        .arg(&device)
+        .arg("--state-dir")
+        .arg(&daemon.state_dir)
+        .args(["--backends", "none", "--keeper", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    sysgenid_e2e::eventually("the running daemon is asked for the device", || {
+        daemon.log().contains("a new daemon asks for the device")
+    });
+    let reader = {
+        let device = device.clone();
+        within(move || DevFile::rw_nonblock(&device).read())
+    };
+    assert_eq!(
+        reader,
+        Some(Err(Errno::AGAIN)),
+        "a read is answered while the handover waits"
+    );
+    let _ = next.kill();
+    let _ = next.wait();
+
+    drop(frozen);
+    assert_eq!(
+        trigger.join().unwrap(),
+        Ok(0),
+        "the trigger ends once durable"
+    );
+    assert_eq!(daemon.generation(), 2);
+    sysgenid_e2e::eventually(
+        "the handover did not happen and the daemon serves on",
+        || daemon.log().contains("did not happen"),
+    );
+    assert_eq!(
+        DevFile::rw_nonblock(&device).read(),
+        Err(Errno::AGAIN),
+        "the device still answers"
+    );
 }

@@ -3,7 +3,7 @@
 //! the state directory, so the mount, every open file, mapping and blocked call stay in place.
 //!
 //! The new daemon connects to `<state-dir>/handover.sock` and says which snapshot formats it
-//! reads. The running one stops reading `/dev/fuse`, waits until no bump is under way, and
+//! reads. The running one serves on until no bump is under way, then, between two requests,
 //! sends the connection and a memfd holding the snapshot (`SCM_RIGHTS`). The new one checks
 //! everything it can before it answers `taken`; then the old one exits without unmounting,
 //! and the new one takes the state directory's lock and serves. Any other answer, or none

@@ -129,7 +129,8 @@ pub struct Server {
     mount_facts: HeaderFacts,
     resend: bool,
     /// A new daemon waiting for the device, and until when it may wait for a quiet moment.
-    /// Meanwhile no request is read from `/dev/fuse`.
+    /// Requests are served meanwhile: a bump under way may need them to finish (a page store
+    /// waits for the page fill of a mapper), and no client waits for the handover.
     asked: Option<(Asked, Instant)>,
 }
 
@@ -233,10 +234,7 @@ impl Server {
                     }
                 }
             }
-            if fuse_ready
-                && self.asked.is_none()
-                && let Some(stopped) = self.serve_requests(&mut buf)?
-            {
+            if fuse_ready && let Some(stopped) = self.serve_requests(&mut buf)? {
                 return Ok(stopped);
             }
             self.dispatcher.on_timeout();
@@ -257,7 +255,7 @@ impl Server {
     }
 
     /// Takes a new daemon's request for the device: refused at once if it cannot be served,
-    /// else reading from `/dev/fuse` pauses until the core is quiet.
+    /// else handed over at the first quiet moment between requests.
     fn ask_handover(&mut self, asked: Asked) {
         if let Some(why) = handover::refusal(&asked.hello, &self.device_path) {
             tracing::warn!(why, "handover refused");
@@ -265,7 +263,9 @@ impl Server {
         } else if self.asked.is_some() {
             handover::refuse(&asked, "another handover is under way");
         } else {
-            tracing::info!("a new daemon asks for the device; pausing");
+            tracing::info!(
+                "a new daemon asks for the device; handing over once no bump is under way"
+            );
             self.asked = Some((asked, Instant::now() + QUIET_LIMIT));
         }
     }
@@ -315,13 +315,8 @@ impl Server {
             tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: wait.subsec_nanos().into(),
         });
-        // While a handover waits, requests stay queued in the kernel for the next daemon.
-        let fuse_events = match self.asked {
-            Some(_) => PollFlags::empty(),
-            None => PollFlags::IN,
-        };
         let mut fds = [
-            PollFd::new(&*self.channel, fuse_events),
+            PollFd::new(&*self.channel, PollFlags::IN),
             PollFd::new(&self.inbox, PollFlags::IN),
         ];
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
