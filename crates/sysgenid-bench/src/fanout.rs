@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -49,6 +49,11 @@ pub struct Point {
     pub all_acked: Vec<f64>,
     /// Server CPU time per watcher over trigger → wait returns (device and floor).
     pub cpu_per_watcher: Vec<f64>,
+    /// The server's sleeps (voluntary context switches of its threads) per watcher over the
+    /// same span (device and floor).
+    pub sleeps_per_watcher: Vec<f64>,
+    /// The server's time ready to run but waiting for a CPU, per watcher, over the same span.
+    pub runnable_per_watcher: Vec<f64>,
     /// The watcher processes' CPU time per watcher over the same span (every row).
     pub watchers_cpu_per_watcher: Vec<f64>,
     /// The machine's CPU ticks over the timed spans of every round, idle and in all.
@@ -230,16 +235,51 @@ fn all_asleep(pid: u32, mode: Mode) -> bool {
     })
 }
 
-/// CPU time of every thread of `pid` so far, in nanoseconds (`/proc/<pid>/task/*/schedstat`).
-pub fn process_cpu_ns(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .sum()
+/// The CPU time and the sleeps (voluntary context switches) of some threads so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Run time, in nanoseconds (`schedstat`).
+    pub cpu_ns: f64,
+    /// Time ready to run but waiting for a CPU, in nanoseconds (`schedstat`).
+    pub runnable_ns: f64,
+    /// Times a thread gave up its CPU to wait (`voluntary_ctxt_switches` in `status`).
+    pub sleeps: f64,
+}
+
+impl Usage {
+    /// Of the threads whose `/proc` directories are `tasks`.
+    pub fn of_tasks(tasks: impl IntoIterator<Item = PathBuf>) -> Usage {
+        tasks.into_iter().fold(Usage::default(), |sum, task| {
+            let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+            let mut fields = schedstat
+                .split_whitespace()
+                .map(|f| f.parse::<f64>().unwrap_or(0.0));
+            let (cpu_ns, runnable_ns) =
+                (fields.next().unwrap_or(0.0), fields.next().unwrap_or(0.0));
+            let sleeps = std::fs::read_to_string(task.join("status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s
+                        .lines()
+                        .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+                    line.split_whitespace().nth(1)?.parse::<f64>().ok()
+                })
+                .unwrap_or(0.0);
+            Usage {
+                cpu_ns: sum.cpu_ns + cpu_ns,
+                runnable_ns: sum.runnable_ns + runnable_ns,
+                sleeps: sum.sleeps + sleeps,
+            }
+        })
+    }
+
+    /// Of every thread of process `pid`.
+    pub fn of_process(pid: u32) -> Usage {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Usage::default();
+        };
+        Usage::of_tasks(tasks.flatten().map(|task| task.path()))
+    }
 }
 
 /// The CPU time of the whole process `pid` so far (every thread, living or ended), in
@@ -274,7 +314,7 @@ pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds
     for round in 0..warmup + rounds {
         let timed = Round::time(
             &watchers,
-            || process_cpu_ns(serving),
+            || Usage::of_process(serving),
             || {
                 assert_eq!(trigger.trigger(0), Ok(0), "trigger");
             },
@@ -293,12 +333,12 @@ pub fn device_point(served: &Served, mode: Mode, n: usize, warmup: usize, rounds
         }
         wait_armed(&watchers, mode, false, held);
     }
-    let (cpu_before, start) = (process_cpu_ns(serving), Instant::now());
+    let (cpu_before, start) = (Usage::of_process(serving).cpu_ns, Instant::now());
     watchers.stop();
     wait_closed(served);
     point.closing = Some(Closing {
         wall_ns: start.elapsed().as_nanos() as f64,
-        cpu_per_file_ns: (process_cpu_ns(serving) - cpu_before) / n as f64,
+        cpu_per_file_ns: (Usage::of_process(serving).cpu_ns - cpu_before) / n as f64,
     });
     point
 }
@@ -323,7 +363,7 @@ pub fn floor_point(kind: Kind, mode: Mode, n: usize, warmup: usize, rounds: usiz
     for round in 0..warmup + rounds {
         let timed = Round::time(
             &watchers,
-            || floor.cpu_ns(),
+            || floor.usage(),
             || {
                 assert_eq!(trigger.trigger(0), Ok(0), "floor trigger");
             },
@@ -347,22 +387,24 @@ struct Round {
     trigger_ns: f64,
     all_acked_ns: f64,
     cpu_per_watcher_ns: f64,
+    sleeps_per_watcher: f64,
+    runnable_per_watcher_ns: f64,
     watchers_cpu_per_watcher_ns: f64,
     idle: Jiffies,
 }
 
 impl Round {
     /// Times `trigger`, then `wait` (which returns once every watcher acknowledged), with the
-    /// server's CPU time from `cpu_ns`, the watchers' CPU time and the machine's idle time over
-    /// the same span.
+    /// server's CPU time and sleeps from `usage`, the watchers' CPU time and the machine's idle
+    /// time over the same span.
     fn time(
         watchers: &Watchers,
-        cpu_ns: impl Fn() -> f64,
+        usage: impl Fn() -> Usage,
         trigger: impl FnOnce(),
         wait: impl FnOnce(),
     ) -> Round {
         watchers.shared.rearmed().store(0, Ordering::SeqCst);
-        let cpu0 = cpu_ns();
+        let usage0 = usage();
         let watchers_cpu0 = watchers.cpu_ns();
         let jiffies0 = Jiffies::now();
         let t0 = Instant::now();
@@ -370,10 +412,13 @@ impl Round {
         let t1 = Instant::now();
         wait();
         let t2 = Instant::now();
+        let usage1 = usage();
         Round {
             trigger_ns: (t1 - t0).as_nanos() as f64,
             all_acked_ns: (t2 - t0).as_nanos() as f64,
-            cpu_per_watcher_ns: (cpu_ns() - cpu0) / watchers.n as f64,
+            cpu_per_watcher_ns: (usage1.cpu_ns - usage0.cpu_ns) / watchers.n as f64,
+            sleeps_per_watcher: (usage1.sleeps - usage0.sleeps) / watchers.n as f64,
+            runnable_per_watcher_ns: (usage1.runnable_ns - usage0.runnable_ns) / watchers.n as f64,
             watchers_cpu_per_watcher_ns: (watchers.cpu_ns() - watchers_cpu0) / watchers.n as f64,
             idle: Jiffies::now().since(jiffies0),
         }
@@ -497,6 +542,8 @@ impl Point {
             trigger: Vec::new(),
             all_acked: Vec::new(),
             cpu_per_watcher: Vec::new(),
+            sleeps_per_watcher: Vec::new(),
+            runnable_per_watcher: Vec::new(),
             watchers_cpu_per_watcher: Vec::new(),
             idle: Jiffies::default(),
             closing: None,
@@ -520,6 +567,9 @@ impl Point {
         self.trigger.push(round.trigger_ns);
         self.all_acked.push(round.all_acked_ns);
         self.cpu_per_watcher.push(round.cpu_per_watcher_ns);
+        self.sleeps_per_watcher.push(round.sleeps_per_watcher);
+        self.runnable_per_watcher
+            .push(round.runnable_per_watcher_ns);
         self.watchers_cpu_per_watcher
             .push(round.watchers_cpu_per_watcher_ns);
         self.idle = self.idle.plus(round.idle);

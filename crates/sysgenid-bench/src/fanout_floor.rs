@@ -25,6 +25,7 @@ use sysgenid_fuse::{
     Channel, InitWants, Mount, Operation, Received, RequestBuffer, negotiate, parse, reply,
 };
 
+use crate::fanout::Usage;
 use crate::fuse_floor::mount_file;
 
 const PAGE: u64 = 4096;
@@ -93,16 +94,12 @@ impl FanoutFloor {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// CPU time of the serving threads so far, in nanoseconds.
-    pub fn cpu_ns(&self) -> f64 {
-        self.tids
-            .iter()
-            .filter_map(|tid| {
-                let tid = tid.load(Ordering::SeqCst);
-                std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()
-            })
-            .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .sum()
+    /// CPU time and sleeps of the serving threads so far.
+    pub fn usage(&self) -> Usage {
+        Usage::of_tasks(self.tids.iter().map(|tid| {
+            let tid = tid.load(Ordering::SeqCst);
+            PathBuf::from(format!("/proc/self/task/{tid}"))
+        }))
     }
 
     /// Unmounts and waits for the serving threads to end.

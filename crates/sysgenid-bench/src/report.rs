@@ -247,9 +247,10 @@ impl Report {
         let mut out = String::from(
             "\n**7. fan-out: N tracked watchers, one trigger, all acknowledged** (medians; \
              p90 in brackets)\n\nN | watchers wait in | what | rounds | trigger call | \
-             trigger → all acknowledged | ratio to eventfd | server CPU per watcher | watchers' \
-             CPU per watcher | CPU bound (ratio to eventfd) | machine idle\n---: | --- | --- | \
-             ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---:\n",
+             trigger → all acknowledged | ratio to eventfd | server CPU per watcher | server \
+             waiting for a CPU, per watcher | server sleeps per watcher | watchers' CPU per \
+             watcher | CPU bound (ratio to eventfd) | machine idle\n---: | --- | --- | ---: | \
+             ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---:\n",
         );
         for p in &self.fanout {
             let proxy = self.fanout.iter().find(|q| {
@@ -265,6 +266,14 @@ impl Report {
             } else {
                 fmt_ns(median(&p.cpu_per_watcher))
             };
+            let (runnable, sleeps) = if p.sleeps_per_watcher.is_empty() {
+                ("—".to_owned(), "—".to_owned())
+            } else {
+                (
+                    fmt_ns(median(&p.runnable_per_watcher)),
+                    format!("{:.2}", median(&p.sleeps_per_watcher)),
+                )
+            };
             let bound = match proxy {
                 Some(q) => format!(
                     "{} ({})",
@@ -278,7 +287,7 @@ impl Report {
                 .idle_share()
                 .map_or_else(|| "—".to_owned(), |share| format!("{:.0}%", share * 100.0));
             out.push_str(&format!(
-                "{} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {bound} | {idle}\n",
+                "{} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {runnable} | {sleeps} | {} | {bound} | {idle}\n",
                 p.n,
                 p.mode.name(),
                 p.kind.name(),
@@ -386,6 +395,10 @@ fn point_json(p: &Point) -> Value {
         "all_acked_p90_ns": p90(&p.all_acked),
         "cpu_per_watcher_median_ns": (!p.cpu_per_watcher.is_empty())
             .then(|| median(&p.cpu_per_watcher)),
+        "server_runnable_per_watcher_median_ns": (!p.runnable_per_watcher.is_empty())
+            .then(|| median(&p.runnable_per_watcher)),
+        "server_sleeps_per_watcher_median": (!p.sleeps_per_watcher.is_empty())
+            .then(|| median(&p.sleeps_per_watcher)),
         "watchers_cpu_per_watcher_median_ns": median(&p.watchers_cpu_per_watcher),
         "cpu_bound_ns": p.cpu_bound_ns(),
         "machine_idle_share": p.idle.idle_share(),
