@@ -93,6 +93,18 @@ impl PendingState {
             PendingState::Read { file, .. } | PendingState::Wait { file, .. } => file,
         }
     }
+
+    /// The same call under another request id (the id the kernel sent it again under).
+    pub fn with_request(self, request: RequestId) -> PendingState {
+        match self {
+            PendingState::Read { file, .. } => PendingState::Read { request, file },
+            PendingState::Wait { file, deadline, .. } => PendingState::Wait {
+                request,
+                file,
+                deadline,
+            },
+        }
+    }
 }
 
 /// Why [`crate::Device::state`] cannot be taken now.

@@ -185,7 +185,8 @@ impl Dispatcher {
     /// id it knows. `true` when the event needs nothing more.
     fn took_resent(&mut self, event: &Event<'_>) -> bool {
         if let &Event::Interrupt { request } = event {
-            if request.0 & RESENT_BIT == 0 {
+            // A call the core holds under its resent id (handed over so) is interrupted as is.
+            if request.0 & RESENT_BIT == 0 || self.device.is_pending(request) {
                 return false;
             }
             let known = self
@@ -199,6 +200,10 @@ impl Dispatcher {
         let Some(request) = request_of(event).filter(|r| r.0 & RESENT_BIT != 0) else {
             return false;
         };
+        if self.device.is_pending(request) {
+            // Sent again after a handover that passed it on under this id: the core waits.
+            return true;
+        }
         let known = RequestId(request.0 & !RESENT_BIT);
         if self.device.is_pending(known) {
             self.resent.insert(known, request);
@@ -224,12 +229,19 @@ impl Dispatcher {
     }
 
     /// The core's state and the INIT agreement, once nothing is under way that a next daemon
-    /// could not finish: no bump, no device page store, no control request, INIT done.
+    /// could not finish: no bump, no device page store, no control request, INIT done. A call
+    /// the kernel sent again after a crash is in it under the id the kernel knows now.
     pub fn quiet_state(&self) -> Option<(DeviceState, Negotiated)> {
         if self.storing() || self.held.is_some() || !self.control_requests.is_empty() {
             return None;
         }
-        Some((self.device.state().ok()?, self.fuse.negotiated()?))
+        let mut state = self.device.state().ok()?;
+        for pending in &mut state.pending {
+            if let Some(&new) = self.resent.get(&pending.request()) {
+                *pending = pending.with_request(new);
+            }
+        }
+        Some((state, self.fuse.negotiated()?))
     }
 
     /// Handles one inbox message; `Some` when it says to stop.
@@ -1156,6 +1168,42 @@ mod tests {
             .filter(|&u| u == 12 || u == resent)
             .collect();
         assert_eq!(answers, [resent], "the kernel only knows the new id");
+    }
+
+    #[test]
+    fn a_resent_read_still_blocked_is_handed_over_under_its_new_id() {
+        let mut rig = mounted(4);
+        rig.dispatcher.on_request(&fakes::read(12, 1, false));
+        let resent = 12 | RESENT_BIT;
+        rig.dispatcher.on_request(&fakes::read(resent, 1, false));
+        let (state, _) = rig.dispatcher.quiet_state().expect("quiet");
+        let ids: Vec<u64> = state.pending.iter().map(|p| p.request().0).collect();
+        assert_eq!(ids, [resent], "the id the kernel knows");
+    }
+
+    #[test]
+    fn a_read_held_under_its_resent_id_is_taken_once_and_can_be_interrupted() {
+        // A daemon that took the device over with a resent read, then crashed: the core holds
+        // the read under its resent id, and the kernel sends it again under the same id.
+        let mut rig = mounted(4);
+        let resent = 12 | RESENT_BIT;
+        rig.dispatcher.on_request(&fakes::read(resent, 1, false));
+        rig.dispatcher.on_request(&fakes::read(resent, 1, false));
+        assert!(rig.journal.take_sent().is_empty(), "still blocked");
+        assert_eq!(rig.dispatcher.device.status().pending_reads, 1, "one read");
+        rig.dispatcher.on_request(&fakes::request(
+            wire::FUSE_INTERRUPT,
+            resent | 1,
+            &resent.to_ne_bytes(),
+        ));
+        let sent = rig.journal.take_sent();
+        let (header, _) = split_reply(&sent[0]);
+        assert_eq!(
+            (header.unique, header.error),
+            (resent, -libc::EINTR),
+            "interrupted under the id the kernel knows"
+        );
+        assert_eq!(rig.dispatcher.device.status().pending_reads, 0);
     }
 
     #[test]
