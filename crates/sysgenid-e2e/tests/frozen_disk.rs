@@ -150,8 +150,18 @@ fn a_frozen_state_disk_holds_the_trigger_and_nothing_else() {
     assert_eq!(daemon.generation(), 2);
 }
 
+/// A process killed and reaped when dropped, so a failing test leaves none behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
-fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served() {
+fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served_then_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Ext4State::mount(dir.path());
     let daemon = Daemon::start_with(DaemonOptions {
@@ -171,17 +181,19 @@ fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served() {
 
     // A new daemon asks for the device; the running one cannot hand over while the bump is
     // under way, and serves on meanwhile.
-    let mut next = Command::new(sysgenid_e2e::workspace_binary("sysgenidd"))
-        .arg("--device")
-        .arg(&device)
-        .arg("--state-dir")
-        .arg(&daemon.state_dir)
-        .args(["--backends", "none", "--keeper", "off"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut next = KillOnDrop(
+        Command::new(sysgenid_e2e::workspace_binary("sysgenidd"))
+            .arg("--device")
+            .arg(&device)
+            .arg("--state-dir")
+            .arg(&daemon.state_dir)
+            .args(["--backends", "none", "--keeper", "off"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     sysgenid_e2e::eventually("the running daemon is asked for the device", || {
         daemon.log().contains("a new daemon asks for the device")
     });
@@ -194,8 +206,22 @@ fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served() {
         Some(Err(Errno::AGAIN)),
         "a read is answered while the handover waits"
     );
-    let _ = next.kill();
-    let _ = next.wait();
+
+    // The bump stays under way past the limit: the running daemon refuses, and the new one
+    // waits for that answer and exits with it.
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut next.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = next.0.wait().unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("a bump stayed under way"),
+        "{stderr}"
+    );
+    assert!(
+        daemon.log().contains("handover refused"),
+        "{}",
+        daemon.log()
+    );
 
     drop(frozen);
     assert_eq!(
@@ -204,13 +230,10 @@ fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served() {
         "the trigger ends once durable"
     );
     assert_eq!(daemon.generation(), 2);
-    sysgenid_e2e::eventually(
-        "the handover did not happen and the daemon serves on",
-        || daemon.log().contains("did not happen"),
-    );
+    let device = device.clone();
     assert_eq!(
-        DevFile::rw_nonblock(&device).read(),
-        Err(Errno::AGAIN),
-        "the device still answers"
+        within(move || DevFile::rw_nonblock(&device).read()),
+        Some(Err(Errno::AGAIN)),
+        "the running daemon serves on"
     );
 }

@@ -40,6 +40,11 @@ pub const OLDEST_FORMAT_READ: u32 = 1;
 /// How long either side waits for the other's next line.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the running daemon looks for a quiet moment (no bump under way) to hand over in
+/// before it refuses; the new daemon waits that long and [`ANSWER_TIMEOUT`] more for the
+/// snapshot.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(10);
+
 /// Everything the next daemon needs to serve the same connection as this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -278,7 +283,7 @@ pub fn take_over(state_dir: &Path, device: &Path) -> Result<Taken, HandoverError
         newest_format: SNAPSHOT_FORMAT,
     };
     send_line(&stream, &hello).map_err(io_err)?;
-    let (answer, mut fds) = fdpass::receive(&stream, Some(ANSWER_TIMEOUT))
+    let (answer, mut fds) = fdpass::receive(&stream, Some(QUIET_LIMIT + ANSWER_TIMEOUT))
         .map_err(io_err)?
         .ok_or_else(|| HandoverError::Unusable("the running daemon closed the socket".into()))?;
     let len = match answer {

@@ -116,9 +116,6 @@ impl Serving {
     }
 }
 
-/// How long a handover may wait for a bump under way before it is refused.
-const QUIET_LIMIT: Duration = Duration::from_secs(10);
-
 /// The serving state: the channel and inbox it waits on, and the dispatcher.
 #[derive(Debug)]
 pub struct Server {
@@ -266,7 +263,7 @@ impl Server {
             tracing::info!(
                 "a new daemon asks for the device; handing over once no bump is under way"
             );
-            self.asked = Some((asked, Instant::now() + QUIET_LIMIT));
+            self.asked = Some((asked, Instant::now() + handover::QUIET_LIMIT));
         }
     }
 
