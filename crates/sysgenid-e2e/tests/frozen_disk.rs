@@ -99,24 +99,36 @@ fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T
     rx.recv_timeout(STUCK).ok()
 }
 
-#[test]
-fn a_frozen_state_disk_holds_the_trigger_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = Ext4State::mount(dir.path());
+/// A daemon with its state on an ext4 image under `dir`, bumped once, then the image frozen and
+/// a second trigger on its way, held by its persist. Bound in this order, the freeze is lifted
+/// before the daemon stops and the image goes last.
+fn a_trigger_held_by_a_frozen_disk(
+    dir: &Path,
+) -> (
+    Ext4State,
+    Daemon,
+    Frozen,
+    std::thread::JoinHandle<Result<i32, Errno>>,
+) {
+    let disk = Ext4State::mount(dir);
     let daemon = Daemon::start_with(DaemonOptions {
-        dir: Some(dir.path().to_owned()),
+        dir: Some(dir.to_owned()),
         ..DaemonOptions::default()
     });
     let device = daemon.device.clone();
     DevFile::rw(&device).trigger(0).unwrap();
-
     let frozen = disk.freeze();
-    let trigger = {
-        let device = device.clone();
-        std::thread::spawn(move || DevFile::rw(&device).trigger(0))
-    };
+    let trigger = std::thread::spawn(move || DevFile::rw(&device).trigger(0));
     std::thread::sleep(Duration::from_millis(200));
     assert!(!trigger.is_finished(), "the trigger waits for its persist");
+    (disk, daemon, frozen, trigger)
+}
+
+#[test]
+fn a_frozen_state_disk_holds_the_trigger_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_disk, daemon, frozen, trigger) = a_trigger_held_by_a_frozen_disk(dir.path());
+    let device = daemon.device.clone();
 
     let reader = {
         let device = device.clone();
@@ -163,21 +175,8 @@ impl Drop for KillOnDrop {
 #[test]
 fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served_then_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = Ext4State::mount(dir.path());
-    let daemon = Daemon::start_with(DaemonOptions {
-        dir: Some(dir.path().to_owned()),
-        ..DaemonOptions::default()
-    });
+    let (_disk, daemon, frozen, trigger) = a_trigger_held_by_a_frozen_disk(dir.path());
     let device = daemon.device.clone();
-    DevFile::rw(&device).trigger(0).unwrap();
-
-    let frozen = disk.freeze();
-    let trigger = {
-        let device = device.clone();
-        std::thread::spawn(move || DevFile::rw(&device).trigger(0))
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!trigger.is_finished(), "the trigger waits for its persist");
 
     // A new daemon asks for the device; the running one cannot hand over while the bump is
     // under way, and serves on meanwhile.
