@@ -99,6 +99,12 @@ fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T
     rx.recv_timeout(STUCK).ok()
 }
 
+/// A nonblocking read of a newly opened file of `device`, or `None` if it took longer than STUCK.
+fn read_within(device: &Path) -> Option<Result<u32, Errno>> {
+    let device = device.to_owned();
+    within(move || DevFile::rw_nonblock(&device).read())
+}
+
 /// A daemon with its state on an ext4 image under `dir`, bumped once, then the image frozen and
 /// a second trigger on its way, held by its persist. Bound in this order, the freeze is lifted
 /// before the daemon stops and the image goes last.
@@ -130,10 +136,7 @@ fn a_frozen_state_disk_holds_the_trigger_and_nothing_else() {
     let (_disk, daemon, frozen, trigger) = a_trigger_held_by_a_frozen_disk(dir.path());
     let device = daemon.device.clone();
 
-    let reader = {
-        let device = device.clone();
-        within(move || DevFile::rw_nonblock(&device).read())
-    };
+    let reader = read_within(&device);
     assert_eq!(
         reader,
         Some(Err(Errno::AGAIN)),
@@ -196,10 +199,7 @@ fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served_then_is_ref
     sysgenid_e2e::eventually("the running daemon is asked for the device", || {
         daemon.log().contains("a new daemon asks for the device")
     });
-    let reader = {
-        let device = device.clone();
-        within(move || DevFile::rw_nonblock(&device).read())
-    };
+    let reader = read_within(&device);
     assert_eq!(
         reader,
         Some(Err(Errno::AGAIN)),
@@ -229,9 +229,8 @@ fn a_handover_asked_during_a_frozen_persist_leaves_the_device_served_then_is_ref
         "the trigger ends once durable"
     );
     assert_eq!(daemon.generation(), 2);
-    let device = device.clone();
     assert_eq!(
-        within(move || DevFile::rw_nonblock(&device).read()),
+        read_within(&device),
         Some(Err(Errno::AGAIN)),
         "the running daemon serves on"
     );
