@@ -126,6 +126,7 @@ fn the_unit_serves_under_a_real_systemd_with_its_sandbox_in_force() {
     let device = dir.join("device");
     let state = dir.join("state");
     check_serving(&systemd, &device, &state);
+    check_page_store_placed(&systemd.service_pids(SERVICE));
 
     let stop = systemd.systemctl(&["stop", SERVICE]);
     assert!(stop.status.success(), "systemctl stop: {stop:?}");
@@ -229,6 +230,31 @@ fn check_serving(systemd: &Systemd, device: &Path, state: &Path) {
         bpf["active"] == true || !(reason.contains("bpf syscall") || reason.contains("map create")),
         "the sandbox stops bpf(2): {reason}"
     );
+}
+
+/// The two scheduling calls the unit allows get through: after a trigger's page store, the
+/// page-store thread is `SCHED_BATCH` and kept to one CPU.
+fn check_page_store_placed(pids: &[u32]) {
+    let named = |task: &Path| {
+        std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == "page-store")
+    };
+    let thread = pids
+        .iter()
+        .find_map(|pid| {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+            tasks
+                .flatten()
+                .map(|task| task.path())
+                .find(|task| named(task))
+        })
+        .unwrap_or_else(|| panic!("no page-store thread in {pids:?}"));
+    let stat = std::fs::read_to_string(thread.join("stat")).unwrap();
+    // Fields from the third on follow the name's closing parenthesis; the policy is the 41st.
+    let policy = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(41 - 3);
+    assert_eq!(policy, Some("3"), "SCHED_BATCH: {stat}");
+    let status = std::fs::read_to_string(thread.join("status")).unwrap();
+    let cpus = status_field(&status, "Cpus_allowed_list:");
+    assert!(cpus.parse::<u32>().is_ok(), "kept to one CPU: {cpus}");
 }
 
 fn start(systemd: &Systemd, log: &dyn Fn() -> String) {

@@ -21,6 +21,7 @@ pub mod inbox;
 pub mod keeper;
 pub mod mount_watch;
 pub mod page;
+pub mod placement;
 pub mod restores;
 pub mod server;
 pub mod session;

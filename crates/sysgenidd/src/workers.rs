@@ -20,6 +20,7 @@ use sysgenid_fuse::{Channel, Sent};
 use crate::effects::{DeviceStore, Persist, Persisting, StoreJob, Storing};
 use crate::inbox::{Inbox, Message};
 use crate::page::PageFile;
+use crate::placement::{self, Follower, ThreadId};
 use crate::state::{self, StateFile};
 use sysgenid_abi::GenerationId;
 
@@ -110,13 +111,15 @@ impl Persist for PersistWorker {
 }
 
 /// Writes device page stores on its own thread, each job's messages in order, and counts the
-/// jobs written; it wakes the loop for one only when the loop has asked.
+/// jobs written; it wakes the loop for one only when the loop has asked. The thread runs on the
+/// CPU the loop handed it the job on, once the loop sleeps ([`crate::placement`]).
 #[derive(Debug)]
 pub struct StoreWorker {
     jobs: Arc<JobQueue<StoreJob>>,
     progress: Arc<Progress>,
     /// For a job's kernel sends when the thread is gone.
     channel: Arc<Channel>,
+    follower: Follower,
 }
 
 /// Between the page-store thread and the loop: the jobs written, and whether the loop waits
@@ -165,15 +168,21 @@ impl StoreWorker {
     ) -> std::io::Result<StoreWorker> {
         let jobs: Arc<JobQueue<StoreJob>> = Arc::new(JobQueue::default());
         let progress = Arc::new(Progress::default());
-        let (queue, writer, told) = (
+        let thread = ThreadId::default();
+        let (queue, writer, told, me) = (
             Arc::clone(&jobs),
             Arc::clone(&channel),
             Arc::clone(&progress),
+            thread.clone(),
         );
         std::thread::Builder::new()
             .name("page-store".to_owned())
             .spawn(move || {
                 let _closed = Closer(&*queue);
+                me.set_to_this_thread();
+                if let Err(e) = placement::never_preempt_on_wakeup() {
+                    tracing::info!(error = %e, "the page-store thread may preempt the serving thread");
+                }
                 if let Err(e) = crate::thread_fds::keep_only(&[writer.as_fd(), inbox.wake_fd()]) {
                     tracing::warn!(error = %e, "the page-store thread shares the process's files");
                 }
@@ -194,6 +203,7 @@ impl StoreWorker {
             jobs,
             progress,
             channel,
+            follower: Follower::new(thread),
         })
     }
 }
@@ -215,6 +225,7 @@ fn send_all(channel: &Channel, messages: &[Vec<u8>], failure: &str) {
 
 impl DeviceStore for StoreWorker {
     fn store(&mut self, job: StoreJob) -> Storing {
+        self.follower.keep_on_this_cpu();
         match self.jobs.put(job) {
             Ok(()) => Storing::Started,
             Err(job) => {
