@@ -2,7 +2,7 @@
 
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
@@ -11,7 +11,7 @@ use sysgenid_e2e::{Daemon, DaemonOptions, DevFile};
 
 use crate::baselines::time_loads;
 use crate::facts;
-use crate::vcpu::{Placed, ServerThread, time_each_placed};
+use crate::vcpu::{Placed, ServerThread, time_each_placed, time_each_spaced};
 use crate::wakeup::{self, TaskState, WakeupSamples};
 
 /// A running daemon and the file system its state directory is on.
@@ -112,9 +112,22 @@ pub fn acks(served: &Served, warmup: usize, iters: usize) -> Placed {
 
 /// `TRIGGER_GEN_UPDATE(0)` with nobody blocked: persist (write, fsync, rename), publish, reply.
 pub fn triggers(served: &Served, warmup: usize, iters: usize) -> Placed {
+    timed_triggers(served, |op| {
+        time_each_placed(warmup, iters, &served.server, op)
+    })
+}
+
+/// The same trigger, each call after `gap` of sleep: one bump on an idle machine.
+pub fn spaced_triggers(served: &Served, gap: Duration, iters: usize) -> Placed {
+    timed_triggers(served, |op| {
+        time_each_spaced(gap, iters, &served.server, op)
+    })
+}
+
+fn timed_triggers(served: &Served, time: impl FnOnce(&mut dyn FnMut()) -> Placed) -> Placed {
     let file = DevFile::rw(&served.daemon.device);
     let mut wrong = 0usize;
-    let samples = time_each_placed(warmup, iters, &served.server, || {
+    let samples = time(&mut || {
         if file.trigger(0) != Ok(0) {
             wrong += 1;
         }

@@ -19,7 +19,7 @@ use sysgenid_fuse::{
     negotiate, parse, reply,
 };
 
-use crate::vcpu::{Placed, ServerThread, time_each_placed};
+use crate::vcpu::{Placed, ServerThread, time_each_placed, time_each_spaced};
 
 const PAGE: u64 = 4096;
 /// What a floor read returns and a floor write sends.
@@ -172,11 +172,20 @@ pub fn writes(file: &Path, server: &ServerThread, warmup: usize, iters: usize) -
 
 /// `ioctl(2)` with an integer argument (the trigger's command number), answered with 0.
 pub fn ioctls(file: &Path, server: &ServerThread, warmup: usize, iters: usize) -> Placed {
+    timed_ioctls(file, |op| time_each_placed(warmup, iters, server, op))
+}
+
+/// The same ioctl, each call after `gap` of sleep.
+pub fn spaced_ioctls(file: &Path, server: &ServerThread, gap: Duration, iters: usize) -> Placed {
+    timed_ioctls(file, |op| time_each_spaced(gap, iters, server, op))
+}
+
+fn timed_ioctls(file: &Path, time: impl FnOnce(&mut dyn FnMut()) -> Placed) -> Placed {
     let file = open(file);
     let fd = file.as_raw_fd();
     let cmd = sysgenid_abi::SYSGENID_TRIGGER_GEN_UPDATE;
     let mut wrong = 0usize;
-    let placed = time_each_placed(warmup, iters, server, || {
+    let placed = time(&mut || {
         if sysgenid_e2e::raw_ioctl(fd, cmd, 0) != Ok(0) {
             wrong += 1;
         }

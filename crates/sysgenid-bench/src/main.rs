@@ -21,7 +21,7 @@ mod vcpu;
 mod wakeup;
 mod watcher;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
 
@@ -61,7 +61,12 @@ const NOTES: &[&str] = &[
     "A trigger persists the counter before replying: one in-place write of the state file, on the \
      serving thread where the state directory is in memory (tmpfs), else on the persist thread \
      with fdatasync; the device page store of a bump is written by the page-store thread, which \
-     then sends the trigger's reply and the wakeups.",
+     then sends the trigger's reply and the wakeups. The page-store thread runs on the CPU the \
+     serving thread handed it the store on, once that thread sleeps.",
+    "Spaced rows: each call comes after 1 ms of sleep, untimed, so every vCPU may have gone idle: \
+     the cost of one trigger on a quiet machine, as a restore's, against the floor's ioctl timed \
+     the same way. Back-to-back rows measure a loop, whose placement the scheduler settles from \
+     call to call.",
     "Probe rows: batches of volatile loads timed together and divided; percentiles are over \
      batches.",
     "The second floor is the same one-file server on the fuser crate (one thread, mounted on a \
@@ -107,6 +112,8 @@ struct Plan {
     wake: usize,
     /// Wakeup rounds and trigger calls with the state on the default temporary directory.
     slow: usize,
+    /// Spaced calls (one per [`SPACING`]) of the floor ioctl and of each daemon's trigger.
+    spaced: usize,
     /// Probe batches, and loads per batch.
     probe_batches: usize,
     probe_per: usize,
@@ -130,6 +137,7 @@ impl Plan {
             fuse: 50_000,
             wake: 8_000,
             slow: 2_000,
+            spaced: 1_000,
             probe_batches: 20_000,
             probe_per: 4_096,
             placement_runs: 5,
@@ -159,6 +167,7 @@ impl Plan {
             fuse: full.fuse / divisor,
             wake: full.wake / divisor,
             slow: full.slow / divisor,
+            spaced: full.spaced / divisor,
             probe_batches: full.probe_batches / divisor,
             placement_runs: if size == Size::Smoke { 1 } else { 5 },
             fanout: if size == Size::Smoke {
@@ -185,6 +194,9 @@ impl Plan {
         }
     }
 }
+
+/// The sleep before each spaced call: long enough for every vCPU to go idle.
+const SPACING: Duration = Duration::from_millis(1);
 
 /// Untimed calls before the timed ones.
 fn warmup(iters: usize) -> usize {
@@ -331,7 +343,7 @@ fn run_per_call(plan: Plan, report: &mut Report) {
         "daemon A ({}): triggers and wakeups",
         fast.place()
     ));
-    let mut fast_triggers = TriggerSamples::measure(&fast, w, n);
+    let mut fast_triggers = TriggerSamples::measure(&fast, w, n, plan.spaced);
     let dev_poll = device::poll_wakeups(&fast, w, n);
 
     progress(&format!("daemon A ({}): page probe", fast.place()));
@@ -355,6 +367,7 @@ fn run_per_call(plan: Plan, report: &mut Report) {
         &mut slow_triggers,
         report,
     );
+    add_spaced_trigger_rows(&mut floor, &mut fast_triggers, &mut slow_triggers, report);
     let fast_place = &fast_triggers.place;
     add_load_rows(&mut calls.mem, &mut page, devmap, fast_place, report);
     add_poll_rows(efd_poll, dev_poll, fast_place, report);
@@ -472,6 +485,7 @@ struct FloorSamples {
     read: Placed,
     write: Placed,
     ioctl: Placed,
+    spaced_ioctl: Placed,
     fuser_read: Placed,
     fuser_write: Placed,
     fuser_ioctl: Placed,
@@ -488,6 +502,7 @@ impl FloorSamples {
             fuse_floor::writes(floor.file(), &server, w, n),
             fuse_floor::ioctls(floor.file(), &server, w, n),
         );
+        let spaced_ioctl = fuse_floor::spaced_ioctls(floor.file(), &server, SPACING, plan.spaced);
         floor.stop();
         progress("minimal fuser server: read, write, ioctl");
         let fuser = fuser_floor::FuserFloor::start();
@@ -496,6 +511,7 @@ impl FloorSamples {
             read,
             write,
             ioctl,
+            spaced_ioctl,
             fuser_read: fuse_floor::reads(fuser.file(), &server, w, n),
             fuser_write: fuse_floor::writes(fuser.file(), &server, w, n),
             fuser_ioctl: fuse_floor::ioctls(fuser.file(), &server, w, n),
@@ -519,17 +535,20 @@ impl FloorSamples {
 struct TriggerSamples {
     place: String,
     trigger: Placed,
+    spaced: Placed,
     wake: Vec<f64>,
     fire: Vec<f64>,
 }
 
 impl TriggerSamples {
-    fn measure(served: &Served, warmup: usize, iters: usize) -> TriggerSamples {
+    fn measure(served: &Served, warmup: usize, iters: usize, spaced: usize) -> TriggerSamples {
         let trigger = device::triggers(served, warmup, iters);
+        let spaced = device::spaced_triggers(served, SPACING, spaced);
         let WakeupSamples { wake, fire } = device::read_wakeups(served, warmup, iters);
         TriggerSamples {
             place: served.place(),
             trigger,
+            spaced,
             wake,
             fire,
         }
@@ -573,7 +592,7 @@ fn measure_daemon_b(plan: Plan, report: &mut Report) -> TriggerSamples {
         slow.place()
     ));
     let (n, w) = (plan.slow, warmup(plan.slow));
-    TriggerSamples::measure(&slow, w, n)
+    TriggerSamples::measure(&slow, w, n, plan.spaced)
 }
 
 /// Adds a per-call row and its placement.
@@ -765,6 +784,36 @@ fn add_trigger_rows(
             ),
             &mut daemon.fire,
             &["efd.fire", "floor.ioctl", "fuser.ioctl"],
+        );
+    }
+}
+
+/// Section 3, spaced calls: the floor's ioctl and each daemon's trigger, one per [`SPACING`].
+fn add_spaced_trigger_rows(
+    floor: &mut FloorSamples,
+    fast: &mut TriggerSamples,
+    slow: &mut TriggerSamples,
+    report: &mut Report,
+) {
+    let gap = format!("one call per {} ms of sleep", SPACING.as_millis());
+    let label = format!("minimal FUSE ioctl(2), answered 0, {gap}");
+    let id = (S3, "floor.ioctl.spaced", "FUSE floor ioctl, spaced");
+    add_placed(report, id, &label, &mut floor.spaced_ioctl, &[]);
+    for (daemon, id) in [
+        (fast, "dev.trigger.tmpfs.spaced"),
+        (slow, "dev.trigger.default.spaced"),
+    ] {
+        let label = format!(
+            "TRIGGER_GEN_UPDATE, nobody blocked, {gap} (state on {})",
+            daemon.place
+        );
+        let vs = &["floor.ioctl.spaced"];
+        add_placed(
+            report,
+            (S3, id, "trigger, spaced"),
+            &label,
+            &mut daemon.spaced,
+            vs,
         );
     }
 }

@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::stats::{Summary, fmt_ns};
 
@@ -92,11 +92,34 @@ pub fn time_each_placed(
     for _ in 0..warmup {
         op();
     }
+    time_placed(iters, server, None, op)
+}
+
+/// Times each call of `op` and places it, each after `gap` of sleep (untimed): a call that
+/// comes alone, on a machine idle since the last one, as a restore's single trigger does.
+pub fn time_each_spaced(
+    gap: Duration,
+    iters: usize,
+    server: &ServerThread,
+    op: impl FnMut(),
+) -> Placed {
+    time_placed(iters, server, Some(gap), op)
+}
+
+fn time_placed(
+    iters: usize,
+    server: &ServerThread,
+    gap: Option<Duration>,
+    mut op: impl FnMut(),
+) -> Placed {
     let mut placed = Placed {
         samples: Vec::with_capacity(iters),
         same: Vec::with_capacity(iters),
     };
     for _ in 0..iters {
+        if let Some(gap) = gap {
+            std::thread::sleep(gap);
+        }
         let start = Instant::now();
         op();
         let took = start.elapsed().as_nanos() as f64;
