@@ -127,6 +127,9 @@ fn the_unit_serves_under_a_real_systemd_with_its_sandbox_in_force() {
     let state = dir.join("state");
     check_serving(&systemd, &device, &state);
     check_page_store_placed(&systemd.service_pids(SERVICE));
+    for refusal in ["stays unplaced", "runs where the scheduler puts it"] {
+        assert!(!log().contains(refusal), "the sandbox refused: {}", log());
+    }
 
     let stop = systemd.systemctl(&["stop", SERVICE]);
     assert!(stop.status.success(), "systemctl stop: {stop:?}");

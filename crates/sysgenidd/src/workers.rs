@@ -20,7 +20,7 @@ use sysgenid_fuse::{Channel, Sent};
 use crate::effects::{DeviceStore, Persist, Persisting, StoreJob, Storing};
 use crate::inbox::{Inbox, Message};
 use crate::page::PageFile;
-use crate::placement::{self, Follower, ThreadId};
+use crate::placement::{Follower, WorkerSlot};
 use crate::state::{self, StateFile};
 use sysgenid_abi::GenerationId;
 
@@ -168,7 +168,7 @@ impl StoreWorker {
     ) -> std::io::Result<StoreWorker> {
         let jobs: Arc<JobQueue<StoreJob>> = Arc::new(JobQueue::default());
         let progress = Arc::new(Progress::default());
-        let thread = ThreadId::default();
+        let thread = WorkerSlot::default();
         let (queue, writer, told, me) = (
             Arc::clone(&jobs),
             Arc::clone(&channel),
@@ -179,10 +179,9 @@ impl StoreWorker {
             .name("page-store".to_owned())
             .spawn(move || {
                 let _closed = Closer(&*queue);
-                me.set_to_this_thread();
-                if let Err(e) = placement::never_preempt_on_wakeup() {
-                    tracing::info!(error = %e, "the page-store thread may preempt the serving thread");
-                }
+                let _placed = me
+                    .enter()
+                    .inspect_err(|e| tracing::info!(error = %e, "the page-store thread stays unplaced"));
                 if let Err(e) = crate::thread_fds::keep_only(&[writer.as_fd(), inbox.wake_fd()]) {
                     tracing::warn!(error = %e, "the page-store thread shares the process's files");
                 }
@@ -193,7 +192,10 @@ impl StoreWorker {
                         "the previous serving process has not exited in {GATE_LIMIT:?}; storing the page anyway"
                     );
                 }
-                while let Some(job) = queue.take() {
+                loop {
+                    me.set_waiting(true);
+                    let Some(job) = queue.take() else { break };
+                    me.set_waiting(false);
                     send_all(&writer, &job.page, "cannot store the device page");
                     send_all(&writer, &job.then, "cannot send to the kernel");
                     told.job_written(|| inbox.wake());
