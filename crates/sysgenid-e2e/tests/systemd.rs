@@ -109,7 +109,7 @@ fn the_unit_is_type_notify_and_never_hides_the_mount() {
 
 /// The overall exposure `systemd-analyze security --offline=yes` gave the unit when its
 /// sandbox was last measured (docs/security.md): a change may lower it, never raise it.
-const MEASURED_EXPOSURE: f64 = 3.5;
+const MEASURED_EXPOSURE: f64 = 3.4;
 
 #[test]
 fn the_offline_security_exposure_stays_at_or_below_the_measured_one() {
