@@ -587,6 +587,16 @@ mod tests {
             .collect()
     }
 
+    /// [`mounted`] at generation 4 with a read of fh 1 blocked as request 12, which the kernel
+    /// then sent again after a crash; returns the resent id too.
+    fn mounted_with_a_resent_read() -> (Rig, u64) {
+        let mut rig = mounted(4);
+        rig.dispatcher.on_request(&fakes::read(12, 1, false));
+        let resent = 12 | RESENT_BIT;
+        rig.dispatcher.on_request(&fakes::read(resent, 1, false));
+        (rig, resent)
+    }
+
     /// INIT (with device mappings), then an open of a writable file as fh 1.
     fn mounted(generation: u32) -> Rig {
         let mut rig = rig(generation);
@@ -1150,10 +1160,7 @@ mod tests {
 
     #[test]
     fn a_resent_read_the_core_waits_on_is_answered_once_under_its_new_id() {
-        let mut rig = mounted(4);
-        rig.dispatcher.on_request(&fakes::read(12, 1, false));
-        let resent = 12 | RESENT_BIT;
-        rig.dispatcher.on_request(&fakes::read(resent, 1, false));
+        let (mut rig, resent) = mounted_with_a_resent_read();
         assert!(
             rig.journal.take_sent().is_empty(),
             "still blocked, not a second read"
@@ -1172,10 +1179,7 @@ mod tests {
 
     #[test]
     fn a_resent_read_still_blocked_is_handed_over_under_its_new_id() {
-        let mut rig = mounted(4);
-        rig.dispatcher.on_request(&fakes::read(12, 1, false));
-        let resent = 12 | RESENT_BIT;
-        rig.dispatcher.on_request(&fakes::read(resent, 1, false));
+        let (rig, resent) = mounted_with_a_resent_read();
         let (state, _) = rig.dispatcher.quiet_state().expect("quiet");
         let ids: Vec<u64> = state.pending.iter().map(|p| p.request().0).collect();
         assert_eq!(ids, [resent], "the id the kernel knows");

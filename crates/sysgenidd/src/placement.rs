@@ -15,7 +15,7 @@ use rustix::thread::CpuSet;
 
 /// Makes the calling thread `SCHED_BATCH`: the same share of the CPU as before, but a wakeup
 /// never preempts the running thread; it waits for that thread to sleep or for the next tick.
-pub fn never_preempt_on_wakeup() -> io::Result<()> {
+fn never_preempt_on_wakeup() -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid `sched_param` for the duration of the call, and pid 0 is the
     // calling thread; the call changes nothing but that thread's scheduling policy.
