@@ -82,6 +82,8 @@ enum Op {
     PersistDone {
         result: Result<(), String>,
     },
+    /// The transport hands back `Action::WakeReaders`: the page shows in every mapping.
+    PageShows,
 }
 
 /// An opened file by index (released ones included), or any id.
@@ -213,7 +215,8 @@ impl Harness {
                         "{error:?} with persist in flight: {had}"
                     );
                 }
-                Action::WakePoll(_) => {}
+                // Handed back whenever the input says so (`Op::PageShows`), or at the end.
+                Action::WakePoll(_) | Action::WakeReaders => {}
             }
         }
         self.check(dev, waits_done);
@@ -355,6 +358,7 @@ fuzz_target!(|input: Input| {
             Op::PersistDone { result } => Event::PersistDone {
                 result: result.clone().map(|()| GenerationId([2; 16])),
             },
+            Op::PageShows => Event::WakeReaders,
         };
         h.step(&mut dev, event, persist);
     }
@@ -369,6 +373,7 @@ fuzz_target!(|input: Input| {
             &PersistAnswer::Later,
         );
     }
+    h.step(&mut dev, Event::WakeReaders, &PersistAnswer::Ok);
     for file in h.files.clone() {
         h.step(&mut dev, Event::Release { file }, &PersistAnswer::Ok);
     }

@@ -68,7 +68,8 @@ struct InFlight {
 /// - the generation never decreases and never wraps;
 /// - the outdated count is the number of tracked files whose acknowledged value is not current;
 /// - every pending request is answered exactly once;
-/// - a pending read or wait always belongs to an up-to-date file;
+/// - a pending read or wait belongs to an up-to-date file, but for the reads a bump woke until
+///   [`Event::WakeReaders`] answers them;
 /// - no wait completes with 0 while a tracked file is outdated.
 #[derive(Debug)]
 pub struct Device {
@@ -91,6 +92,8 @@ pub struct Device {
     last_failure: Option<BumpFailure>,
     degraded: bool,
     actions: VecDeque<Action>,
+    /// The reads a bump woke, in request order, answered at [`Event::WakeReaders`].
+    woken_reads: Vec<RequestId>,
     /// Files and requests whose state changed since the last [`Device::take_changes`].
     changed: Changes,
 }
@@ -126,6 +129,7 @@ impl Device {
             last_failure: None,
             degraded: false,
             actions: VecDeque::new(),
+            woken_reads: Vec::new(),
             changed: Changes::default(),
         }
     }
@@ -212,6 +216,7 @@ impl Device {
                 expect: None,
             }),
             Event::PersistDone { result } => self.persist_done(result),
+            Event::WakeReaders => self.wake_readers(),
         }
     }
 
@@ -608,18 +613,32 @@ impl Device {
         handles.sort_unstable();
         self.actions
             .extend(handles.into_iter().map(Action::WakePoll));
-        // Every open file is now outdated: reads get the value, waits get EINTR.
-        let blocked: Vec<(RequestId, Reply)> = self
-            .pending
-            .iter()
-            .filter_map(|(&r, p)| match p {
-                Pending::Read { .. } => Some((r, Reply::Generation(target))),
-                Pending::Wait { .. } => Some((r, Reply::Error(Errno::Intr))),
-                Pending::Trigger | Pending::TriggerIf => None,
-            })
-            .collect();
-        for (request, reply) in blocked {
-            self.finish(request, reply);
+        // Every open file is now outdated: waits get EINTR now, reads the value once the
+        // transport shows the new page (a read woken by an earlier bump is still among them).
+        let mut waits = Vec::new();
+        self.woken_reads.clear();
+        for (&request, pending) in &self.pending {
+            match pending {
+                Pending::Read { .. } => self.woken_reads.push(request),
+                Pending::Wait { .. } => waits.push(request),
+                Pending::Trigger | Pending::TriggerIf => {}
+            }
+        }
+        for request in waits {
+            self.finish(request, Reply::Error(Errno::Intr));
+        }
+        if !self.woken_reads.is_empty() {
+            self.actions.push_back(Action::WakeReaders);
+        }
+    }
+
+    /// Answers the reads the last bump woke that are still pending with the current value.
+    fn wake_readers(&mut self) {
+        let generation = self.generation;
+        for request in std::mem::take(&mut self.woken_reads) {
+            if let Some(Pending::Read { .. }) = self.pending.get(&request) {
+                self.finish(request, Reply::Generation(generation));
+            }
         }
     }
 
@@ -630,7 +649,8 @@ impl Device {
         if !self.actions.is_empty() {
             return Err(NotQuiet::ActionsQueued);
         }
-        if self.in_flight.is_some() || !self.queued_bumps.is_empty() {
+        if self.in_flight.is_some() || !self.queued_bumps.is_empty() || !self.woken_reads.is_empty()
+        {
             return Err(NotQuiet::BumpUnderWay);
         }
         Ok(self.lasting_state())
@@ -768,11 +788,12 @@ impl Device {
         }
         for p in state.pending {
             let request = p.request();
-            let usable = device
-                .files
-                .get(&p.file())
-                .is_some_and(|f| !device.is_outdated(f));
-            if !usable {
+            let Some(file) = device.files.get(&p.file()) else {
+                return Err(BadState::Pending(request));
+            };
+            // A read a bump woke whose answer the previous process never sent.
+            let woken = device.is_outdated(file);
+            if woken && !matches!(p, PendingState::Read { .. }) {
                 return Err(BadState::Pending(request));
             }
             if device.pending.contains_key(&request) {
@@ -789,6 +810,13 @@ impl Device {
             };
             device.index_call(request, &pending);
             device.pending.insert(request, pending);
+            if woken {
+                device.woken_reads.push(request);
+            }
+        }
+        device.woken_reads.sort_unstable();
+        if !device.woken_reads.is_empty() {
+            device.actions.push_back(Action::WakeReaders);
         }
         device.last_bump = state.last_bump;
         device.failed_bumps = state.failed_bumps;

@@ -101,6 +101,8 @@ pub enum Event<'a> {
         /// [`Action::BumpFailed`] so it can finish what waits on the bump.
         token: BumpToken,
     },
+    /// [`Action::WakeReaders`] is carried out: every device mapping shows the new page.
+    WakeReaders,
     /// The outcome of the last [`Action::Persist`].
     PersistDone {
         /// `Ok` with the new generation's random ID once the value and the ID are durable, or
@@ -137,6 +139,10 @@ pub enum Action {
         /// The token of the [`Event::HardwareBump`] that asked for it, if one did.
         token: Option<BumpToken>,
     },
+    /// Send [`Event::WakeReaders`] once the [`Action::Publish`] before it shows in every
+    /// mapping. Then the reads that bump woke are answered: up to one per watcher, they are
+    /// left out of the work that comes before the bump's own trigger is answered.
+    WakeReaders,
     /// A bump could not be applied; log it and report it.
     BumpFailed {
         /// Who asked for it.

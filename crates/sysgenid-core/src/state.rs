@@ -134,7 +134,7 @@ pub enum BadState {
     FileId(FileId),
     /// A tracked file that cannot acknowledge.
     TrackedReadOnly(FileId),
-    /// A pending request on a file that is not open, or on an outdated file.
+    /// A pending request on a file that is not open, or a wait on an outdated file.
     Pending(RequestId),
     /// Two pending entries share a request id.
     DuplicateRequest(RequestId),
@@ -148,7 +148,7 @@ impl fmt::Display for BadState {
             BadState::Pending(r) => {
                 write!(
                     f,
-                    "request {} waits on a file that is gone or outdated",
+                    "request {} waits on a file that is gone, or is a wait on an outdated file",
                     r.0
                 )
             }

@@ -370,6 +370,10 @@ impl Driver {
                     continue;
                 }
                 Action::Persist(value) => self.outstanding_persist = Some(value),
+                Action::WakeReaders => {
+                    self.dev.handle(Event::WakeReaders);
+                    continue;
+                }
                 _ => {}
             }
             actions.push(action);

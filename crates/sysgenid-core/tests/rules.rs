@@ -669,11 +669,23 @@ fn bump_persists_then_publishes_before_any_wake_or_reply() {
             token: None,
         }
     );
-    let rest = &actions[2..];
-    assert!(rest.contains(&Action::WakePoll(PollHandle(1))));
-    assert_eq!(reply_for(&replies_of(rest), r), Some(Reply::Generation(1)));
-    assert_eq!(reply_for(&replies_of(rest), t), Some(Reply::Done));
-    assert_eq!(rest.len(), 3);
+    // The trigger first, then the poll wakeups; the reads once the transport says the page
+    // shows everywhere (the harness says so at once).
+    assert_eq!(
+        actions[2..],
+        [
+            Action::Reply {
+                request: t,
+                reply: Reply::Done
+            },
+            Action::WakePoll(PollHandle(1)),
+            Action::WakeReaders,
+            Action::Reply {
+                request: r,
+                reply: Reply::Generation(1)
+            },
+        ]
+    );
 }
 
 #[test]
@@ -716,12 +728,18 @@ fn nothing_happens_until_the_persist_is_done() {
                 source: BumpSource::Backend("hw".into()),
                 token: Some(BumpToken(1)),
             },
-            Action::Reply {
-                request: RequestId(2),
-                reply: Reply::Generation(1)
-            },
+            Action::WakeReaders,
             Action::Persist(2),
         ]
+    );
+    // The woken read is answered with the value the page shows, not the one being persisted.
+    dev.handle(Event::WakeReaders);
+    assert_eq!(
+        dev.poll_action(),
+        Some(Action::Reply {
+            request: RequestId(2),
+            reply: Reply::Generation(1)
+        })
     );
 }
 
@@ -1055,5 +1073,108 @@ fn trigger_if_is_neither_interruptible_nor_ended_by_a_release() {
             request: RequestId(7),
             reply: Reply::Bumped(2)
         })
+    );
+}
+
+/// A hardware bump through `h.dev`, stopped where the transport still shows the page: every
+/// action up to and with `Action::WakeReaders`, which is not handed back yet.
+fn bump_before_the_page_shows(h: &mut Harness) -> Vec<Action> {
+    h.dev.handle(Event::HardwareBump {
+        backend: "hw",
+        token: BumpToken(7),
+    });
+    let mut actions = Vec::new();
+    while let Some(action) = h.dev.poll_action() {
+        if let Action::Persist(generation) = action {
+            h.dev.handle(Event::PersistDone {
+                result: Ok(id_of(generation)),
+            });
+        }
+        actions.push(action);
+    }
+    actions
+}
+
+/// Hands `Action::WakeReaders` back and returns what follows.
+fn page_shows(h: &mut Harness) -> Vec<Action> {
+    h.dev.handle(Event::WakeReaders);
+    std::iter::from_fn(|| h.dev.poll_action()).collect()
+}
+
+#[test]
+fn a_woken_read_is_answered_only_once_the_page_shows() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let r = h.start_read(f);
+    let actions = bump_before_the_page_shows(&mut h);
+    assert_eq!(actions.last(), Some(&Action::WakeReaders));
+    assert_eq!(reply_for(&replies_of(&actions), r), None);
+    assert_eq!(
+        page_shows(&mut h),
+        [Action::Reply {
+            request: r,
+            reply: Reply::Generation(1)
+        }]
+    );
+}
+
+#[test]
+fn a_woken_read_is_answered_even_if_its_file_acknowledges_meanwhile() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let r = h.start_read(f);
+    bump_before_the_page_shows(&mut h);
+    // Another thread of the watcher reads the new value and acknowledges it first.
+    assert_eq!(h.read(f, 4, true), Some(Reply::Generation(1)));
+    assert_eq!(h.ack(f), Reply::Written(4));
+    assert_eq!(
+        reply_for(&replies_of(&page_shows(&mut h)), r),
+        Some(Reply::Generation(1)),
+        "the bump woke it; an ack since does not put it back to sleep"
+    );
+}
+
+#[test]
+fn a_woken_read_interrupted_or_closed_before_the_page_shows_is_answered_once() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let g = h.open();
+    let interrupted = h.start_read(f);
+    let closed = h.start_read(g);
+    bump_before_the_page_shows(&mut h);
+    let replies = h.replies(Event::Interrupt {
+        request: interrupted,
+    });
+    assert_eq!(
+        reply_for(&replies, interrupted),
+        Some(Reply::Error(Errno::Intr))
+    );
+    h.release(g);
+    assert_eq!(
+        page_shows(&mut h),
+        [],
+        "neither is answered again: {closed:?}"
+    );
+}
+
+#[test]
+fn a_second_bump_before_the_page_shows_answers_each_woken_read_once_with_the_newest_value() {
+    let mut h = Harness::new(0);
+    let f = h.open();
+    let r = h.start_read(f);
+    bump_before_the_page_shows(&mut h);
+    let second = bump_before_the_page_shows(&mut h);
+    assert_eq!(second.last(), Some(&Action::WakeReaders));
+    assert_eq!(
+        page_shows(&mut h),
+        [Action::Reply {
+            request: r,
+            reply: Reply::Generation(2)
+        }]
+    );
+    assert_eq!(
+        page_shows(&mut h),
+        [],
+        "the second hand-back finds nothing left"
     );
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Harness, id_of};
 use sysgenid_core::{
-    BadState, Device, FileId, GenerationId, NotQuiet, PendingState, Reply, RequestId,
+    BadState, Device, Event, FileId, GenerationId, NotQuiet, PendingState, Reply, RequestId,
 };
 
 #[test]
@@ -79,14 +79,25 @@ fn states_no_device_can_reach_are_refused() {
         Some(BadState::TrackedReadOnly(file))
     );
 
-    let mut outdated_read = base.clone();
-    outdated_read.files[0].acked = 4;
-    outdated_read.pending.push(PendingState::Read {
+    let mut outdated_wait = base.clone();
+    outdated_wait.files[0].acked = 4;
+    outdated_wait.pending.push(PendingState::Wait {
         request: RequestId(9),
         file,
+        deadline: None,
     });
     assert_eq!(
-        Device::from_state(outdated_read).err(),
+        Device::from_state(outdated_wait).err(),
+        Some(BadState::Pending(RequestId(9)))
+    );
+
+    let mut read_of_a_closed_file = base.clone();
+    read_of_a_closed_file.pending.push(PendingState::Read {
+        request: RequestId(9),
+        file: FileId(file.0 + 100),
+    });
+    assert_eq!(
+        Device::from_state(read_of_a_closed_file).err(),
         Some(BadState::Pending(RequestId(9)))
     );
 
@@ -116,7 +127,10 @@ fn catching_up_with_a_durable_value_acts_as_a_bump() {
         "not above the current value: nothing"
     );
     h.dev.catch_up(6, id_of(6), resumed());
-    let actions: Vec<_> = std::iter::from_fn(|| h.dev.poll_action()).collect();
+    let mut actions: Vec<_> = std::iter::from_fn(|| h.dev.poll_action()).collect();
+    assert_eq!(actions.last(), Some(&sysgenid_core::Action::WakeReaders));
+    h.dev.handle(Event::WakeReaders);
+    actions.extend(std::iter::from_fn(|| h.dev.poll_action()));
     assert!(matches!(
         actions[0],
         sysgenid_core::Action::Publish { generation: 6, id, .. } if id == id_of(6)
@@ -174,4 +188,48 @@ fn a_state_serialized_before_the_id_existed_reads_with_no_id() {
     json.as_object_mut().unwrap().remove("generation_id");
     let old: sysgenid_core::DeviceState = serde_json::from_value(json).unwrap();
     assert_eq!((old.generation, old.generation_id), (7, GenerationId::NONE));
+}
+
+#[test]
+fn the_state_is_refused_until_the_reads_a_bump_woke_are_answered() {
+    let mut h = Harness::new(0);
+    let file = h.open();
+    h.start_read(file);
+    h.dev.handle(Event::HardwareBump {
+        backend: "hw",
+        token: sysgenid_core::BumpToken(1),
+    });
+    h.dev.poll_action();
+    h.dev.handle(Event::PersistDone {
+        result: Ok(id_of(1)),
+    });
+    while h.dev.poll_action().is_some() {}
+    assert_eq!(h.dev.state(), Err(NotQuiet::BumpUnderWay));
+    h.dev.handle(Event::WakeReaders);
+    while h.dev.poll_action().is_some() {}
+    assert!(h.dev.state().unwrap().pending.is_empty());
+}
+
+#[test]
+fn a_read_a_bump_woke_but_never_answered_is_answered_by_a_rebuilt_device() {
+    let mut h = Harness::new(5);
+    let file = h.open();
+    let mut state = h.dev.state().unwrap();
+    // The previous process showed 6 and died before answering the read it had woken.
+    state.generation = 6;
+    state.pending.push(PendingState::Read {
+        request: RequestId(9),
+        file,
+    });
+    let mut dev = Device::from_state(state).unwrap();
+    assert_eq!(dev.poll_action(), Some(sysgenid_core::Action::WakeReaders));
+    assert_eq!(dev.poll_action(), None);
+    dev.handle(Event::WakeReaders);
+    assert_eq!(
+        dev.poll_action(),
+        Some(sysgenid_core::Action::Reply {
+            request: RequestId(9),
+            reply: Reply::Generation(6)
+        })
+    );
 }

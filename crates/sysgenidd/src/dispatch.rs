@@ -419,6 +419,11 @@ impl Dispatcher {
                 detail,
                 token,
             } => self.bump_failed(&source, error, detail, token),
+            // Carried out only once the bump's page store is written: the loop holds it until then.
+            Action::WakeReaders => {
+                self.device.handle(Event::WakeReaders);
+                self.record_session();
+            }
         }
     }
 
@@ -550,7 +555,8 @@ fn request_of(event: &Event<'_>) -> Option<RequestId> {
         | Event::Release { .. }
         | Event::Timeout { .. }
         | Event::HardwareBump { .. }
-        | Event::PersistDone { .. } => None,
+        | Event::PersistDone { .. }
+        | Event::WakeReaders => None,
     }
 }
 
@@ -944,23 +950,22 @@ mod tests {
         assert_eq!(rig.journal.take(), [], "a later answer waits too");
 
         // The bump's store is written first, and its writer then sends what the bump ordered
-        // after it: the trigger's answer, the wakeup, the woken read.
+        // right after it: the trigger's answer and the wakeup.
+        rig.store_written();
+        assert_eq!(
+            rig.journal.take_sent(),
+            [reply::ioctl(14, 0, &[]), reply::notify_poll(77)],
+            "sent once the bump's store is written"
+        );
+        // The writeback's store, still in flight, holds what follows (a store in flight never
+        // falls behind a newer value), the woken read among it.
         rig.store_written();
         assert_eq!(
             rig.journal.take_sent(),
             [
-                reply::ioctl(14, 0, &[]),
-                reply::notify_poll(77),
+                reply::data(20, &encode_generation(5)),
                 reply::data(12, &encode_generation(5)),
             ],
-            "sent once the bump's store is written"
-        );
-        // The writeback's store, still in flight, holds what follows (a store in flight never
-        // falls behind a newer value).
-        rig.store_written();
-        assert_eq!(
-            rig.journal.take_sent(),
-            [reply::data(20, &encode_generation(5))],
             "answered once every store is written"
         );
     }
@@ -969,24 +974,31 @@ mod tests {
     fn a_bumps_store_carries_the_trigger_answer_and_at_most_a_few_wakeups() {
         let mut rig = mounted(4);
         rig.store_deferred.set(true);
-        let readers = 3 * GATHER_LIMIT as u64;
-        for i in 0..readers {
+        let watchers = 3 * GATHER_LIMIT as u64;
+        for i in 0..watchers {
             rig.dispatcher
                 .on_request(&fakes::open(100 + 2 * i, libc::O_RDONLY));
+            rig.dispatcher
+                .on_request(&fakes::poll(3000 + 2 * i, 2 + i, 500 + i));
             rig.dispatcher
                 .on_request(&fakes::read(1000 + 2 * i, 2 + i, false));
         }
         rig.journal.take();
         rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
-        assert_eq!(rig.sends_in_flight(), [GATHER_LIMIT]);
+        assert_eq!(
+            rig.sends_in_flight(),
+            [GATHER_LIMIT],
+            "the trigger's answer and the first poll wakeups; no read is woken before the store"
+        );
         rig.journal.take();
         rig.store_written();
         let sent = rig.journal.take_sent();
         let mut expected = vec![reply::ioctl(14, 0, &[])];
-        expected.extend((0..readers).map(|i| reply::data(1000 + 2 * i, &encode_generation(5))));
+        expected.extend((0..watchers).map(|i| reply::notify_poll(500 + i)));
+        expected.extend((0..watchers).map(|i| reply::data(1000 + 2 * i, &encode_generation(5))));
         assert_eq!(
             sent, expected,
-            "the answer first, then every reader in order"
+            "the answer first, then every wakeup, then every reader, each in order"
         );
     }
 

@@ -66,8 +66,12 @@ impl Harness {
                 self.dev.handle(Event::PersistDone { result });
                 continue;
             }
+            let wake = action == Action::WakeReaders;
             self.log.push(action.clone());
             out.push(action);
+            if wake {
+                self.dev.handle(Event::WakeReaders);
+            }
         }
         out
     }
