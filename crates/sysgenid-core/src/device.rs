@@ -59,6 +59,10 @@ struct InFlight {
     request: BumpRequest,
 }
 
+/// The reads a bump answers with its trigger's answer; it answers the rest at
+/// [`Event::WakeReaders`], so that the trigger's answer never waits for thousands of them.
+pub const READS_ANSWERED_AT_ONCE: usize = 16;
+
 /// The System Generation ID device, with no IO.
 ///
 /// Feed it [`Event`]s with [`Device::handle`], then drain [`Action`]s with
@@ -613,16 +617,21 @@ impl Device {
         handles.sort_unstable();
         self.actions
             .extend(handles.into_iter().map(Action::WakePoll));
-        // Every open file is now outdated: waits get EINTR now, reads the value once the
-        // transport shows the new page (a read woken by an earlier bump is still among them).
+        // Every open file is now outdated: waits get EINTR, the first reads the value now, the
+        // other reads once the transport shows the new page (a read woken by an earlier bump
+        // and not answered yet is among them).
         let mut waits = Vec::new();
-        self.woken_reads.clear();
+        let mut reads = Vec::new();
         for (&request, pending) in &self.pending {
             match pending {
-                Pending::Read { .. } => self.woken_reads.push(request),
+                Pending::Read { .. } => reads.push(request),
                 Pending::Wait { .. } => waits.push(request),
                 Pending::Trigger | Pending::TriggerIf => {}
             }
+        }
+        self.woken_reads = reads.split_off(reads.len().min(READS_ANSWERED_AT_ONCE));
+        for request in reads {
+            self.finish(request, Reply::Generation(target));
         }
         for request in waits {
             self.finish(request, Reply::Error(Errno::Intr));

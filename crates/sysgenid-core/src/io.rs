@@ -140,8 +140,9 @@ pub enum Action {
         token: Option<BumpToken>,
     },
     /// Send [`Event::WakeReaders`] once the [`Action::Publish`] before it shows in every
-    /// mapping. Then the reads that bump woke are answered: up to one per watcher, they are
-    /// left out of the work that comes before the bump's own trigger is answered.
+    /// mapping. Then the reads that bump woke beyond the first
+    /// [`crate::READS_ANSWERED_AT_ONCE`] are answered: up to one per watcher, they are left out
+    /// of the work that comes before the bump's own trigger is answered.
     WakeReaders,
     /// A bump could not be applied; log it and report it.
     BumpFailed {

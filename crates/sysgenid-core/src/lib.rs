@@ -40,7 +40,7 @@ mod state;
 mod status;
 mod types;
 
-pub use device::{Changes, Device};
+pub use device::{Changes, Device, READS_ANSWERED_AT_ONCE};
 pub use io::{Action, Event, Reply};
 pub use state::{BadState, DeviceState, FileState, NotQuiet, PendingState};
 pub use status::{BumpFailure, BumpRecord, FileStatus, Status};

@@ -950,22 +950,23 @@ mod tests {
         assert_eq!(rig.journal.take(), [], "a later answer waits too");
 
         // The bump's store is written first, and its writer then sends what the bump ordered
-        // right after it: the trigger's answer and the wakeup.
-        rig.store_written();
-        assert_eq!(
-            rig.journal.take_sent(),
-            [reply::ioctl(14, 0, &[]), reply::notify_poll(77)],
-            "sent once the bump's store is written"
-        );
-        // The writeback's store, still in flight, holds what follows (a store in flight never
-        // falls behind a newer value), the woken read among it.
+        // after it: the trigger's answer, the wakeup, the woken read.
         rig.store_written();
         assert_eq!(
             rig.journal.take_sent(),
             [
-                reply::data(20, &encode_generation(5)),
+                reply::ioctl(14, 0, &[]),
+                reply::notify_poll(77),
                 reply::data(12, &encode_generation(5)),
             ],
+            "sent once the bump's store is written"
+        );
+        // The writeback's store, still in flight, holds what follows (a store in flight never
+        // falls behind a newer value).
+        rig.store_written();
+        assert_eq!(
+            rig.journal.take_sent(),
+            [reply::data(20, &encode_generation(5))],
             "answered once every store is written"
         );
     }
