@@ -119,10 +119,14 @@ impl Clients {
         for _ in 0..2 {
             clients.spawn("trigger", device, |f, _| f.trigger(0).map(drop));
         }
-        clients.spawn("read", device, |f, _| {
-            let g = f.read()?;
-            ack_unless_moved_on(f, g)
-        });
+        // More readers than the 16 a bump answers at once, so crashes also land between a
+        // trigger's answer and the answers to the rest of the readers it woke.
+        for _ in 0..20 {
+            clients.spawn("read", device, |f, _| {
+                let g = f.read()?;
+                ack_unless_moved_on(f, g)
+            });
+        }
         // A wait on an up-to-date file ends with EINTR at the next bump: that is its answer.
         clients.spawn("wait", device, |f, _| {
             let g = f.read()?;

@@ -1004,6 +1004,37 @@ mod tests {
     }
 
     #[test]
+    fn the_reads_a_bump_wakes_after_its_store_are_recorded_before_their_answers() {
+        let mut rig = mounted(4);
+        rig.store_deferred.set(true);
+        let readers = sysgenid_core::READS_ANSWERED_AT_ONCE as u64 + 2;
+        for i in 0..readers {
+            rig.dispatcher
+                .on_request(&fakes::open(100 + 2 * i, libc::O_RDONLY));
+            rig.dispatcher
+                .on_request(&fakes::read(1000 + 2 * i, 2 + i, false));
+        }
+        let last_read = RequestId(1000 + 2 * (readers - 1));
+        rig.dispatcher.on_request(&fakes::ioctl(14, 1, TRIGGER, 0));
+        rig.journal.take();
+        rig.session.borrow_mut().clear();
+        rig.store_written();
+        let effects = rig.journal.take();
+        let answered_at = effects
+            .iter()
+            .position(|e| *e == Effect::Sent(reply::data(last_read.0, &encode_generation(5))))
+            .expect("the last read is answered once the store is written");
+        let recorded_at = rig
+            .session
+            .borrow()
+            .iter()
+            .find(|(_, changes)| changes.requests.contains(&last_read))
+            .map(|&(seen, _)| seen)
+            .expect("its end is recorded");
+        assert!(recorded_at <= answered_at, "{recorded_at} > {answered_at}");
+    }
+
+    #[test]
     fn a_store_wakes_the_loop_only_when_something_waits_on_it() {
         let mut rig = mounted(4);
         rig.store_deferred.set(true);
