@@ -73,7 +73,7 @@ pub const READS_ANSWERED_AT_ONCE: usize = 16;
 /// - the outdated count is the number of tracked files whose acknowledged value is not current;
 /// - every pending request is answered exactly once;
 /// - a pending read or wait belongs to an up-to-date file, but for the reads a bump woke until
-///   [`Event::WakeReaders`] answers them;
+///   [`Event::WakeReaders`] or their file's acknowledgement answers them;
 /// - no wait completes with 0 while a tracked file is outdated.
 #[derive(Debug)]
 pub struct Device {
@@ -96,8 +96,9 @@ pub struct Device {
     last_failure: Option<BumpFailure>,
     degraded: bool,
     actions: VecDeque<Action>,
-    /// The reads a bump woke, in request order, answered at [`Event::WakeReaders`].
-    woken_reads: Vec<RequestId>,
+    /// For each bump whose [`Action::WakeReaders`] is not handed back yet, oldest first: its
+    /// generation and the reads it woke beyond the first few, in request order.
+    woken_reads: VecDeque<(u32, Vec<RequestId>)>,
     /// Files and requests whose state changed since the last [`Device::take_changes`].
     changed: Changes,
 }
@@ -133,7 +134,7 @@ impl Device {
             last_failure: None,
             degraded: false,
             actions: VecDeque::new(),
-            woken_reads: Vec::new(),
+            woken_reads: VecDeque::new(),
             changed: Changes::default(),
         }
     }
@@ -292,8 +293,14 @@ impl Device {
             self.reply(request, Reply::Error(Errno::Inval));
             return;
         }
-        let was_outdated_and_tracked = open.acked != generation && open.tracked;
-        open.acked = generation;
+        let was_outdated = open.acked != generation;
+        let was_outdated_and_tracked = was_outdated && open.tracked;
+        if was_outdated {
+            self.answer_woken_reads_of(file);
+        }
+        if let Some(open) = self.files.get_mut(&file) {
+            open.acked = generation;
+        }
         self.changed.files.insert(file);
         self.reply(request, Reply::Written(GENERATION_SIZE));
         if was_outdated_and_tracked {
@@ -629,25 +636,45 @@ impl Device {
                 Pending::Trigger | Pending::TriggerIf => {}
             }
         }
-        self.woken_reads = reads.split_off(reads.len().min(READS_ANSWERED_AT_ONCE));
+        let later = reads.split_off(reads.len().min(READS_ANSWERED_AT_ONCE));
         for request in reads {
             self.finish(request, Reply::Generation(target));
         }
         for request in waits {
             self.finish(request, Reply::Error(Errno::Intr));
         }
-        if !self.woken_reads.is_empty() {
+        if !later.is_empty() {
+            self.woken_reads.push_back((target, later));
             self.actions.push_back(Action::WakeReaders);
         }
     }
 
-    /// Answers the reads the last bump woke that are still pending with the current value.
+    /// Answers the reads of the oldest bump not handed back yet that are still pending, with
+    /// that bump's value: its page is the one known to show.
     fn wake_readers(&mut self) {
-        let generation = self.generation;
-        for request in std::mem::take(&mut self.woken_reads) {
+        let Some((generation, reads)) = self.woken_reads.pop_front() else {
+            return;
+        };
+        for request in reads {
             if let Some(Pending::Read { .. }) = self.pending.get(&request) {
                 self.finish(request, Reply::Generation(generation));
             }
+        }
+    }
+
+    /// Answers the reads pending on `file` while it is outdated: a bump woke them (a read of an
+    /// outdated file never waits). Called as the file acknowledges, so that no state ever
+    /// holds a woken read on an up-to-date file, which a rebuilt device would take for a
+    /// sleeping one.
+    fn answer_woken_reads_of(&mut self, file: FileId) {
+        let woken: Vec<RequestId> = self
+            .calls
+            .range((file, RequestId(0))..=(file, RequestId(u64::MAX)))
+            .map(|&(_, r)| r)
+            .filter(|r| matches!(self.pending.get(r), Some(Pending::Read { .. })))
+            .collect();
+        for request in woken {
+            self.finish(request, Reply::Generation(self.generation));
         }
     }
 
@@ -795,6 +822,7 @@ impl Device {
             device.outdated_tracked += usize::from(f.tracked && device.is_outdated(&open));
             device.files.insert(f.id, open);
         }
+        let mut reads = Vec::new();
         for p in state.pending {
             let request = p.request();
             let Some(file) = device.files.get(&p.file()) else {
@@ -820,11 +848,12 @@ impl Device {
             device.index_call(request, &pending);
             device.pending.insert(request, pending);
             if woken {
-                device.woken_reads.push(request);
+                reads.push(request);
             }
         }
-        device.woken_reads.sort_unstable();
-        if !device.woken_reads.is_empty() {
+        if !reads.is_empty() {
+            reads.sort_unstable();
+            device.woken_reads.push_back((device.generation, reads));
             device.actions.push_back(Action::WakeReaders);
         }
         device.last_bump = state.last_bump;

@@ -101,7 +101,8 @@ pub enum Event<'a> {
         /// [`Action::BumpFailed`] so it can finish what waits on the bump.
         token: BumpToken,
     },
-    /// [`Action::WakeReaders`] is carried out: every device mapping shows the new page.
+    /// The oldest [`Action::WakeReaders`] not handed back yet is carried out: every device
+    /// mapping shows the page of the bump that queued it.
     WakeReaders,
     /// The outcome of the last [`Action::Persist`].
     PersistDone {
@@ -140,9 +141,10 @@ pub enum Action {
         token: Option<BumpToken>,
     },
     /// Send [`Event::WakeReaders`] once the [`Action::Publish`] before it shows in every
-    /// mapping. Then the reads that bump woke beyond the first
-    /// [`crate::READS_ANSWERED_AT_ONCE`] are answered: up to one per watcher, they are left out
-    /// of the work that comes before the bump's own trigger is answered.
+    /// mapping, one event per action, in order. Then the reads that bump woke beyond the first
+    /// [`crate::READS_ANSWERED_AT_ONCE`] are answered with its value, but for those answered
+    /// meanwhile (interrupted, closed, or their file acknowledged). Up to one per watcher, they
+    /// are left out of the work that comes before the bump's own trigger is answered.
     WakeReaders,
     /// A bump could not be applied; log it and report it.
     BumpFailed {

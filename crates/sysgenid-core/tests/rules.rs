@@ -1127,7 +1127,7 @@ fn a_bump_with_few_readers_answers_them_all_at_once() {
 }
 
 #[test]
-fn a_woken_read_is_answered_even_if_its_file_acknowledges_meanwhile() {
+fn a_woken_read_is_answered_as_its_file_acknowledges_before_the_page_shows() {
     let mut h = Harness::new(0);
     readers_answered_at_once(&mut h);
     let f = h.open();
@@ -1135,12 +1135,42 @@ fn a_woken_read_is_answered_even_if_its_file_acknowledges_meanwhile() {
     bump_before_the_page_shows(&mut h);
     // Another thread of the watcher reads the new value and acknowledges it first.
     assert_eq!(h.read(f, 4, true), Some(Reply::Generation(1)));
-    assert_eq!(h.ack(f), Reply::Written(4));
+    let ack = h.request();
+    let replies = h.replies(Event::Write {
+        request: ack,
+        file: f,
+        data: &1u32.to_ne_bytes(),
+    });
     assert_eq!(
-        reply_for(&replies_of(&page_shows(&mut h)), r),
-        Some(Reply::Generation(1)),
-        "the bump woke it; an ack since does not put it back to sleep"
+        replies,
+        [(r, Reply::Generation(1)), (ack, Reply::Written(4))],
+        "the bump woke it: no state may hold it asleep on an up-to-date file"
     );
+    assert_eq!(page_shows(&mut h), [], "answered once");
+}
+
+#[test]
+fn each_hand_back_answers_the_reads_of_its_own_bump_with_that_bumps_value() {
+    let mut h = Harness::new(0);
+    readers_answered_at_once(&mut h);
+    // Sixteen more readers and `r` wait for the first hand-back.
+    readers_answered_at_once(&mut h);
+    let f = h.open();
+    let r = h.start_read(f);
+    bump_before_the_page_shows(&mut h);
+    // A second bump answers the sixteen at once; `r` waits for a hand-back again.
+    let second = bump_before_the_page_shows(&mut h);
+    assert_eq!(replies_of(&second).len(), READS_ANSWERED_AT_ONCE);
+    assert_eq!(reply_for(&replies_of(&second), r), None);
+    assert_eq!(
+        page_shows(&mut h),
+        [Action::Reply {
+            request: r,
+            reply: Reply::Generation(1)
+        }],
+        "the first hand-back says page 1 shows, not page 2"
+    );
+    assert_eq!(page_shows(&mut h), [], "the second finds it answered");
 }
 
 #[test]
