@@ -1,7 +1,7 @@
 //! Fuzzes `sysgenid_core::Device` with arbitrary operation sequences, checking its invariants after every event.
 #![no_main]
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -135,6 +135,10 @@ struct Harness {
     outstanding: BTreeSet<RequestId>,
     answered: HashSet<RequestId>,
     waits: HashSet<RequestId>,
+    /// The file of every read issued, by request.
+    reads: HashMap<RequestId, FileId>,
+    /// `Action::WakeReaders` seen and not handed back yet.
+    unhanded: usize,
     persist_in_flight: Option<u32>,
     generation: u32,
 }
@@ -216,7 +220,8 @@ impl Harness {
                     );
                 }
                 // Handed back whenever the input says so (`Op::PageShows`), or at the end.
-                Action::WakePoll(_) | Action::WakeReaders => {}
+                Action::WakeReaders => self.unhanded += 1,
+                Action::WakePoll(_) => {}
             }
         }
         self.check(dev, waits_done);
@@ -253,6 +258,21 @@ impl Harness {
                 "WAIT_WATCHERS done while watchers outdated"
             );
         }
+        // Once every bump's page shows, no read sleeps on an outdated file: a bump woke it.
+        if self.unhanded == 0 {
+            let outdated: HashSet<FileId> = status
+                .files
+                .iter()
+                .filter(|f| f.outdated)
+                .map(|f| f.file)
+                .collect();
+            for (request, file) in &self.reads {
+                assert!(
+                    !self.outstanding.contains(request) || !outdated.contains(file),
+                    "{request:?} asleep on outdated {file:?}"
+                );
+            }
+        }
     }
 }
 
@@ -274,12 +294,16 @@ fuzz_target!(|input: Input| {
                 file,
                 len,
                 nonblocking,
-            } => Event::Read {
-                request: h.request(),
-                file: h.file(file),
-                len: *len,
-                nonblocking: *nonblocking,
-            },
+            } => {
+                let (request, file) = (h.request(), h.file(file));
+                h.reads.insert(request, file);
+                Event::Read {
+                    request,
+                    file,
+                    len: *len,
+                    nonblocking: *nonblocking,
+                }
+            }
             Op::Write { file, data } => Event::Write {
                 request: h.request(),
                 file: h.file(file),
@@ -358,7 +382,10 @@ fuzz_target!(|input: Input| {
             Op::PersistDone { result } => Event::PersistDone {
                 result: result.clone().map(|()| GenerationId([2; 16])),
             },
-            Op::PageShows => Event::WakeReaders,
+            Op::PageShows => {
+                h.unhanded = h.unhanded.saturating_sub(1);
+                Event::WakeReaders
+            }
         };
         h.step(&mut dev, event, persist);
     }
@@ -373,7 +400,10 @@ fuzz_target!(|input: Input| {
             &PersistAnswer::Later,
         );
     }
-    h.step(&mut dev, Event::WakeReaders, &PersistAnswer::Ok);
+    while h.unhanded > 0 {
+        h.unhanded -= 1;
+        h.step(&mut dev, Event::WakeReaders, &PersistAnswer::Ok);
+    }
     for file in h.files.clone() {
         h.step(&mut dev, Event::Release { file }, &PersistAnswer::Ok);
     }
