@@ -989,7 +989,7 @@ mod tests {
         assert_eq!(
             rig.sends_in_flight(),
             [GATHER_LIMIT],
-            "the trigger's answer and the first poll wakeups; no read is woken before the store"
+            "the trigger's answer and the first poll wakeups fill the store job"
         );
         rig.journal.take();
         rig.store_written();
