@@ -99,6 +99,8 @@ pub struct Device {
     /// For each bump whose [`Action::WakeReaders`] is not handed back yet, oldest first: its
     /// generation and the reads it woke beyond the first few, in request order.
     woken_reads: VecDeque<(u32, Vec<RequestId>)>,
+    /// How many woken reads a bump answers with its trigger's answer.
+    reads_answered_at_once: usize,
     /// Files and requests whose state changed since the last [`Device::take_changes`].
     changed: Changes,
 }
@@ -135,6 +137,7 @@ impl Device {
             degraded: false,
             actions: VecDeque::new(),
             woken_reads: VecDeque::new(),
+            reads_answered_at_once: READS_ANSWERED_AT_ONCE,
             changed: Changes::default(),
         }
     }
@@ -154,6 +157,14 @@ impl Device {
     /// recovered with the counter, or drew for it.
     pub fn with_generation_id(mut self, id: GenerationId) -> Device {
         self.generation_id = id;
+        self
+    }
+
+    /// The device answering at most `n` woken reads with a bump's trigger, instead of
+    /// [`READS_ANSWERED_AT_ONCE`]; the others wait for [`Event::WakeReaders`]. Not part of the
+    /// state: a device rebuilt with [`Device::from_state`] has the default.
+    pub fn with_reads_answered_at_once(mut self, n: usize) -> Device {
+        self.reads_answered_at_once = n;
         self
     }
 
@@ -636,7 +647,7 @@ impl Device {
                 Pending::Trigger | Pending::TriggerIf => {}
             }
         }
-        let later = reads.split_off(reads.len().min(READS_ANSWERED_AT_ONCE));
+        let later = reads.split_off(reads.len().min(self.reads_answered_at_once));
         for request in reads {
             self.finish(request, Reply::Generation(target));
         }

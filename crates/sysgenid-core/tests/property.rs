@@ -15,7 +15,7 @@ use sysgenid_abi::{
 };
 use sysgenid_core::{
     Action, BumpSource, BumpToken, Caller, Device, DeviceState, Event, FileId, FileState,
-    PendingState, PollHandle, Reply, RequestId, Time,
+    PendingState, PollHandle, READS_ANSWERED_AT_ONCE, Reply, RequestId, Time,
 };
 
 /// The ID the test persist gives `generation`: known, and different for each generation.
@@ -316,6 +316,8 @@ impl Model {
 /// lasting state from the core's changes alone, as a transport that survives crashes does.
 struct Driver {
     dev: Device,
+    /// The device's `with_reads_answered_at_once`, kept across rebuilds.
+    reads_at_once: usize,
     now: Time,
     outstanding_persist: Option<u32>,
     copy_files: BTreeMap<FileId, FileState>,
@@ -412,10 +414,11 @@ struct Expect {
 }
 
 impl Scenario {
-    fn new(start: u32) -> Scenario {
+    fn new(start: u32, reads_at_once: usize) -> Scenario {
         Scenario {
             driver: Driver {
-                dev: Device::new(start),
+                dev: Device::new(start).with_reads_answered_at_once(reads_at_once),
+                reads_at_once,
                 now: Time(1_000_000),
                 outstanding_persist: None,
                 copy_files: BTreeMap::new(),
@@ -772,7 +775,9 @@ impl Scenario {
                     Ok(state) => {
                         assert!(!bump_under_way, "a state taken with a bump under way");
                         let state = through_json(state);
-                        driver.dev = Device::from_state(state.clone()).expect("its own state");
+                        driver.dev = Device::from_state(state.clone())
+                            .expect("its own state")
+                            .with_reads_answered_at_once(driver.reads_at_once);
                         assert_eq!(driver.dev.state(), Ok(state), "the state round-trips");
                     }
                     Err(e) => assert!(bump_under_way, "state refused: {e}"),
@@ -998,8 +1003,8 @@ fn ioctl_event(
     }
 }
 
-fn run_scenario(start: u32, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut scenario = Scenario::new(start);
+fn run_scenario(start: u32, reads_at_once: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut scenario = Scenario::new(start, reads_at_once);
     for (step, op) in ops.iter().enumerate() {
         let request = RequestId(step as u64 + 1);
         let previous_generation = scenario.model.generation;
@@ -1020,7 +1025,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn core_matches_the_reference_model(start in start_generation(), ops in prop::collection::vec(op(), 1..60)) {
-        run_scenario(start, &ops)?;
+    fn core_matches_the_reference_model(
+        start in start_generation(),
+        // Fewer than the default, so that woken reads also take the `WakeReaders` path.
+        reads_at_once in prop_oneof![Just(0usize), Just(1), Just(READS_ANSWERED_AT_ONCE)],
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        run_scenario(start, reads_at_once, &ops)?;
     }
 }
