@@ -457,11 +457,7 @@ impl Device {
         self.changed.files.insert(file);
         // Over FUSE a file is never released while a call on it is in progress; answer any
         // leftover read or wait so that every request still completes exactly once.
-        let orphans: Vec<RequestId> = self
-            .calls
-            .range((file, RequestId(0))..=(file, RequestId(u64::MAX)))
-            .map(|&(_, r)| r)
-            .collect();
+        let orphans: Vec<RequestId> = self.calls_of(file).collect();
         for request in orphans {
             self.finish(request, Reply::Error(Errno::BadF));
         }
@@ -514,6 +510,13 @@ impl Device {
             Some(Pending::Trigger | Pending::TriggerIf) | None => {}
         }
         self.reply(request, reply);
+    }
+
+    /// The pending reads and waits of `file`, from the index.
+    fn calls_of(&self, file: FileId) -> impl Iterator<Item = RequestId> + '_ {
+        self.calls
+            .range((file, RequestId(0))..=(file, RequestId(u64::MAX)))
+            .map(|&(_, r)| r)
     }
 
     /// Notes a read or a wait under its file, for [`Device::release`].
@@ -679,9 +682,7 @@ impl Device {
     /// sleeping one.
     fn answer_woken_reads_of(&mut self, file: FileId) {
         let woken: Vec<RequestId> = self
-            .calls
-            .range((file, RequestId(0))..=(file, RequestId(u64::MAX)))
-            .map(|&(_, r)| r)
+            .calls_of(file)
             .filter(|r| matches!(self.pending.get(r), Some(Pending::Read { .. })))
             .collect();
         for request in woken {
